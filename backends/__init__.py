@@ -1,0 +1,1 @@
+"""Backends: the NumPy executor (and, later, ONNX export and the onnxruntime runner)."""

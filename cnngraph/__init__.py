@@ -1,0 +1,22 @@
+"""cnngraph: describe a CNN as a graph of layers, check it, optimize it, run it with NumPy or export it to ONNX."""
+from .errors import CnnGraphError, GraphError, InputError, ParameterError, ShapeError
+from .graph import Graph, Node, Value
+from .init import manual_seed
+from .layer import REGISTRY, Layer
+from .layers import *  # noqa: F401,F403  (registers every op)
+from .layers import __all__ as _layer_names
+from .sequential import Sequential
+
+__version__ = "0.1.0"
+
+
+def run(graph: Graph, *arrays, backend: str = "numpy"):
+    """Run a graph on input arrays; one array for a single-output graph, else a tuple in output order."""
+    if backend != "numpy":
+        raise ValueError(f"unknown backend {backend!r}; available: 'numpy'")
+    from backends.numpy_backend import run as run_numpy
+    return run_numpy(graph, *arrays)
+
+
+__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "manual_seed", "CnnGraphError",
+           "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]

@@ -1,0 +1,150 @@
+"""The Layer base class and the op registry.
+
+Each op is defined once, as a Layer subclass: its PyTorch-style constructor, the shapes of its parameters,
+its shape inference, whether it is linear (affine in its data inputs) and its MAC count. Defining the class
+registers it under ``op`` (the class name unless set). The graph builder, the passes and every backend look
+ops up here by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import GraphError, ParameterError, ShapeError
+from .shapes import TensorType, format_shape
+
+REGISTRY: dict[str, type["Layer"]] = {}
+
+
+def lookup(op: str) -> type["Layer"]:
+    try:
+        return REGISTRY[op]
+    except KeyError:
+        raise GraphError(f"unknown op {op!r}; registered ops: {', '.join(sorted(REGISTRY))}") from None
+
+
+@dataclass(frozen=True)
+class Operand:
+    """What shape inference sees of one input: the producing value's name and type."""
+    name: str
+    type: TensorType
+
+    @property
+    def shape(self):
+        return self.type.shape
+
+    @property
+    def rank(self) -> int:
+        return len(self.type.shape)
+
+    def describe(self) -> str:
+        return f"{self.name} with shape {format_shape(self.shape)}"
+
+
+def as_float32(value, *, what: str) -> np.ndarray:
+    """Parameters are float32; numeric arrays are converted, anything else is refused."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise ParameterError(f"{what}: expected a numeric array, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+class Layer:
+    """A layer: attributes (hyper-parameters) plus named float32 parameter arrays.
+
+    Subclasses set the class variables below and implement ``param_shapes``, ``infer`` and, when they own
+    parameters, ``init_params``. Parameters are read and set as attributes (``conv.weight``); setting one
+    checks its shape.
+    """
+    op: ClassVar[str]
+    prefix: ClassVar[str] = "layer"          # default node name: prefix + counter ("conv1")
+    linear: ClassVar[bool] = False           # affine in its data inputs: consecutive linear layers compose
+    arity: ClassVar[tuple] = (1, 1)          # (min, max) data inputs; max None = any number
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "op" not in cls.__dict__:
+            cls.op = cls.__name__
+        if not cls.op.startswith("_"):
+            REGISTRY[cls.op] = cls
+
+    def __init__(self, **attrs):
+        object.__setattr__(self, "attrs", attrs)
+        object.__setattr__(self, "params", self.init_params(attrs))
+
+    # --- the schema: override in subclasses -------------------------------------------------------------
+    @classmethod
+    def param_shapes(cls, attrs: dict) -> dict[str, tuple]:
+        return {}
+
+    @classmethod
+    def init_params(cls, attrs: dict) -> dict[str, np.ndarray]:
+        return {}
+
+    @classmethod
+    def infer(cls, attrs: dict, inputs: list[Operand]) -> TensorType:
+        raise NotImplementedError
+
+    @classmethod
+    def macs(cls, attrs: dict, inputs: list[Operand], output: TensorType) -> int:
+        """Multiply-accumulates per sample (batch dimension 1)."""
+        return 0
+
+    # --- parameters as attributes -----------------------------------------------------------------------
+    def __getattr__(self, name):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        expected = self.param_shapes(self.attrs)
+        if name in expected:
+            self.params[name] = check_param(self.op, name, value, expected[name])
+        elif name in self.params:
+            raise ParameterError(f"{self.op}: parameter {name!r} is not used with these attributes")
+        else:
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.attrs.items())
+        return f"{type(self).__name__}({shown})"
+
+    @classmethod
+    def check_arity(cls, count: int, node: str) -> None:
+        low, high = cls.arity
+        if count < low or (high is not None and count > high):
+            wanted = str(low) if low == high else (f"at least {low}" if high is None else f"{low} to {high}")
+            raise ShapeError(f"{node} ({cls.op}): takes {wanted} input(s), got {count}")
+
+
+def check_param(label: str, name: str, value, shape: tuple) -> np.ndarray:
+    """The parameter as a float32 array of the expected shape; ``label`` names the layer in the error."""
+    array = as_float32(value, what=f"{label}: {name}")
+    if array.shape != tuple(shape):
+        raise ParameterError(f"{label}: {name} must have shape {format_shape(tuple(shape))}, "
+                             f"got {format_shape(array.shape)}")
+    return array
+
+
+def pair(value, what: str) -> tuple[int, int]:
+    """PyTorch's int-or-pair arguments."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+
+
+def require_rank(inputs: list[Operand], rank: int, layout: str) -> None:
+    for operand in inputs:
+        if operand.rank != rank:
+            raise ShapeError(f"expects a {rank}-D input {layout}, got {operand.describe()}")
+
+
+def require_static(operand: Operand, axes, what: str) -> None:
+    if any(not isinstance(operand.shape[a], int) for a in axes):
+        raise ShapeError(f"needs a static {what}, got {operand.describe()}")

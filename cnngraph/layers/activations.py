@@ -1,0 +1,64 @@
+"""Element-wise activations and Softmax: the non-linearities that stop a fold of linear layers."""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..layer import Layer
+from ..shapes import TensorType
+
+
+class _Elementwise(Layer):
+    """Output type = input type. (Names starting with "_" are bases, not registered ops.)"""
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        return x.type
+
+
+class ReLU(_Elementwise):
+    prefix = "relu"
+
+    def __init__(self):
+        super().__init__()
+
+
+class LeakyReLU(_Elementwise):
+    prefix = "lrelu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__(negative_slope=float(negative_slope))
+
+
+class ReLU6(_Elementwise):
+    prefix = "relu6"
+
+    def __init__(self):
+        super().__init__()
+
+
+class Sigmoid(_Elementwise):
+    prefix = "sigmoid"
+
+    def __init__(self):
+        super().__init__()
+
+
+class Tanh(_Elementwise):
+    prefix = "tanh"
+
+    def __init__(self):
+        super().__init__()
+
+
+class Softmax(Layer):
+    prefix = "softmax"
+
+    def __init__(self, axis: int = -1):
+        super().__init__(axis=int(axis))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if not -x.rank <= attrs["axis"] < x.rank:
+            raise ShapeError(f"axis {attrs['axis']} is out of range for {x.describe()}")
+        return x.type

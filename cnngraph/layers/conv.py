@@ -1,0 +1,85 @@
+"""Conv2d, as PyTorch defines it: weight (out, in/groups, kh, kw), optional bias, zero padding.
+
+Padding is stored as four numbers (top, left, bottom, right) so that "same" with an even kernel and
+asymmetric pads from ONNX files fit the same attribute.
+"""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..init import fan_in_uniform
+from ..layer import Layer, Operand, pair, require_rank, require_static
+from ..shapes import TensorType, conv_output_size
+
+
+def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, int, int, int]:
+    """PyTorch's padding argument (int, pair, "valid", "same") as (top, left, bottom, right)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions (as in PyTorch)")
+        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        begin = [t // 2 for t in totals]
+        return (begin[0], begin[1], totals[0] - begin[0], totals[1] - begin[1])
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        pads = tuple(int(p) for p in padding)
+    else:
+        ph, pw = pair(padding, "padding")
+        pads = (ph, pw, ph, pw)
+    if min(pads) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return pads
+
+
+class Conv2d(Layer):
+    prefix = "conv"
+    linear = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True):
+        kernel, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+        if min(kernel + stride + dilation) < 1:
+            raise ValueError(f"Conv2d: kernel_size, stride and dilation must be >= 1, got {kernel}, {stride}, {dilation}")
+        if in_channels < 1 or out_channels < 1 or groups < 1:
+            raise ValueError("Conv2d: in_channels, out_channels and groups must be >= 1")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        super().__init__(in_channels=int(in_channels), out_channels=int(out_channels), kernel_size=kernel,
+                         stride=stride, pads=conv_pads(padding, kernel, dilation, stride), dilation=dilation,
+                         groups=int(groups), bias=bool(bias))
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        kh, kw = attrs["kernel_size"]
+        shapes = {"weight": (attrs["out_channels"], attrs["in_channels"] // attrs["groups"], kh, kw)}
+        if attrs["bias"]:
+            shapes["bias"] = (attrs["out_channels"],)
+        return shapes
+
+    @classmethod
+    def init_params(cls, attrs):
+        shapes = cls.param_shapes(attrs)
+        fan_in = shapes["weight"][1] * shapes["weight"][2] * shapes["weight"][3]
+        return {name: fan_in_uniform(shape, fan_in) for name, shape in shapes.items()}
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        require_rank(inputs, 4, "(N, C, H, W)")
+        if x.shape[1] != attrs["in_channels"]:
+            raise ShapeError(f"expects {attrs['in_channels']} input channels, got {x.shape[1]} from {x.describe()}")
+        require_static(x, (2, 3), "spatial size")
+        top, left, bottom, right = attrs["pads"]
+        sizes = [conv_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i],
+                                  (top, left)[i], (bottom, right)[i], attrs["dilation"][i]) for i in range(2)]
+        if min(sizes) < 1:
+            raise ShapeError(f"input {x.describe()} is too small for kernel {attrs['kernel_size']} "
+                             f"with dilation {attrs['dilation']} and padding {attrs['pads']}")
+        return TensorType((x.shape[0], attrs["out_channels"], *sizes))
+
+    @classmethod
+    def macs(cls, attrs, inputs, output):
+        kh, kw = attrs["kernel_size"]
+        _, cout, ho, wo = output.shape
+        return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw

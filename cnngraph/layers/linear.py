@@ -1,0 +1,45 @@
+"""Linear (fully connected), as PyTorch defines it: y = x · Wᵀ + b with weight (out, in) over the last axis."""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..init import fan_in_uniform
+from ..layer import Layer
+from ..shapes import TensorType, product
+
+
+class Linear(Layer):
+    prefix = "fc"
+    linear = True
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        if in_features < 1 or out_features < 1:
+            raise ValueError("Linear: in_features and out_features must be >= 1")
+        super().__init__(in_features=int(in_features), out_features=int(out_features), bias=bool(bias))
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        shapes = {"weight": (attrs["out_features"], attrs["in_features"])}
+        if attrs["bias"]:
+            shapes["bias"] = (attrs["out_features"],)
+        return shapes
+
+    @classmethod
+    def init_params(cls, attrs):
+        return {name: fan_in_uniform(shape, attrs["in_features"]) for name, shape in cls.param_shapes(attrs).items()}
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank < 1:
+            raise ShapeError(f"expects an input with at least one axis, got {x.describe()}")
+        if x.shape[-1] != attrs["in_features"]:
+            hint = " (is a Flatten missing?)" if x.rank > 2 else ""
+            raise ShapeError(f"expects {attrs['in_features']} input features, got {x.shape[-1]} "
+                             f"from {x.describe()}{hint}")
+        return TensorType((*x.shape[:-1], attrs["out_features"]))
+
+    @classmethod
+    def macs(cls, attrs, inputs, output):
+        rows = product(output.shape[1:-1]) if output.rank > 2 else 1
+        rows = rows if isinstance(rows, int) else 1
+        return rows * attrs["in_features"] * attrs["out_features"]

@@ -1,0 +1,46 @@
+"""BatchNorm2d at inference: y = (x − running_mean) / √(running_var + eps) · weight + bias, per channel."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..layer import Layer
+from ..shapes import TensorType
+
+
+class BatchNorm2d(Layer):
+    prefix = "bn"
+    linear = True
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        if num_features < 1 or eps < 0:
+            raise ValueError("BatchNorm2d: num_features must be >= 1 and eps >= 0")
+        super().__init__(num_features=int(num_features), eps=float(eps))
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        c = (attrs["num_features"],)
+        return {"weight": c, "bias": c, "running_mean": c, "running_var": c}
+
+    @classmethod
+    def init_params(cls, attrs):
+        c = attrs["num_features"]
+        ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
+        return {"weight": ones, "bias": zeros, "running_mean": zeros.copy(), "running_var": ones.copy()}
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank < 2:
+            raise ShapeError(f"expects an input (N, C, ...), got {x.describe()}")
+        if x.shape[1] != attrs["num_features"]:
+            raise ShapeError(f"expects {attrs['num_features']} channels, got {x.shape[1]} from {x.describe()}")
+        return x.type
+
+    @staticmethod
+    def scale_shift(attrs, params) -> tuple[np.ndarray, np.ndarray]:
+        """The per-channel affine map BatchNorm is at inference: y = x·scale + shift (computed in float64)."""
+        inv_std = 1.0 / np.sqrt(params["running_var"].astype(np.float64) + attrs["eps"])
+        scale = params["weight"] * inv_std
+        shift = params["bias"] - params["running_mean"] * scale
+        return scale, shift

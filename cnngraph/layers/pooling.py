@@ -1,0 +1,83 @@
+"""Pooling layers with PyTorch's output sizes, ceil_mode and count_include_pad included.
+
+Average pooling is linear (a fixed weighted sum), max pooling is not: that difference decides which
+chains of layers can be folded into one.
+"""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..layer import Layer, pair, require_rank, require_static
+from ..shapes import TensorType, pool_output_size
+
+
+def _pool_attrs(cls_name, kernel_size, stride, padding, dilation):
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    pad = pair(padding, "padding")
+    dilation = pair(dilation, "dilation")
+    if min(kernel + stride + dilation) < 1 or min(pad) < 0:
+        raise ValueError(f"{cls_name}: kernel_size, stride, dilation must be >= 1 and padding >= 0")
+    for p, k, d in zip(pad, kernel, dilation):
+        if p > ((k - 1) * d + 1) // 2:
+            raise ValueError(f"{cls_name}: padding {padding} must be at most half of the kernel size "
+                             f"{kernel_size} (as in PyTorch)")
+    return dict(kernel_size=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]), dilation=dilation)
+
+
+def _infer_pool(attrs, inputs):
+    x, = inputs
+    require_rank(inputs, 4, "(N, C, H, W)")
+    require_static(x, (2, 3), "spatial size")
+    top, left, bottom, right = attrs["pads"]
+    sizes = [pool_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i], (top, left)[i],
+                              (bottom, right)[i], attrs["dilation"][i], attrs["ceil_mode"]) for i in range(2)]
+    if min(sizes) < 1:
+        raise ShapeError(f"input {x.describe()} is too small for kernel {attrs['kernel_size']} "
+                         f"with padding {attrs['pads']}")
+    return TensorType((*x.shape[:2], *sizes))
+
+
+def _pool_macs(attrs, output):
+    _, c, h, w = output.shape
+    return c * h * w * attrs["kernel_size"][0] * attrs["kernel_size"][1]
+
+
+class MaxPool2d(Layer):
+    prefix = "pool"
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+        super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
+
+    infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
+
+
+class AvgPool2d(Layer):
+    prefix = "pool"
+    linear = True
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
+        super().__init__(**_pool_attrs("AvgPool2d", kernel_size, stride, padding, 1), ceil_mode=bool(ceil_mode),
+                         count_include_pad=bool(count_include_pad))
+
+    infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
+    macs = classmethod(lambda cls, attrs, inputs, output: _pool_macs(attrs, output))
+
+
+class GlobalAvgPool2d(Layer):
+    """Mean over the spatial axes, keeping them as 1×1 (PyTorch's AdaptiveAvgPool2d(1))."""
+    prefix = "gap"
+    linear = True
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        require_rank(inputs, 4, "(N, C, H, W)")
+        x, = inputs
+        return TensorType((x.shape[0], x.shape[1], 1, 1))
+
+    @classmethod
+    def macs(cls, attrs, inputs, output):
+        x, = inputs
+        return 0 if not all(isinstance(d, int) for d in x.shape[1:]) else x.shape[1] * x.shape[2] * x.shape[3]

@@ -1,0 +1,98 @@
+"""Layers that reshape, join or pass values through: Flatten, Add, Concat, Identity, Dropout."""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..layer import Layer
+from ..shapes import TensorType, product
+
+
+def _axis(axis: int, rank: int, what: str, operand) -> int:
+    if not -rank <= axis < rank:
+        raise ShapeError(f"{what} {axis} is out of range for {operand.describe()}")
+    return axis % rank
+
+
+class Flatten(Layer):
+    prefix = "flatten"
+    linear = True
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__(start_dim=int(start_dim), end_dim=int(end_dim))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank == 0:
+            return TensorType((1,))
+        start = _axis(attrs["start_dim"], x.rank, "start_dim", x)
+        end = _axis(attrs["end_dim"], x.rank, "end_dim", x)
+        if start > end:
+            raise ShapeError(f"start_dim {attrs['start_dim']} comes after end_dim {attrs['end_dim']} for {x.describe()}")
+        return TensorType((*x.shape[:start], product(x.shape[start:end + 1]), *x.shape[end + 1:]))
+
+
+class Add(Layer):
+    """Element-wise sum of two or more values of the same shape (a residual connection)."""
+    prefix = "add"
+    linear = True
+    arity = (2, None)
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        first = inputs[0]
+        for other in inputs[1:]:
+            if other.shape != first.shape:
+                raise ShapeError(f"inputs must have the same shape, got {first.describe()} and {other.describe()}")
+        return first.type
+
+
+class Concat(Layer):
+    prefix = "concat"
+    linear = True
+    arity = (1, None)
+
+    def __init__(self, axis: int = 1):
+        super().__init__(axis=int(axis))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        first = inputs[0]
+        axis = _axis(attrs["axis"], first.rank, "axis", first)
+        for other in inputs[1:]:
+            same_rank = other.rank == first.rank
+            if not same_rank or any(a != b for i, (a, b) in enumerate(zip(first.shape, other.shape)) if i != axis):
+                raise ShapeError(f"inputs must match on every axis but {axis}: {first.describe()} and {other.describe()}")
+        return TensorType((*first.shape[:axis], product(op.shape[axis] for op in inputs), *first.shape[axis + 1:]))
+
+
+class Identity(Layer):
+    prefix = "identity"
+    linear = True
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        return inputs[0].type
+
+
+class Dropout(Layer):
+    """Identity at inference; kept as a layer so a graph reads like the network it came from."""
+    prefix = "dropout"
+    linear = True
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        super().__init__(p=float(p))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        return inputs[0].type
+
+
+

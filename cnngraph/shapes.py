@@ -1,0 +1,89 @@
+"""Tensor types with symbolic dimensions, and the output-size arithmetic convolution and pooling share.
+
+A dimension is an ``int`` or a ``str`` naming a symbolic size (``"N"`` for the batch). Keeping the
+batch symbolic is what lets one graph run, and export, for any batch size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+Dim = Union[int, str]
+Shape = tuple  # tuple[Dim, ...]
+
+BATCH = "N"
+
+
+def normalize_shape(shape, *, what: str = "shape") -> Shape:
+    """Turn a user shape into a tuple of dims: ``None`` becomes ``"N"`` in the first axis, ``"d{i}"`` elsewhere."""
+    if isinstance(shape, (int, str)) or shape is None:
+        raise TypeError(f"{what} must be a sequence of dimensions, got {shape!r}")
+    dims = []
+    for axis, dim in enumerate(shape):
+        if dim is None:
+            dims.append(BATCH if axis == 0 else f"d{axis}")
+        elif isinstance(dim, str) and dim:
+            dims.append(dim)
+        elif isinstance(dim, (int,)) and not isinstance(dim, bool) and dim >= 0:
+            dims.append(int(dim))
+        elif hasattr(dim, "__index__") and not isinstance(dim, bool) and int(dim) >= 0:
+            dims.append(int(dim))
+        else:
+            raise TypeError(f"{what}: dimension {axis} must be a non-negative int, None or a name, got {dim!r}")
+    return tuple(dims)
+
+
+def format_shape(shape: Shape) -> str:
+    inner = ", ".join(str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def is_static(dim: Dim) -> bool:
+    return isinstance(dim, int)
+
+
+def product(dims) -> Dim:
+    """Product of dims; symbolic factors stay as a ``*``-joined name (``"N*3"``)."""
+    number = 1
+    names = []
+    for d in dims:
+        if isinstance(d, int):
+            number *= d
+        else:
+            names.append(d)
+    if not names:
+        return number
+    if number == 0:
+        return 0
+    return "*".join(([str(number)] if number != 1 else []) + names)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: Shape
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __str__(self) -> str:
+        return format_shape(self.shape)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
+    """PyTorch/ONNX convolution output length along one axis (may be <= 0 when the input is too small)."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch pooling output length: with ceil_mode, a last window that would start in the right padding
+    (or past it) is dropped (pytorch #71549)."""
+    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+    if span < 0:
+        return span // stride + 1  # <= 0: caller reports "too small"
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out

@@ -1,0 +1,1 @@
+"""Optimization passes and the pass manager (see DESIGN.md). Not written yet."""
