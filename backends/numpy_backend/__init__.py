@@ -1,0 +1,28 @@
+"""The NumPy backend: compile a Graph into a plan of BLAS-backed kernels and run it."""
+from __future__ import annotations
+
+import weakref
+
+from . import elementwise, gemm, pooling  # noqa: F401  (register the kernels)
+from .inputs import coerce_inputs
+from .kernel import KERNELS
+from .plan import Executor
+
+_executors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compile_graph(graph) -> Executor:
+    """The graph compiled for this backend, reused while the graph is unchanged (Graph.version)."""
+    cached = _executors.get(graph)
+    if cached is not None and cached[0] == graph.version:
+        return cached[1]
+    executor = Executor(graph)
+    _executors[graph] = (graph.version, executor)
+    return executor
+
+
+def run(graph, *arrays):
+    return compile_graph(graph)(*arrays)
+
+
+__all__ = ["run", "compile_graph", "coerce_inputs", "KERNELS", "Executor"]

@@ -1,0 +1,114 @@
+"""Element-wise kernels (activations, BatchNorm, Add) and the tensor plumbing (Softmax, Concat, Flatten, views).
+
+Element-wise kernels work in either layout and may run in place on a buffer whose value dies here, so a
+ReLU after a convolution costs one pass over memory and no allocation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnngraph.layers import BatchNorm2d
+
+from .kernel import CNHW, NCHW, kernel
+
+ANY = (CNHW, NCHW)
+
+
+def unary(op: str, apply):
+    """Register an element-wise kernel from ``apply(x, out, attrs)``."""
+    @kernel(op, layouts=ANY, inplace=True)
+    def make(ctx):
+        attrs = ctx.attrs
+
+        def step(inputs, out):
+            apply(inputs[0], out, attrs)
+            return out
+        return step
+    return make
+
+
+def _sigmoid(x, out, attrs):
+    with np.errstate(over="ignore"):         # exp(−x) overflows to inf for x ≪ 0, giving the right 0
+        np.negative(x, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
+
+
+def _leaky_relu(x, out, attrs):
+    # max(x, 0) + slope·min(x, 0): exact for every slope, and only one temporary
+    negative = np.minimum(x, 0.0)
+    negative *= np.float32(attrs["negative_slope"])
+    np.maximum(x, 0.0, out=out)
+    out += negative
+
+
+unary("ReLU", lambda x, out, attrs: np.maximum(x, 0.0, out=out))
+unary("ReLU6", lambda x, out, attrs: np.clip(x, 0.0, 6.0, out=out))
+unary("Tanh", lambda x, out, attrs: np.tanh(x, out=out))
+unary("Sigmoid", _sigmoid)
+unary("LeakyReLU", _leaky_relu)
+
+
+@kernel("BatchNorm2d", layouts=ANY, inplace=True)
+def make_batchnorm(ctx):
+    scale, shift = BatchNorm2d.scale_shift(ctx.attrs, ctx.params)
+    rank = len(ctx.out_shape)
+    channel_axis = ctx.axis(1, rank)
+    shape = [1] * rank
+    shape[channel_axis] = -1
+    scale = scale.astype(np.float32).reshape(shape)
+    shift = shift.astype(np.float32).reshape(shape)
+
+    def step(inputs, out):
+        np.multiply(inputs[0], scale, out=out)
+        out += shift
+        return out
+    return step
+
+
+@kernel("Add", layouts=ANY, inplace=True)
+def make_add(ctx):
+    def step(inputs, out):
+        np.add(inputs[0], inputs[1], out=out)
+        for other in inputs[2:]:
+            out += other
+        return out
+    return step
+
+
+@kernel("Softmax", layouts=ANY)
+def make_softmax(ctx):
+    axis = ctx.axis(ctx.attrs["axis"], len(ctx.out_shape))
+
+    def step(inputs, out):
+        x = inputs[0]
+        np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+        np.exp(out, out=out)
+        out /= np.sum(out, axis=axis, keepdims=True)
+        return out
+    return step
+
+
+@kernel("Concat", layouts=ANY)
+def make_concat(ctx):
+    axis = ctx.axis(ctx.attrs["axis"], len(ctx.out_shape))
+
+    def step(inputs, out):
+        np.concatenate(inputs, axis=axis, out=out)
+        return out
+    return step
+
+
+@kernel("Flatten", layouts=(NCHW,), view=True)
+def make_flatten(ctx):
+    shape = ctx.out_shape
+    return lambda inputs, out: inputs[0].reshape(shape)
+
+
+def _pass_through(ctx):
+    return lambda inputs, out: inputs[0]
+
+
+kernel("Identity", layouts=ANY, view=True)(_pass_through)
+kernel("Dropout", layouts=ANY, view=True)(_pass_through)

@@ -1,0 +1,158 @@
+"""Convolution and Linear as matrix products through NumPy's BLAS.
+
+In the cnhw layout a convolution over the whole batch is W (Cout, Cin·kh·kw) @ cols (Cin·kh·kw, N·Ho·Wo),
+whose result *is* the output tensor (Cout, N, Ho, Wo): no transpose. A 1×1 stride-1 convolution needs no
+im2col at all. The columns are gathered through one strided view of the (padded) input, batch chunk by batch
+chunk so that they stay in cache; depthwise convolutions, where a GEMM would have a single row, are a sum of
+kh·kw shifted, scaled views instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .kernel import CNHW, NCHW, kernel
+
+COLUMN_BYTES = 8 << 20          # im2col chunk budget: a few MB keeps the columns in L2/L3 between copy and GEMM
+
+
+def padded_source(in_shape, pads, extent, fill: float, scratch):
+    """A function placing its (C, N, H, W) input in a scratch buffer of spatial size at least ``extent``, at
+    offset (top, left), the rest set to ``fill``; the identity when no padding is needed. Only the border is
+    filled at run time, the interior being overwritten anyway."""
+    top, left = pads[0], pads[1]
+    c, n, h, w = in_shape
+    hp, wp = max(extent[0], top + h), max(extent[1], left + w)
+    if (top, left, hp, wp) == (0, 0, h, w):
+        return lambda source: source
+    get = scratch.request((c, n, hp, wp))
+
+    def pad(source):
+        buffer = get()
+        buffer[:, :, :top] = fill
+        buffer[:, :, top + h:] = fill
+        buffer[:, :, top:top + h, :left] = fill
+        buffer[:, :, top:top + h, left + w:] = fill
+        buffer[:, :, top:top + h, left:left + w] = source
+        return buffer
+    return pad
+
+
+def window_view(xp: np.ndarray, kernel_size, stride, dilation, out_hw, offset=(0, 0)):
+    """(C, kh, kw, N, Ho, Wo) view of every kernel tap of every output pixel, without copying."""
+    c, n, hp, wp = xp.shape
+    s_c, s_n, s_h, s_w = xp.strides
+    view_base = xp[:, :, offset[0]:, offset[1]:]
+    return as_strided(view_base, shape=(c, kernel_size[0], kernel_size[1], n, out_hw[0], out_hw[1]),
+                      strides=(s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w),
+                      writeable=False)
+
+
+def tap(xp: np.ndarray, i: int, j: int, stride, dilation, out_hw) -> np.ndarray:
+    """The (C, N, Ho, Wo) view of input pixels that kernel tap (i, j) multiplies."""
+    h0, w0 = i * dilation[0], j * dilation[1]
+    return xp[:, :, h0:h0 + stride[0] * (out_hw[0] - 1) + 1:stride[0], w0:w0 + stride[1] * (out_hw[1] - 1) + 1:stride[1]]
+
+
+@kernel("Conv2d", layouts=(CNHW,))
+def make_conv(ctx):
+    a = ctx.attrs
+    cin, n, h, w = ctx.physical(ctx.in_shapes[0])
+    cout, _, ho, wo = ctx.physical(ctx.out_shape)
+    kh, kw = a["kernel_size"]
+    groups = a["groups"]
+    weight = ctx.params["weight"]
+    bias = ctx.params.get("bias")
+    bias_column = None if bias is None else bias.reshape(cout, 1)
+    extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
+              (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
+    pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
+
+    if groups == cin and groups > 1:
+        run = depthwise(ctx, weight, pad, (ho, wo))
+    elif (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and groups == 1:
+        matrix = weight.reshape(cout, cin)
+
+        def run(x, out):
+            np.matmul(matrix, x.reshape(cin, n * h * w), out=out.reshape(cout, n * ho * wo))
+    else:
+        run = im2col_gemm(ctx, weight, pad, (cin, n), (cout, ho, wo))
+
+    def step(inputs, out):
+        run(inputs[0], out)
+        if bias_column is not None:
+            flat = out.reshape(cout, -1)
+            np.add(flat, bias_column, out=flat)
+        return out
+    return step
+
+
+def im2col_gemm(ctx, weight, pad, in_cn, out_chw):
+    a = ctx.attrs
+    cin, n = in_cn
+    cout, ho, wo = out_chw
+    kh, kw = a["kernel_size"]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    k = cin_g * kh * kw
+    per_image = k * ho * wo * 4
+    chunk = max(1, min(n, COLUMN_BYTES // max(per_image, 1)))
+    columns = ctx.scratch.request((cin_g, kh, kw, chunk, ho, wo))
+    matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k) for g in range(groups)]
+
+    def run(x, out):
+        xp = pad(x)
+        cols_full = columns()
+        for n0 in range(0, n, chunk):
+            nb = min(chunk, n - n0)
+            cols = cols_full[:, :, :, :nb]
+            for g, matrix in enumerate(matrices):
+                source = window_view(xp[g * cin_g:(g + 1) * cin_g, n0:n0 + nb], a["kernel_size"], a["stride"],
+                                     a["dilation"], (ho, wo))
+                np.copyto(cols, source)
+                target = out[g * cout_g:(g + 1) * cout_g, n0:n0 + nb].reshape(cout_g, nb * ho * wo)
+                np.matmul(matrix, cols.reshape(k, nb * ho * wo), out=target)
+    return run
+
+
+def depthwise(ctx, weight, pad, out_hw):
+    """groups == in_channels: output channel c·m + j reads input channel c only, a weighted sum of taps."""
+    a = ctx.attrs
+    cin = ctx.in_shapes[0][1]
+    cout = ctx.out_shape[1]
+    multiplier = cout // cin
+    kh, kw = a["kernel_size"]
+    taps = weight.reshape(cin, multiplier, kh, kw)
+    n = ctx.in_shapes[0][0]
+    product = ctx.scratch.request((cin, multiplier, n, *out_hw))
+
+    def run(x, out):
+        xp = pad(x)
+        result = out.reshape(cin, multiplier, n, *out_hw)
+        temp = product()
+        for i in range(kh):
+            for j in range(kw):
+                source = tap(xp, i, j, a["stride"], a["dilation"], out_hw)[:, None]
+                scale = taps[:, :, i, j, None, None, None]
+                if i == 0 and j == 0:
+                    np.multiply(source, scale, out=result)
+                else:
+                    np.multiply(source, scale, out=temp)
+                    result += temp
+    return run
+
+
+@kernel("Linear", layouts=(NCHW,))
+def make_linear(ctx):
+    weight_t = ctx.params["weight"].T          # a transposed view: BLAS reads it with the trans flag
+    bias = ctx.params.get("bias")
+    features = ctx.in_shapes[0][-1]
+    rows = int(np.prod(ctx.in_shapes[0][:-1]))
+
+    def step(inputs, out):
+        flat = out.reshape(rows, -1)
+        np.matmul(inputs[0].reshape(rows, features), weight_t, out=flat)
+        if bias is not None:
+            flat += bias
+        return out
+    return step

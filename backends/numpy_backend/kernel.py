@@ -1,0 +1,100 @@
+"""What a NumPy kernel is, and the registry the plan looks kernels up in.
+
+A kernel is built once per concrete input shape (``make(ctx)``) and returns a step function
+``step(inputs, out) -> array`` that writes into ``out`` (a buffer the plan owns) and returns it, or, for
+view kernels, returns a view of its input. 4-D values may live in the "cnhw" layout (channels first, then
+batch): convolutions then become one GEMM over the whole batch without transposes, and 1×1 convolutions a
+plain matrix product on the stored data. Layout-agnostic kernels declare both layouts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+NCHW, CNHW = "nchw", "cnhw"
+
+
+def physical_shape(shape: tuple, layout: str) -> tuple:
+    if layout == CNHW and len(shape) == 4:
+        return (shape[1], shape[0], shape[2], shape[3])
+    return tuple(shape)
+
+
+def physical_axis(axis: int, rank: int, layout: str) -> int:
+    axis %= rank
+    if layout == CNHW and rank == 4 and axis < 2:
+        return 1 - axis
+    return axis
+
+
+@dataclass
+class Context:
+    """What a kernel factory sees: the node, concrete logical shapes, the chosen layout, and scratch space."""
+    attrs: dict
+    params: dict
+    in_shapes: list
+    out_shape: tuple
+    layout: str
+    scratch: "Scratch"
+
+    def physical(self, shape) -> tuple:
+        return physical_shape(shape, self.layout)
+
+    def axis(self, axis: int, rank: int) -> int:
+        return physical_axis(axis, rank, self.layout)
+
+
+@dataclass
+class Kernel:
+    make: Callable[[Context], Callable]
+    layouts: tuple = (NCHW,)        # layouts it can work in, preferred first
+    inplace: bool = False           # may write its output into input 0's buffer
+    view: bool = False              # returns a view of input 0 instead of writing a buffer
+
+
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(op: str, layouts=(NCHW,), inplace=False, view=False):
+    """Decorator registering ``make`` as the kernel factory of ``op``."""
+    def register(make):
+        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view)
+        return make
+    return register
+
+
+@dataclass
+class Scratch:
+    """One arena shared by every step for temporaries (im2col columns, padded copies).
+
+    Steps run one after the other, so their temporaries never overlap in time: each step lays its
+    requests out from offset 0, and the arena is as large as the largest step needs. Contents do not
+    survive from one step to the next.
+    """
+    size: int = 0
+    _arena: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    _offset: int = 0
+    _pending: list = field(default_factory=list)
+
+    def begin_step(self) -> None:
+        self._offset = 0
+
+    def request(self, shape) -> Callable[[], np.ndarray]:
+        """Reserve room for an array; the returned getter gives the view once the arena exists."""
+        count = int(np.prod(shape))
+        start = self._offset
+        self._offset += (count + 15) // 16 * 16          # 64-byte alignment between requests
+        self.size = max(self.size, self._offset)
+        cache = []
+
+        def get() -> np.ndarray:
+            if not cache:
+                cache.append(self._arena[start:start + count].reshape(shape))
+            return cache[0]
+        return get
+
+    def allocate(self) -> None:
+        if self._arena.size < self.size:
+            self._arena = np.empty(self.size, np.float32)

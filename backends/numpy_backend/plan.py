@@ -1,0 +1,204 @@
+"""Compile a Graph into a flat plan of kernel steps over preallocated, reused buffers, then run it.
+
+Compilation happens once per graph; binding to concrete input shapes once per batch size. Binding
+  1. picks each node's layout (cnhw for convolutions and what follows them, nchw for Flatten/Linear) and
+     inserts a transpose step where a value is needed in the other layout (a free view at batch 1);
+  2. computes each value's last use and assigns storage: views share their input's buffer, element-wise
+     kernels write in place into a buffer whose value dies at that step, everything else takes a free
+     buffer of the pool (best fit) — so peak memory is the live set, not the sum of all activations;
+  3. sizes one scratch arena shared by all steps for their temporaries.
+Graph outputs are returned as fresh NCHW arrays that no later run overwrites.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnngraph.errors import CnnGraphError
+from cnngraph.graph import INPUT
+
+from .inputs import coerce_inputs, concrete_shape
+from .kernel import CNHW, KERNELS, NCHW, Context, Scratch, physical_shape
+
+FOREVER = math.inf
+PLANS_PER_EXECUTOR = 8
+
+
+@dataclass
+class Step:
+    label: str
+    run: object                 # step(inputs, out) -> array
+    reads: list                 # slots
+    writes: int                 # slot
+    out: object = None          # preallocated output view, or a shape for a fresh array each run
+    fresh: bool = False
+
+
+class Executor:
+    """A graph compiled for the NumPy backend; call it with input arrays."""
+
+    def __init__(self, graph):
+        missing = sorted({n.op for n in graph.layers() if n.op not in KERNELS})
+        if missing:
+            raise CnnGraphError(f"the NumPy backend has no kernel for {', '.join(missing)}")
+        self.graph = graph
+        self._plans: dict[tuple, Plan] = {}
+
+    def __call__(self, *arrays):
+        data, bindings = coerce_inputs(self.graph, arrays)
+        key = tuple(a.shape for a in data)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= PLANS_PER_EXECUTOR:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[key] = Plan(self.graph, bindings)
+        outputs = plan.run(data)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class Plan:
+    def __init__(self, graph, bindings):
+        self.scratch = Scratch()
+        self.slots: dict[tuple, int] = {}            # (value name, layout) -> slot
+        self.shapes: list[tuple] = []                # slot -> physical shape
+        self.steps: list[Step] = []
+        self.view_of: dict[int, int] = {}            # slot -> slot whose storage it shares
+        self.inplace_candidate: dict[int, int] = {}  # output slot -> input slot it may overwrite
+        shape_of = {n.name: concrete_shape(n.type.shape, bindings) for n in graph.nodes}
+        home: dict[str, str] = {}
+        self.input_slots = []
+        for name in graph.inputs:
+            home[name] = NCHW
+            self.input_slots.append(self._slot((name, NCHW), shape_of[name]))
+        for node in graph.layers():
+            self._add_node(graph, node, shape_of, home)
+        self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
+        self._assign_storage()
+        self.scratch.allocate()
+
+    # --- building the step list --------------------------------------------------------------------------
+    def _slot(self, key, logical_shape) -> int:
+        self.slots[key] = len(self.slots)
+        self.shapes.append(physical_shape(logical_shape, key[1]))
+        return self.slots[key]
+
+    def _in_layout(self, name, layout, shape_of, home) -> int:
+        """Slot holding value ``name`` in ``layout``, adding a transpose step the first time it is needed."""
+        shape = shape_of[name]
+        if len(shape) != 4:
+            layout = home[name]
+        key = (name, layout)
+        if key in self.slots:
+            return self.slots[key]
+        source = self.slots[(name, home[name])]
+        slot = self._slot(key, shape)
+        if shape[0] == 1:                     # (1, C, H, W) and (C, 1, H, W) have the same memory order
+            target = self.shapes[slot]
+            self._append(Step(f"{name}->{layout}", lambda inputs, out, t=target: inputs[0].reshape(t),
+                              [source], slot))
+            self.view_of[slot] = source
+        else:
+            self._append(Step(f"{name}->{layout}", _transpose, [source], slot))
+        return slot
+
+    def _add_node(self, graph, node, shape_of, home) -> None:
+        kernel = KERNELS[node.op]
+        first_home = home.get(node.inputs[0], NCHW) if node.inputs else NCHW
+        layout = first_home if first_home in kernel.layouts else kernel.layouts[0]
+        reads = [self._in_layout(name, layout, shape_of, home) for name in node.inputs]
+        home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
+        ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
+                      layout, self.scratch)
+        self.scratch.begin_step()
+        try:
+            run = kernel.make(ctx)
+        except CnnGraphError:
+            raise
+        except Exception as error:           # a kernel that cannot handle this configuration
+            raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
+        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
+        self._append(Step(node.label(), run, reads, slot))
+        if kernel.view:
+            self.view_of[slot] = reads[0]
+        elif kernel.inplace:
+            self.inplace_candidate[slot] = reads[0]
+
+    def _append(self, step: Step) -> None:
+        self.steps.append(step)
+
+    # --- storage -----------------------------------------------------------------------------------------
+    def _assign_storage(self) -> None:
+        last_read = {slot: -1 for slot in self.slots.values()}
+        for index, step in enumerate(self.steps):
+            for slot in step.reads:
+                last_read[slot] = index
+        for slot in self.output_slots:
+            last_read[slot] = FOREVER
+        storage: dict[int, int] = {}                 # slot -> storage id
+        storage_end: dict[int, float] = {}           # storage id -> last step that reads it
+        kind: dict[int, str] = {}                    # storage id -> "input" | "pool" | "fresh"
+        buffers: dict[int, np.ndarray] = {}          # pooled storage id -> flat buffer
+        free: list[int] = []
+        for slot in self.input_slots:
+            storage[slot] = sid = len(kind)
+            kind[sid], storage_end[sid] = "input", last_read[slot]
+        for index, step in enumerate(self.steps):
+            slot = step.writes
+            shape = self.shapes[slot]
+            size = int(np.prod(shape))
+            shared = self.view_of.get(slot)
+            source = self.inplace_candidate.get(slot)
+            if shared is not None:
+                sid = storage[shared]
+            elif (source is not None and kind[storage[source]] == "pool" and storage_end[storage[source]] == index
+                  and buffers[storage[source]].size >= size and source not in step.reads[1:]):
+                sid = storage[source]
+            elif last_read[slot] == FOREVER:
+                sid = len(kind)
+                kind[sid] = "fresh"
+            else:
+                sid = self._take(free, buffers, size)
+                if sid is None:
+                    sid = len(kind)
+                    buffers[sid] = np.empty(size, np.float32)
+                kind[sid] = "pool"
+            storage[slot] = sid
+            storage_end[sid] = max(storage_end.get(sid, -1), last_read[slot])
+            if shared is not None:
+                step.out = None
+            elif kind[sid] == "fresh":
+                step.out, step.fresh = shape, True
+            else:
+                step.out = buffers[sid][:size].reshape(shape)
+            for read in set(step.reads) | {slot}:
+                sid_read = storage[read]
+                if kind[sid_read] == "pool" and storage_end[sid_read] <= index and sid_read not in free:
+                    free.append(sid_read)
+        self.output_copies = [kind[storage[slot]] != "fresh" for slot in self.output_slots]
+
+    @staticmethod
+    def _take(free: list, buffers: dict, size: int):
+        fitting = [sid for sid in free if buffers[sid].size >= size]
+        if not fitting:
+            return None
+        best = min(fitting, key=lambda sid: buffers[sid].size)
+        free.remove(best)
+        return best
+
+    # --- running -----------------------------------------------------------------------------------------
+    def run(self, arrays) -> list[np.ndarray]:
+        values: list = [None] * len(self.slots)
+        for slot, array in zip(self.input_slots, arrays):
+            values[slot] = array
+        for step in self.steps:
+            out = np.empty(step.out, np.float32) if step.fresh else step.out
+            values[step.writes] = step.run([values[s] for s in step.reads], out)
+        return [np.array(values[slot]) if copy else values[slot]
+                for slot, copy in zip(self.output_slots, self.output_copies)]
+
+
+def _transpose(inputs, out):
+    np.copyto(out, inputs[0].transpose(1, 0, 2, 3))
+    return out
