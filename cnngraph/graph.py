@@ -324,7 +324,9 @@ class Graph:
                 f"inputs={self._inputs}, outputs={self._outputs})")
 
     def param_count(self) -> int:
-        return sum(int(np.prod(a.shape)) for n in self._nodes.values() for a in n.params.values())
+        """Learnable parameters, counted as PyTorch does (BatchNorm's running statistics are buffers)."""
+        return sum(int(np.prod(array.shape)) for node in self.layers() for name, array in node.params.items()
+                   if name not in node.layer.buffers)
 
     def macs(self) -> int:
         """Multiply-accumulates per sample over all layers."""

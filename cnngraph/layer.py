@@ -62,6 +62,7 @@ class Layer:
     prefix: ClassVar[str] = "layer"          # default node name: prefix + counter ("conv1")
     linear: ClassVar[bool] = False           # affine in its data inputs: consecutive linear layers compose
     arity: ClassVar[tuple] = (1, 1)          # (min, max) data inputs; max None = any number
+    buffers: ClassVar[tuple] = ()            # parameters PyTorch counts as buffers, not learnable parameters
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

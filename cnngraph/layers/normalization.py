@@ -11,6 +11,7 @@ from ..shapes import TensorType
 class BatchNorm2d(Layer):
     prefix = "bn"
     linear = True
+    buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         if num_features < 1 or eps < 0:
