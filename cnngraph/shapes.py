@@ -58,6 +58,15 @@ def product(dims) -> Dim:
     return "*".join(([str(number)] if number != 1 else []) + names)
 
 
+def total(dims) -> Dim:
+    """Sum of dims; symbolic terms stay as a ``+``-joined name."""
+    number = sum(d for d in dims if isinstance(d, int))
+    names = [str(d) for d in dims if not isinstance(d, int)]
+    if not names:
+        return number
+    return "+".join(names + ([str(number)] if number else []))
+
+
 @dataclass(frozen=True)
 class TensorType:
     shape: Shape

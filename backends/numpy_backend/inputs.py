@@ -49,12 +49,15 @@ def coerce_inputs(graph, arrays) -> tuple[list[np.ndarray], dict[str, int]]:
 
 
 def concrete_dim(dim, bindings: dict[str, int]) -> int:
-    """Size of a dimension once the symbols are bound; symbolic products ("3*N") are multiplied out."""
+    """Size of a dimension once the symbols are bound; symbolic sums of products ("3*N+N") are worked out."""
     if isinstance(dim, int):
         return dim
-    size = 1
-    for factor in str(dim).split("*"):
-        size *= int(factor) if factor.isdigit() else bindings[factor]
+    size = 0
+    for term in str(dim).split("+"):
+        product = 1
+        for factor in term.split("*"):
+            product *= int(factor) if factor.isdigit() else bindings[factor]
+        size += product
     return size
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..layer import Layer
-from ..shapes import TensorType, product
+from ..shapes import TensorType, product, total
 
 
 def _axis(axis: int, rank: int, what: str, operand) -> int:
@@ -65,7 +65,7 @@ class Concat(Layer):
             same_rank = other.rank == first.rank
             if not same_rank or any(a != b for i, (a, b) in enumerate(zip(first.shape, other.shape)) if i != axis):
                 raise ShapeError(f"inputs must match on every axis but {axis}: {first.describe()} and {other.describe()}")
-        return TensorType((*first.shape[:axis], product(op.shape[axis] for op in inputs), *first.shape[axis + 1:]))
+        return TensorType((*first.shape[:axis], total([op.shape[axis] for op in inputs]), *first.shape[axis + 1:]))
 
 
 class Identity(Layer):
