@@ -6,17 +6,27 @@ from .layer import REGISTRY, Layer
 from .layers import *  # noqa: F401,F403  (registers every op)
 from .layers import __all__ as _layer_names
 from .sequential import Sequential
+from . import models  # noqa: E402  (after the layers it builds with)
 
 __version__ = "0.1.0"
 
 
 def run(graph: Graph, *arrays, backend: str = "numpy"):
     """Run a graph on input arrays; one array for a single-output graph, else a tuple in output order."""
+    if backend == "onnxruntime":
+        from backends.onnxruntime_backend import run as run_onnxruntime
+        return run_onnxruntime(graph, *arrays)
     if backend != "numpy":
-        raise ValueError(f"unknown backend {backend!r}; available: 'numpy'")
+        raise ValueError(f"unknown backend {backend!r}; available: 'numpy', 'onnxruntime'")
     from backends.numpy_backend import run as run_numpy
     return run_numpy(graph, *arrays)
 
 
-__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "manual_seed", "CnnGraphError",
-           "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
+def export_onnx(graph: Graph, path=None, opset: int = 18):
+    """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto."""
+    from backends.onnx_export import export_onnx as _export
+    return _export(graph, path, opset)
+
+
+__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "manual_seed",
+           "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
