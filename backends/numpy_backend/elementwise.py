@@ -16,7 +16,10 @@ ANY = (CNHW, NCHW)
 
 def unary(op: str, apply):
     """Register an element-wise kernel from ``apply(x, out, attrs)``."""
-    @kernel(op, layouts=ANY, inplace=True)
+    def epilogue(ctx):
+        return lambda region, channels: apply(region, region, ctx.attrs)
+
+    @kernel(op, layouts=ANY, inplace=True, epilogue=epilogue)
     def make(ctx):
         attrs = ctx.attrs
 
@@ -50,15 +53,27 @@ unary("Sigmoid", _sigmoid)
 unary("LeakyReLU", _leaky_relu)
 
 
-@kernel("BatchNorm2d", layouts=ANY, inplace=True)
-def make_batchnorm(ctx):
+def _batchnorm_affine(ctx):
+    """BatchNorm's float32 scale and shift, shaped to broadcast along the channel axis of the layout."""
     scale, shift = BatchNorm2d.scale_shift(ctx.attrs, ctx.params)
     rank = len(ctx.out_shape)
-    channel_axis = ctx.axis(1, rank)
     shape = [1] * rank
-    shape[channel_axis] = -1
-    scale = scale.astype(np.float32).reshape(shape)
-    shift = shift.astype(np.float32).reshape(shape)
+    shape[ctx.axis(1, rank)] = -1
+    return scale.astype(np.float32).reshape(shape), shift.astype(np.float32).reshape(shape)
+
+
+def _batchnorm_epilogue(ctx):
+    scale, shift = _batchnorm_affine(ctx)
+
+    def apply(region, channels):
+        region *= scale[channels]
+        region += shift[channels]
+    return apply
+
+
+@kernel("BatchNorm2d", layouts=ANY, inplace=True, epilogue=_batchnorm_epilogue)
+def make_batchnorm(ctx):
+    scale, shift = _batchnorm_affine(ctx)
 
     def step(inputs, out):
         np.multiply(inputs[0], scale, out=out)

@@ -38,12 +38,11 @@ def padded_source(in_shape, pads, extent, fill: float, scratch):
     return pad
 
 
-def window_view(xp: np.ndarray, kernel_size, stride, dilation, out_hw, offset=(0, 0)):
+def window_view(xp: np.ndarray, kernel_size, stride, dilation, out_hw):
     """(C, kh, kw, N, Ho, Wo) view of every kernel tap of every output pixel, without copying."""
-    c, n, hp, wp = xp.shape
+    c, n = xp.shape[:2]
     s_c, s_n, s_h, s_w = xp.strides
-    view_base = xp[:, :, offset[0]:, offset[1]:]
-    return as_strided(view_base, shape=(c, kernel_size[0], kernel_size[1], n, out_hw[0], out_hw[1]),
+    return as_strided(xp, shape=(c, kernel_size[0], kernel_size[1], n, out_hw[0], out_hw[1]),
                       strides=(s_c, dilation[0] * s_h, dilation[1] * s_w, s_n, stride[0] * s_h, stride[1] * s_w),
                       writeable=False)
 
@@ -54,54 +53,53 @@ def tap(xp: np.ndarray, i: int, j: int, stride, dilation, out_hw) -> np.ndarray:
     return xp[:, :, h0:h0 + stride[0] * (out_hw[0] - 1) + 1:stride[0], w0:w0 + stride[1] * (out_hw[1] - 1) + 1:stride[1]]
 
 
-@kernel("Conv2d", layouts=(CNHW,))
+@kernel("Conv2d", layouts=(CNHW,), hosts_epilogue=True)
 def make_conv(ctx):
     a = ctx.attrs
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
     kh, kw = a["kernel_size"]
-    groups = a["groups"]
     weight = ctx.params["weight"]
     bias = ctx.params.get("bias")
-    bias_column = None if bias is None else bias.reshape(cout, 1)
     extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
               (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
     pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
 
-    if groups == cin and groups > 1:
-        run = depthwise(ctx, weight, pad, (ho, wo))
-    elif (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and groups == 1:
+    def finish(region, channels: slice):
+        """Bias, then the absorbed element-wise layers, on a block of the output while it is in cache."""
+        if bias is not None:
+            region += bias[channels, None, None, None]
+        for apply in ctx.epilogue:
+            apply(region, channels)
+
+    if a["groups"] == cin and cin > 1:
+        return depthwise(ctx, weight, pad, (ho, wo), finish)
+    if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
         matrix = weight.reshape(cout, cin)
 
-        def run(x, out):
-            np.matmul(matrix, x.reshape(cin, n * h * w), out=out.reshape(cout, n * ho * wo))
-    else:
-        run = im2col_gemm(ctx, weight, pad, (cin, n), (cout, ho, wo))
-
-    def step(inputs, out):
-        run(inputs[0], out)
-        if bias_column is not None:
-            flat = out.reshape(cout, -1)
-            np.add(flat, bias_column, out=flat)
-        return out
-    return step
+        def pointwise(inputs, out):
+            np.matmul(matrix, inputs[0].reshape(cin, n * h * w), out=out.reshape(cout, n * ho * wo))
+            finish(out, slice(None))
+            return out
+        return pointwise
+    return im2col_gemm(ctx, weight, pad, finish)
 
 
-def im2col_gemm(ctx, weight, pad, in_cn, out_chw):
+def im2col_gemm(ctx, weight, pad, finish):
+    """Gather the columns of a batch chunk through one strided view, one GEMM per group and chunk."""
     a = ctx.attrs
-    cin, n = in_cn
-    cout, ho, wo = out_chw
+    cin, n = ctx.physical(ctx.in_shapes[0])[:2]
+    cout, _, ho, wo = ctx.physical(ctx.out_shape)
     kh, kw = a["kernel_size"]
     groups = a["groups"]
     cin_g, cout_g = cin // groups, cout // groups
     k = cin_g * kh * kw
-    per_image = k * ho * wo * 4
-    chunk = max(1, min(n, COLUMN_BYTES // max(per_image, 1)))
+    chunk = max(1, min(n, COLUMN_BYTES // (k * ho * wo * 4)))
     columns = ctx.scratch.request((cin_g, kh, kw, chunk, ho, wo))
     matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k) for g in range(groups)]
 
-    def run(x, out):
-        xp = pad(x)
+    def step(inputs, out):
+        xp = pad(inputs[0])
         cols_full = columns()
         for n0 in range(0, n, chunk):
             nb = min(chunk, n - n0)
@@ -110,12 +108,15 @@ def im2col_gemm(ctx, weight, pad, in_cn, out_chw):
                 source = window_view(xp[g * cin_g:(g + 1) * cin_g, n0:n0 + nb], a["kernel_size"], a["stride"],
                                      a["dilation"], (ho, wo))
                 np.copyto(cols, source)
-                target = out[g * cout_g:(g + 1) * cout_g, n0:n0 + nb].reshape(cout_g, nb * ho * wo)
-                np.matmul(matrix, cols.reshape(k, nb * ho * wo), out=target)
-    return run
+                channels = slice(g * cout_g, (g + 1) * cout_g)
+                region = out[channels, n0:n0 + nb]
+                np.matmul(matrix, cols.reshape(k, nb * ho * wo), out=region.reshape(cout_g, nb * ho * wo))
+                finish(region, channels)
+        return out
+    return step
 
 
-def depthwise(ctx, weight, pad, out_hw):
+def depthwise(ctx, weight, pad, out_hw, finish):
     """groups == in_channels: output channel c·m + j reads input channel c only, a weighted sum of taps."""
     a = ctx.attrs
     cin = ctx.in_shapes[0][1]
@@ -126,8 +127,8 @@ def depthwise(ctx, weight, pad, out_hw):
     n = ctx.in_shapes[0][0]
     product = ctx.scratch.request((cin, multiplier, n, *out_hw))
 
-    def run(x, out):
-        xp = pad(x)
+    def step(inputs, out):
+        xp = pad(inputs[0])
         result = out.reshape(cin, multiplier, n, *out_hw)
         temp = product()
         for i in range(kh):
@@ -139,7 +140,9 @@ def depthwise(ctx, weight, pad, out_hw):
                 else:
                     np.multiply(source, scale, out=temp)
                     result += temp
-    return run
+        finish(out, slice(None))
+        return out
+    return step
 
 
 @kernel("Linear", layouts=(NCHW,))

@@ -38,6 +38,7 @@ class Context:
     out_shape: tuple
     layout: str
     scratch: "Scratch"
+    epilogue: list = field(default_factory=list)    # apply(region, channels) of absorbed element-wise layers
 
     def physical(self, shape) -> tuple:
         return physical_shape(shape, self.layout)
@@ -52,15 +53,18 @@ class Kernel:
     layouts: tuple = (NCHW,)        # layouts it can work in, preferred first
     inplace: bool = False           # may write its output into input 0's buffer
     view: bool = False              # returns a view of input 0 instead of writing a buffer
+    epilogue: Callable | None = None  # make(ctx) -> apply(region, channels): run in place on a block of a
+                                      # convolution's output (cnhw, channels first), fused into it by the plan
+    hosts_epilogue: bool = False    # applies ctx.epilogue to its output blocks
 
 
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(op: str, layouts=(NCHW,), inplace=False, view=False):
+def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, hosts_epilogue=False):
     """Decorator registering ``make`` as the kernel factory of ``op``."""
     def register(make):
-        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view)
+        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view, epilogue, hosts_epilogue)
         return make
     return register
 

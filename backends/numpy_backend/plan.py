@@ -6,6 +6,8 @@ Compilation happens once per graph; binding to concrete input shapes once per ba
   2. computes each value's last use and assigns storage: views share their input's buffer, element-wise
      kernels write in place into a buffer whose value dies at that step, everything else takes a free
      buffer of the pool (best fit) — so peak memory is the live set, not the sum of all activations;
+     element-wise layers that alone read a convolution's output (BatchNorm, activations) are absorbed
+     into it and applied block by block while the block is in cache (the same operations, in the same order);
   3. sizes one scratch arena shared by all steps for their temporaries.
 Graph outputs are returned as fresh NCHW arrays that no later run overwrites.
 """
@@ -72,15 +74,18 @@ class Plan:
         for name in graph.inputs:
             home[name] = NCHW
             self.input_slots.append(self._slot((name, NCHW), shape_of[name]))
+        self.epilogues = epilogue_chains(graph)
+        absorbed = {e.name for chain in self.epilogues.values() for e in chain}
         for node in graph.layers():
-            self._add_node(graph, node, shape_of, home)
+            if node.name not in absorbed:
+                self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
         self._assign_storage()
         self.scratch.allocate()
 
     # --- building the step list --------------------------------------------------------------------------
     def _slot(self, key, logical_shape) -> int:
-        self.slots[key] = len(self.slots)
+        self.slots[key] = len(self.shapes)
         self.shapes.append(physical_shape(logical_shape, key[1]))
         return self.slots[key]
 
@@ -111,15 +116,22 @@ class Plan:
         home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
         ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
                       layout, self.scratch)
+        chain = self.epilogues.get(node.name, [])
         self.scratch.begin_step()
         try:
+            ctx.epilogue = [KERNELS[e.op].epilogue(Context(e.attrs, e.params, [shape_of[node.name]],
+                                                           shape_of[node.name], layout, self.scratch))
+                            for e in chain]
             run = kernel.make(ctx)
         except CnnGraphError:
             raise
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
         slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self._append(Step(node.label(), run, reads, slot))
+        self._append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot))
+        for e in chain:                       # the absorbed layers' values are the host's buffer
+            home[e.name] = home[node.name]
+            self.slots[(e.name, home[e.name])] = slot
         if kernel.view:
             self.view_of[slot] = reads[0]
         elif kernel.inplace:
@@ -130,7 +142,7 @@ class Plan:
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self) -> None:
-        last_read = {slot: -1 for slot in self.slots.values()}
+        last_read = {slot: -1 for slot in range(len(self.shapes))}
         for index, step in enumerate(self.steps):
             for slot in step.reads:
                 last_read[slot] = index
@@ -189,7 +201,7 @@ class Plan:
 
     # --- running -----------------------------------------------------------------------------------------
     def run(self, arrays) -> list[np.ndarray]:
-        values: list = [None] * len(self.slots)
+        values: list = [None] * len(self.shapes)
         for slot, array in zip(self.input_slots, arrays):
             values[slot] = array
         for step in self.steps:
@@ -197,6 +209,26 @@ class Plan:
             values[step.writes] = step.run([values[s] for s in step.reads], out)
         return [np.array(values[slot]) if copy else values[slot]
                 for slot, copy in zip(self.output_slots, self.output_copies)]
+
+
+def epilogue_chains(graph) -> dict[str, list]:
+    """For each node whose kernel hosts epilogues: the chain of element-wise nodes after it, each the only
+    reader of the previous value (which is not a graph output), that can run as its epilogue."""
+    outputs = set(graph.outputs)
+    chains = {}
+    for node in graph.layers():
+        if not KERNELS[node.op].hosts_epilogue:
+            continue
+        chain, current = [], node
+        while current.name not in outputs and graph.use_count(current.name) == 1:
+            follower = graph.node(graph.users(current.name)[0])
+            if KERNELS[follower.op].epilogue is None or len(follower.inputs) != 1:
+                break
+            chain.append(follower)
+            current = follower
+        if chain:
+            chains[node.name] = chain
+    return chains
 
 
 def _transpose(inputs, out):
