@@ -6,6 +6,7 @@ the edges are derived from it. Callers use Graph methods only; the DiGraph stays
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -172,27 +173,56 @@ class Graph:
 
     # --- editing (passes) --------------------------------------------------------------------------------
     def set_inputs(self, name, inputs) -> None:
-        """Rewire a node's inputs, refusing to create a cycle, and re-infer its type."""
-        node = self.node(name)
-        new_inputs = tuple(self._value_name(v) for v in inputs)
-        for source in set(new_inputs):
-            if source == node.name or nx.has_path(self._dag, node.name, source):
-                raise GraphError(f"{node.label()}: reading {source!r} would create a cycle")
-        for old in set(node.inputs):
-            self._dag.remove_edge(old, node.name)
-        node.inputs = new_inputs
-        for source in new_inputs:
-            self._dag.add_edge(source, node.name)
-        node.type = self._infer(node)
-        self._touch()
+        """Rewire a node's inputs and re-infer the types downstream; a cycle or a misfit changes nothing."""
+        name = self._value_name(name)
+        self._rewire({name: tuple(self._value_name(v) for v in inputs)})
 
     def replace_all_uses_with(self, old, new) -> None:
-        """Make every reader of ``old`` (and the graph outputs) read ``new`` instead."""
+        """Make every reader of ``old`` (and the graph outputs) read ``new`` instead: all of them or none."""
         old, new = self._value_name(old), self._value_name(new)
-        for user in self.users(old):
-            node = self._nodes[user]
-            self.set_inputs(user, tuple(new if i == old else i for i in node.inputs))
+        if old == new:
+            return
+        self._rewire({user: tuple(new if i == old else i for i in self._nodes[user].inputs)
+                      for user in self.users(old)})
         self._outputs = [new if o == old else o for o in self._outputs]
+        self._touch()
+
+    def _rewire(self, new_inputs: dict[str, tuple]) -> None:
+        for name, inputs in new_inputs.items():
+            for source in set(inputs):
+                if source == name or nx.has_path(self._dag, name, source):
+                    raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
+        old_inputs = {name: self._nodes[name].inputs for name in new_inputs}
+        old_types = {}
+        try:
+            self._set_edges(new_inputs)
+            position = {n: i for i, n in enumerate(self.topo_order())}
+            pending = [(position[n], n) for n in new_inputs]
+            heapq.heapify(pending)
+            while pending:                       # re-infer in topological order, only where types change
+                _, name = heapq.heappop(pending)
+                node = self._nodes[name]
+                if name in old_types:
+                    continue
+                old_types[name] = node.type
+                node.type = self._infer(node)
+                if node.type != old_types[name]:
+                    for user in self._dag.successors(name):
+                        heapq.heappush(pending, (position[user], user))
+        except CnnGraphError:
+            self._set_edges(old_inputs)
+            for name, old_type in old_types.items():
+                self._nodes[name].type = old_type
+            raise
+
+    def _set_edges(self, new_inputs: dict[str, tuple]) -> None:
+        for name, inputs in new_inputs.items():
+            node = self._nodes[name]
+            for source in set(node.inputs):
+                self._dag.remove_edge(source, name)
+            node.inputs = inputs
+            for source in inputs:
+                self._dag.add_edge(source, name)
         self._touch()
 
     def erase(self, name) -> None:

@@ -101,13 +101,13 @@ class Layer:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __setattr__(self, name, value):
+        """Only parameters can be set, each checked against its shape: a typo or a bias on a layer built
+        with bias=False fails loudly instead of being silently ignored."""
         expected = self.param_shapes(self.attrs)
-        if name in expected:
-            self.params[name] = check_param(self.op, name, value, expected[name])
-        elif name in self.params:
-            raise ParameterError(f"{self.op}: parameter {name!r} is not used with these attributes")
-        else:
-            object.__setattr__(self, name, value)
+        if name not in expected:
+            raise ParameterError(f"{self.op}: no parameter named {name!r} with these attributes "
+                                 f"(parameters: {', '.join(expected) or 'none'})")
+        self.params[name] = check_param(self.op, name, value, expected[name])
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.attrs.items())

@@ -14,20 +14,24 @@ ATOL_SCALE = 1e-4
 
 
 def tolerance_violation(actual, expected) -> float:
-    """Largest |actual − expected| beyond the tolerance, relative to that tolerance (0.0 = within)."""
+    """Largest |actual − expected| beyond the tolerance, relative to that tolerance (0.0 = within).
+
+    The scale is taken over finite expected values only; a non-finite expected value must be matched
+    exactly (same infinity, or nan for nan), and a non-finite actual value where a finite one is expected
+    is a failure."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         return float("inf")
-    if actual.size == 0:
-        return 0.0
-    scale = float(np.max(np.abs(expected))) or 1.0
-    allowed = RTOL * np.abs(expected) + ATOL_SCALE * scale
-    excess = np.abs(actual - expected) / allowed
-    if not np.all(np.isfinite(actual) == np.isfinite(expected)):
+    finite = np.isfinite(expected)
+    same_special = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    if not np.all(finite | same_special) or not np.all(np.isfinite(actual[finite])):
         return float("inf")
-    excess = np.where(np.isfinite(expected), excess, 0.0)
-    worst = float(np.max(excess))
+    if not finite.any():
+        return 0.0
+    scale = float(np.max(np.abs(expected[finite]))) or 1.0
+    allowed = RTOL * np.abs(expected[finite]) + ATOL_SCALE * scale
+    worst = float(np.max(np.abs(actual[finite] - expected[finite]) / allowed))
     return 0.0 if worst <= 1.0 else worst
 
 
@@ -37,8 +41,9 @@ def assert_close(actual, expected, what: str = "output") -> None:
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {actual.shape} differs from expected {expected.shape}")
     if tolerance_violation(actual, expected) > 0.0:
-        diff = np.abs(actual.astype(np.float64) - expected)
-        index = np.unravel_index(np.nanargmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(actual.astype(np.float64) - expected)
+        index = np.unravel_index(np.argmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)
         raise AssertionError(f"{what}: differs at {tuple(int(i) for i in index)}: {actual[index]!r} vs "
                              f"{expected[index]!r} (max |expected| {np.max(np.abs(expected)):.4g}, "
                              f"rtol {RTOL}, atol {ATOL_SCALE}×scale)")
