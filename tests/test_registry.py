@@ -1,0 +1,16 @@
+"""Adding an op is one checklist: every registered op has a NumPy kernel and an ONNX export rule."""
+import cnngraph as cg
+from backends.numpy_backend import KERNELS
+from backends.onnx_export import EXPORT_RULES
+
+
+def test_every_registered_op_has_a_numpy_kernel_and_an_export_rule():
+    ops = set(cg.REGISTRY)
+    assert {"Conv2d", "Linear", "ReLU", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "Flatten"} <= ops
+    assert ops - set(KERNELS) == set(), "ops without a NumPy kernel"
+    assert ops - set(EXPORT_RULES) == set(), "ops without an ONNX export rule"
+
+
+def test_kernels_and_rules_exist_only_for_registered_ops():
+    assert set(KERNELS) - set(cg.REGISTRY) == set()
+    assert set(EXPORT_RULES) - set(cg.REGISTRY) == set()
