@@ -105,15 +105,18 @@ class Graph:
         except CnnGraphError:
             self._release(node_name, name)
             raise
+        except (KeyError, TypeError, ValueError, IndexError) as error:   # attributes the schema cannot read
+            self._release(node_name, name)
+            raise GraphError(f"{node.label()}: invalid or missing attribute: {error!r}") from None
         self._insert(node)
         return Value(self, node.name)
 
     def output(self, *values) -> None:
-        for value in values:
-            name = self._value_name(value)
-            if name in self._outputs:
+        names = [self._value_name(value) for value in values]
+        for index, name in enumerate(names):
+            if name in self._outputs or name in names[:index]:
                 raise GraphError(f"{name!r} is already an output of graph {self.name!r}")
-            self._outputs.append(name)
+        self._outputs.extend(names)
         self._touch()
 
     # --- reading -----------------------------------------------------------------------------------------

@@ -1,0 +1,208 @@
+"""A naive reference interpreter for cnngraph graphs: the oracle the NumPy backend is tested against.
+
+Written from PyTorch's documented semantics, in float64, with explicit Python loops over output positions
+(and kernel offsets where that is clearer), so that it shares no code and no tricks with the backend:
+no im2col, no GEMM, no shared output-size helper. Keep inputs small: it is slow on purpose.
+
+PyTorch semantics followed here (one axis; pads are (begin, end) and equal in PyTorch's own layers):
+  Conv2d      out = floor((in + pb + pe - d·(k-1) - 1) / s) + 1, zero padding,
+              out[n, o, i, j] = bias[o] + Σ_{c∈group(o), a, b} w[o, c, a, b] · xpad[n, c, i·s + a·d, j·s + b·d]
+  MaxPool2d   out = floor_or_ceil((in + pb + pe - d·(k-1) - 1) / s) + 1, and with ceil_mode a last window
+              starting at or beyond in + pb (inside the right padding) is dropped; padding counts as -inf
+  AvgPool2d   same windows (d = 1); divisor with count_include_pad: the window clipped to the *padded* input
+              [-pb, in + pe); without: the window clipped to the real input [0, in)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["reference_run", "REFERENCE_OPS", "conv2d", "max_pool2d", "avg_pool2d", "conv_out_size",
+           "pool_out_size"]
+
+
+# --- output sizes, PyTorch's formulas ------------------------------------------------------------------------
+def conv_out_size(size, kernel, stride, pad_begin, pad_end, dilation):
+    return math.floor((size + pad_begin + pad_end - dilation * (kernel - 1) - 1) / stride) + 1
+
+
+def pool_out_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode):
+    span = (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) / stride
+    out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
+    # PyTorch: "ensure that the last pooling starts inside the image" (pooling_output_shape_pad_lr)
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+# --- kernels (float64 in, float64 out) -----------------------------------------------------------------------
+def conv2d(x, weight, bias, stride, pads, dilation, groups):
+    n, cin, h, w = x.shape
+    cout, cin_g, kh, kw = weight.shape
+    assert cin == cin_g * groups, (cin, cin_g, groups)
+    top, left, bottom, right = pads
+    sh, sw = stride
+    dh, dw = dilation
+    ho = conv_out_size(h, kh, sh, top, bottom, dh)
+    wo = conv_out_size(w, kw, sw, left, right, dw)
+    xpad = np.zeros((n, cin, h + top + bottom, w + left + right))
+    xpad[:, :, top:top + h, left:left + w] = x
+    cout_g = cout // groups
+    out = np.zeros((n, cout, ho, wo))
+    for o in range(cout):
+        g = o // cout_g
+        channels = xpad[:, g * cin_g:(g + 1) * cin_g]
+        for i in range(ho):
+            for j in range(wo):
+                acc = np.zeros(n)
+                for a in range(kh):
+                    for b in range(kw):
+                        # (n, cin_g) · (cin_g,) for this kernel offset
+                        acc += channels[:, :, i * sh + a * dh, j * sw + b * dw] @ weight[o, :, a, b]
+                out[:, o, i, j] = acc + (bias[o] if bias is not None else 0.0)
+    return out
+
+
+def _pool_windows(size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode):
+    """For each output position: (positions of the window that fall in the real input, start, end)."""
+    count = pool_out_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil_mode)
+    windows = []
+    for i in range(count):
+        start = i * stride - pad_begin
+        positions = [start + a * dilation for a in range(kernel)]
+        windows.append(([p for p in positions if 0 <= p < size], start))
+    return windows
+
+
+def max_pool2d(x, kernel, stride, pads, dilation, ceil_mode):
+    n, c, h, w = x.shape
+    top, left, bottom, right = pads
+    rows = _pool_windows(h, kernel[0], stride[0], top, bottom, dilation[0], ceil_mode)
+    cols = _pool_windows(w, kernel[1], stride[1], left, right, dilation[1], ceil_mode)
+    out = np.full((n, c, len(rows), len(cols)), -np.inf)
+    for i, (rr, _) in enumerate(rows):
+        for j, (cc, _) in enumerate(cols):
+            for r in rr:
+                for q in cc:
+                    out[:, :, i, j] = np.maximum(out[:, :, i, j], x[:, :, r, q])
+    return out
+
+
+def avg_pool2d(x, kernel, stride, pads, ceil_mode, count_include_pad):
+    n, c, h, w = x.shape
+    top, left, bottom, right = pads
+    rows = _pool_windows(h, kernel[0], stride[0], top, bottom, 1, ceil_mode)
+    cols = _pool_windows(w, kernel[1], stride[1], left, right, 1, ceil_mode)
+    out = np.zeros((n, c, len(rows), len(cols)))
+    for i, (rr, r0) in enumerate(rows):
+        for j, (cc, c0) in enumerate(cols):
+            total = np.zeros((n, c))
+            for r in rr:
+                for q in cc:
+                    total += x[:, :, r, q]
+            if count_include_pad:
+                # PyTorch: hend = min(hstart + kH, inH + pad); pool_size = (hend - hstart)·(wend - wstart)
+                height = min(r0 + kernel[0], h + bottom) - r0
+                width = min(c0 + kernel[1], w + right) - c0
+            else:
+                height, width = len(rr), len(cc)
+            out[:, :, i, j] = total / (height * width)
+    return out
+
+
+def linear(x, weight, bias):
+    out = np.zeros((*x.shape[:-1], weight.shape[0]))
+    for o in range(weight.shape[0]):
+        out[..., o] = np.sum(x * weight[o], axis=-1) + (bias[o] if bias is not None else 0.0)
+    return out
+
+
+def batch_norm(x, weight, bias, mean, var, eps):
+    out = np.empty_like(x)
+    for ch in range(x.shape[1]):
+        out[:, ch] = (x[:, ch] - mean[ch]) / math.sqrt(var[ch] + eps) * weight[ch] + bias[ch]
+    return out
+
+
+def softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def flatten(x, start, end):
+    if x.ndim == 0:
+        return x.reshape(1)
+    start, end = start % x.ndim, end % x.ndim
+    middle = int(np.prod(x.shape[start:end + 1]))
+    return x.reshape(*x.shape[:start], middle, *x.shape[end + 1:])
+
+
+def _param(node, name):
+    value = node.params.get(name)
+    return None if value is None else np.asarray(value, dtype=np.float64)
+
+
+def _conv(node, x):
+    a = node.attrs
+    return conv2d(x, _param(node, "weight"), _param(node, "bias"), a["stride"], a["pads"], a["dilation"],
+                  a["groups"])
+
+
+def _max_pool(node, x):
+    a = node.attrs
+    return max_pool2d(x, a["kernel_size"], a["stride"], a["pads"], a.get("dilation", (1, 1)), a["ceil_mode"])
+
+
+def _avg_pool(node, x):
+    a = node.attrs
+    assert tuple(a.get("dilation", (1, 1))) == (1, 1), "AvgPool2d has no dilation in PyTorch"
+    return avg_pool2d(x, a["kernel_size"], a["stride"], a["pads"], a["ceil_mode"], a["count_include_pad"])
+
+
+REFERENCE_OPS = {
+    "Conv2d": lambda node, x: _conv(node, x),
+    "Linear": lambda node, x: linear(x, _param(node, "weight"), _param(node, "bias")),
+    "ReLU": lambda node, x: np.where(x > 0, x, 0.0),
+    "LeakyReLU": lambda node, x: np.where(x >= 0, x, node.attrs["negative_slope"] * x),
+    "ReLU6": lambda node, x: np.minimum(np.maximum(x, 0.0), 6.0),
+    "Sigmoid": lambda node, x: 1.0 / (1.0 + np.exp(-x)),
+    "Tanh": lambda node, x: np.tanh(x),
+    "Softmax": lambda node, x: softmax(x, node.attrs["axis"]),
+    "BatchNorm2d": lambda node, x: batch_norm(x, _param(node, "weight"), _param(node, "bias"),
+                                              _param(node, "running_mean"), _param(node, "running_var"),
+                                              node.attrs["eps"]),
+    "MaxPool2d": lambda node, x: _max_pool(node, x),
+    "AvgPool2d": lambda node, x: _avg_pool(node, x),
+    "GlobalAvgPool2d": lambda node, x: np.mean(x, axis=(2, 3), keepdims=True),
+    "Flatten": lambda node, x: flatten(x, node.attrs["start_dim"], node.attrs["end_dim"]),
+    "Add": lambda node, *xs: sum(xs[1:], start=xs[0].copy()),
+    "Concat": lambda node, *xs: np.concatenate(xs, axis=node.attrs["axis"]),
+    "Identity": lambda node, x: x.copy(),
+    "Dropout": lambda node, x: x.copy(),
+}
+
+
+def _check_shape(node, array):
+    """The reference's own output size must agree with the IR's inferred type (static dims)."""
+    shape = node.type.shape
+    assert len(shape) == array.ndim and all(not isinstance(d, int) or d == s for d, s in zip(shape, array.shape)), \
+        f"{node.label()}: reference computed shape {array.shape}, the IR inferred {shape}"
+
+
+def reference_run(graph, *arrays):
+    """Run ``graph`` on ``arrays`` (converted to float64); one array for a single output, else a tuple."""
+    if len(arrays) != len(graph.inputs):
+        raise ValueError(f"reference_run: graph takes {len(graph.inputs)} inputs, got {len(arrays)}")
+    values = {name: np.array(a, dtype=np.float64) for name, a in zip(graph.inputs, arrays)}
+    for node in graph.nodes:
+        if node.op == "Input":
+            assert node.name in values, f"input {node.name!r} not in graph.inputs"
+            _check_shape(node, values[node.name])
+            continue
+        result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
+        _check_shape(node, result)
+        values[node.name] = result
+    outputs = tuple(values[name] for name in graph.outputs)
+    return outputs[0] if len(outputs) == 1 else outputs
