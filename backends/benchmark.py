@@ -10,6 +10,7 @@ is the median over pairs of the ratio of block medians. The float32 matmul peak 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -101,6 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per block")
     args = parser.parse_args(argv)
 
+    forced = {k: v for k, v in os.environ.items() if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    if forced:
+        print(f"note: {forced} forces an older OpenBLAS kernel; unset both to measure this CPU's own")
     print(f"float32 matmul peak (2048², NumPy BLAS): {matmul_peak_gflops():.0f} GFLOP/s")
     print(f"{'model':14} {'batch':>5} {'numpy ms':>9} {'ort ms':>8} {'numpy/ort':>9} "
           f"{'numpy GFLOP/s':>13} {'ort GFLOP/s':>11} {'max |diff|':>10}")
