@@ -101,11 +101,11 @@ class Plan:
         slot = self._slot(key, shape)
         if shape[0] == 1:                     # (1, C, H, W) and (C, 1, H, W) have the same memory order
             target = self.shapes[slot]
-            self._append(Step(f"{name}->{layout}", lambda inputs, out, t=target: inputs[0].reshape(t),
+            self.steps.append(Step(f"{name}->{layout}", lambda inputs, out, t=target: inputs[0].reshape(t),
                               [source], slot))
             self.view_of[slot] = source
         else:
-            self._append(Step(f"{name}->{layout}", _transpose, [source], slot))
+            self.steps.append(Step(f"{name}->{layout}", _transpose, [source], slot))
         return slot
 
     def _add_node(self, graph, node, shape_of, home) -> None:
@@ -128,7 +128,7 @@ class Plan:
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
         slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self._append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot))
+        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot))
         for e in chain:                       # the absorbed layers' values are the host's buffer
             home[e.name] = home[node.name]
             self.slots[(e.name, home[e.name])] = slot
@@ -136,9 +136,6 @@ class Plan:
             self.view_of[slot] = reads[0]
         elif kernel.inplace:
             self.inplace_candidate[slot] = reads[0]
-
-    def _append(self, step: Step) -> None:
-        self.steps.append(step)
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self) -> None:
