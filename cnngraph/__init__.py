@@ -28,5 +28,11 @@ def export_onnx(graph: Graph, path=None, opset: int = 18):
     return _export(graph, path, opset)
 
 
-__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "manual_seed",
-           "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
+def load_onnx(path_or_model) -> Graph:
+    """Read an ONNX model (path, bytes or ModelProto) back into a Graph; unsupported ops are listed in one error."""
+    from .onnx_import import load_onnx as _load
+    return _load(path_or_model)
+
+
+__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
+           "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]

@@ -1,0 +1,576 @@
+"""Import an ONNX model as a Graph: a first slice, enough that every graph our exporter writes comes back.
+
+Each ONNX node becomes one of our nodes named after its output value (the exporter names a node's output
+after the node; keeping the value name keeps the graph's output names). Initializers (and Constant nodes)
+are constants: they become parameters, as float32, bit for bit. The model is checked with onnx.checker first.
+
+Op mapping (ONNX -> ours):
+  Conv (kernel from the weight, pads, strides, dilations, group; auto_pad computed into explicit pads) -> Conv2d
+  Gemm (alpha = beta = 1, transA = 0, constant B, 1-D constant C)             -> Linear
+  MatMul(x, constant W) [-> Add(constant b), MatMul's only reader]            -> Linear (named after the Add)
+  Relu, LeakyRelu(alpha), Sigmoid, Tanh                                       -> ReLU, LeakyReLU, Sigmoid, Tanh
+  Clip with constant min 0 and max 6 (inputs from 11, attributes before)     -> ReLU6 (other bounds refused)
+  Softmax (opset >= 13 only: older ones flatten to 2-D)                       -> Softmax(axis)
+  MaxPool / AveragePool (pads, strides, dilations, ceil_mode, count_include_pad, auto_pad) -> MaxPool2d / AvgPool2d
+  GlobalAveragePool -> GlobalAvgPool2d;  BatchNormalization (inference form) -> BatchNorm2d
+  Flatten(axis=1) -> Flatten(1, -1);  Reshape with a constant shape that merges consecutive axes -> Flatten
+  Add / Sum of values -> Add;  Concat -> Concat;  Identity, Dropout -> Identity
+
+Pooling with ceil_mode (the exporter's corner cases, read back):
+  Pad(0) -> AveragePool(pads 0, count_include_pad=0, ceil)   -> AvgPool2d(pads of the Pad, count_include_pad=1)
+  Pad(-inf) -> MaxPool                                        -> MaxPool2d with the padding merged (ceil_mode
+                                                                 recovered when the Pad is exactly its overhang)
+  depthwise Conv of ones -> Mul(constant 1/divisor)           -> AvgPool2d, when some ceil_mode/count_include_pad
+                                                                 gives exactly those pads and divisors
+  A ceil_mode window where PyTorch and ONNX disagree on the output size (pytorch #71549), or an average that
+  counts padding and overhangs it (pytorch #183528), is refused rather than guessed.
+
+Not in this slice (refused, listed with node names in one error): the exporter's dynamic Flatten fallback
+(Shape/Slice/ReduceProd/Concat -> Reshape), Flatten with axis != 1, Pad elsewhere, broadcasting Add, external
+data, every other op.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import CnnGraphError
+from .graph import Graph
+from .shapes import pool_output_size, product
+
+
+class OnnxImportError(CnnGraphError, ValueError):
+    """The file is not a (valid) ONNX model, or it uses ops or forms this importer does not support."""
+
+
+class _Unsupported(Exception):
+    """A node this importer cannot map; the message says why."""
+
+
+def _nice_float(value) -> float:
+    """The shortest decimal that a float32 attribute came from (1e-5 rather than 9.99999974e-06)."""
+    return float(str(np.float32(value)))
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+def _read_model(path_or_model) -> tuple[onnx.ModelProto, str]:
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model, "<ModelProto>"
+    if isinstance(path_or_model, (bytes, bytearray)):
+        data, where = bytes(path_or_model), "<bytes>"
+    else:
+        where = os.fspath(path_or_model)
+        try:
+            with open(where, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise OnnxImportError(f"{where}: cannot read: {error.strerror or error}") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as error:                                   # protobuf's DecodeError and friends
+        raise OnnxImportError(f"{where}: not an ONNX model (cannot parse: {_one_line(error)})") from None
+    return model, where
+
+
+def _one_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check(model: onnx.ModelProto, where: str) -> None:
+    if not model.graph.node and not model.graph.output:
+        raise OnnxImportError(f"{where}: not an ONNX model (no graph found; truncated or another format?)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as error:                                   # ValidationError, ValueError
+        raise OnnxImportError(f"{where}: not a valid ONNX model: {_one_line(error)}") from None
+
+
+def load_onnx(path_or_model) -> Graph:
+    """Read an ONNX model (a path, bytes or a ModelProto), check it and map it to a Graph."""
+    model, where = _read_model(path_or_model)
+    _check(model, where)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise OnnxImportError(f"{where}: the model imports no version of the standard ONNX domain")
+    return _Importer(model.graph, opset, where).run()
+
+
+# --- the importer ----------------------------------------------------------------------------------------------
+class _Importer:
+    def __init__(self, onnx_graph, opset: int, where: str):
+        self.og, self.opset, self.where = onnx_graph, opset, where
+        self.graph = Graph(onnx_graph.name or "graph")
+        external = [t.name for t in onnx_graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        if external:                      # never read files the model points at (CVE-2022-25882, CVE-2024-27318)
+            raise OnnxImportError(f"{where}: initializers with external data are not supported: {external[:5]}")
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in onnx_graph.initializer}
+        self.readers: dict[str, list] = {}
+        for node in onnx_graph.node:
+            for name in node.input:
+                if name:
+                    self.readers.setdefault(name, []).append(node)
+        self.graph_outputs = {o.name for o in onnx_graph.output}
+        self.values: set[str] = set()             # ONNX value names that are values of our graph
+        self.deferred: dict[str, tuple] = {}      # value -> (kind, data): a helper folded into its reader
+        self.poisoned: set[str] = set()
+        self.problems: list[tuple[str, str, str]] = []   # (op_type, node name, reason)
+
+    def run(self) -> Graph:
+        for value in self.og.input:
+            if value.name not in self.consts:
+                self._input(value)
+        for node in self.og.node:
+            self._node(node)
+        if self.problems:
+            kinds = {}
+            for op_type, name, reason in self.problems:
+                kinds.setdefault(op_type, []).append(f"{name!r}" + (f" ({reason})" if reason else ""))
+            listing = "; ".join(f"{op} at {', '.join(names)}" for op, names in kinds.items())
+            raise OnnxImportError(f"{self.where}: unsupported ONNX ops (opset {self.opset}): {listing}")
+        outputs = []
+        for value in self.og.output:
+            if value.name not in self.values:
+                raise OnnxImportError(f"{self.where}: graph output {value.name!r} is not computed from the inputs")
+            outputs.append(value.name)
+        self.graph.output(*outputs)
+        return self.graph
+
+    def _input(self, value) -> None:
+        kind = value.type.WhichOneof("value")
+        tensor = value.type.tensor_type
+        if kind != "tensor_type" or tensor.elem_type != onnx.TensorProto.FLOAT or not tensor.HasField("shape"):
+            raise OnnxImportError(f"{self.where}: input {value.name!r} must be a float32 tensor of known rank")
+        dims = []
+        for dim in tensor.shape.dim:
+            which = dim.WhichOneof("value")
+            dims.append(dim.dim_value if which == "dim_value" else dim.dim_param if which == "dim_param" else None)
+        self.graph.input(value.name, dims)
+        self.values.add(value.name)
+
+    def _node(self, node) -> None:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if handler is None:
+            self.problems.append((node.op_type if not node.domain else f"{node.domain}.{node.op_type}", label, ""))
+            self.poisoned.update(node.output)
+            return
+        if any(name in self.poisoned for name in node.input):
+            self.poisoned.update(node.output)
+            return
+        try:
+            handler(self, node)
+        except _Unsupported as reason:
+            self.problems.append((node.op_type, label, str(reason)))
+            self.poisoned.update(node.output)
+        except CnnGraphError as error:
+            raise OnnxImportError(f"{self.where}: node {label!r} ({node.op_type}): {error}") from None
+
+    # --- helpers used by the handlers ------------------------------------------------------------------------
+    def attrs(self, node) -> dict:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def const(self, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise _Unsupported(f"{what} must be a constant")
+        return self.consts[name]
+
+    def value(self, name: str) -> str:
+        if name in self.consts:
+            raise _Unsupported(f"input {name!r} is a constant, not a computed value")
+        if name not in self.values:
+            raise _Unsupported(f"reads {name!r}, which is not a value of the graph")
+        return name
+
+    def shape(self, name: str) -> tuple:
+        return self.graph.type_of(name).shape
+
+    def sole_reader(self, name: str):
+        readers = self.readers.get(name, [])
+        if len(readers) == 1 and name not in self.graph_outputs:
+            return readers[0]
+        return None
+
+    def add(self, node, op: str, inputs, attrs=None, params=None) -> None:
+        extra = [o for o in node.output[1:] if o and (self.readers.get(o) or o in self.graph_outputs)]
+        if extra:
+            raise _Unsupported(f"its extra outputs {extra} are read")
+        name = node.output[0]
+        params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (params or {}).items()}
+        self.graph.add(op, inputs, attrs, params, name=name)
+        self.values.add(name)
+
+
+# --- handlers: one per ONNX op ---------------------------------------------------------------------------------
+def _same_pads(size, kernel, stride, dilation, mode: str) -> tuple[int, int]:
+    """auto_pad SAME_*: out = ceil(in/stride), total = max(0, (out−1)·s + (k−1)·d + 1 − in); UPPER puts the
+    extra cell at the end, LOWER at the beginning."""
+    if not isinstance(size, int):
+        raise _Unsupported("auto_pad SAME needs a static spatial size")
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - size)
+    small, large = total // 2, total - total // 2
+    return (small, large) if mode == "SAME_UPPER" else (large, small)
+
+
+def _spatial(imp, node, x, kernel, strides, dilations, a) -> tuple[int, int, int, int]:
+    mode = a.get("auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode == "NOTSET":
+        pads = tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+        if len(pads) != 4:
+            raise _Unsupported(f"pads {list(pads)} is not 2-D")
+        return pads
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        raise _Unsupported(f"auto_pad {mode!r}")
+    size = imp.shape(x)[2:]
+    (top, bottom), (left, right) = (_same_pads(size[i], kernel[i], strides[i], dilations[i], mode) for i in range(2))
+    return (top, left, bottom, right)
+
+
+def _pair(values, default, what):
+    values = tuple(int(v) for v in values) if values is not None else default
+    if len(values) != 2:
+        raise _Unsupported(f"{what} {list(values)} is not 2-D")
+    return values
+
+
+def _conv(imp, node):
+    a = imp.attrs(node)
+    x = imp.value(node.input[0])
+    weight = imp.const(node.input[1], "the weight")
+    if weight.ndim != 4 or len(imp.shape(x)) != 4:
+        raise _Unsupported("only 2-D convolutions (4-D input and weight)")
+    bias = imp.const(node.input[2], "the bias") if len(node.input) > 2 and node.input[2] else None
+    groups = int(a.get("group", 1))
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
+        raise _Unsupported(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}")
+    strides, dilations = _pair(a.get("strides"), (1, 1), "strides"), _pair(a.get("dilations"), (1, 1), "dilations")
+    if _is_ones_depthwise(imp, node, weight, bias, groups):
+        reader = imp.sole_reader(node.output[0])
+        imp.deferred[node.output[0]] = ("sum_pool", dict(x=x, kernel=kernel, stride=strides, dilation=dilations,
+                                                         pads=_spatial(imp, node, x, kernel, strides, dilations, a),
+                                                         conv=node, mul=reader))
+        return
+    attrs = dict(in_channels=int(weight.shape[1]) * groups, out_channels=int(weight.shape[0]), kernel_size=kernel,
+                 stride=strides, pads=_spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
+                 groups=groups, bias=bias is not None)
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    imp.add(node, "Conv2d", [x], attrs, params)
+
+
+def _is_ones_depthwise(imp, node, weight, bias, groups) -> bool:
+    """The exporter's window sums for a ceil_mode average (a depthwise Conv of ones read only by a Mul)."""
+    reader = imp.sole_reader(node.output[0])
+    return (bias is None and groups > 1 and weight.shape[0] == groups and weight.shape[1] == 1
+            and bool(np.all(weight == 1)) and reader is not None and reader.op_type == "Mul")
+
+
+def _gemm(imp, node):
+    a = imp.attrs(node)
+    if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
+        raise _Unsupported("only alpha = beta = 1 and transA = 0")
+    x = imp.value(node.input[0])
+    if len(imp.shape(x)) != 2:
+        raise _Unsupported("the input must be 2-D")
+    b = imp.const(node.input[1], "B")
+    weight = b if a.get("transB", 0) else b.T
+    params = {"weight": weight}
+    if len(node.input) > 2 and node.input[2]:
+        c = imp.const(node.input[2], "C")
+        if c.shape != (weight.shape[0],):
+            raise _Unsupported(f"C must have shape ({weight.shape[0]},), got {c.shape}")
+        params["bias"] = c
+    attrs = dict(in_features=int(weight.shape[1]), out_features=int(weight.shape[0]), bias="bias" in params)
+    imp.add(node, "Linear", [x], attrs, params)
+
+
+def _matmul(imp, node):
+    x = imp.value(node.input[0])
+    w = imp.const(node.input[1], "the second operand (the weight)")
+    if w.ndim != 2:
+        raise _Unsupported("the weight must be 2-D")
+    reader = imp.sole_reader(node.output[0])
+    if reader is not None and reader.op_type == "Add" and len(reader.input) == 2:
+        other = reader.input[1] if reader.input[0] == node.output[0] else reader.input[0]
+        bias = imp.consts.get(other)
+        if bias is not None and bias.shape == (w.shape[1],):
+            imp.deferred[node.output[0]] = ("matmul", (x, w, bias))
+            return
+    attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=False)
+    imp.add(node, "Linear", [x], attrs, {"weight": w.T})
+
+
+def _add(imp, node):
+    for name in node.input:
+        if imp.deferred.get(name, ("",))[0] == "matmul":       # MatMul -> Add(bias): one Linear
+            x, w, bias = imp.deferred.pop(name)[1]
+            attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=True)
+            imp.add(node, "Linear", [x], attrs, {"weight": w.T, "bias": bias})
+            return
+    _sum(imp, node)
+
+
+def _sum(imp, node):
+    inputs = [imp.value(name) for name in node.input]
+    if len(inputs) == 1:
+        imp.add(node, "Identity", inputs)
+    else:
+        imp.add(node, "Add", inputs)
+
+
+def _simple(op: str, **attr_map):
+    def handler(imp, node):
+        a = imp.attrs(node)
+        attrs = {ours: _nice_float(a.get(theirs, default)) for ours, (theirs, default) in attr_map.items()}
+        imp.add(node, op, [imp.value(node.input[0])], attrs)
+    return handler
+
+
+def _clip(imp, node):
+    if imp.opset < 11:
+        a = imp.attrs(node)
+        low, high = a.get("min"), a.get("max")
+    else:
+        bounds = [imp.const(n, "the bound").item() if n else None for n in list(node.input[1:3]) + [""] * 2][:2]
+        low, high = bounds
+    if low != 0.0 or high != 6.0:
+        raise _Unsupported(f"only Clip(0, 6) (ReLU6) for now, got min {low}, max {high}")
+    imp.add(node, "ReLU6", [imp.value(node.input[0])])
+
+
+def _softmax(imp, node):
+    if imp.opset < 13:
+        raise _Unsupported(f"Softmax before opset 13 flattens to 2-D (opset {imp.opset}); only the 13 form")
+    imp.add(node, "Softmax", [imp.value(node.input[0])], dict(axis=int(imp.attrs(node).get("axis", -1))))
+
+
+def _batchnorm(imp, node):
+    a = imp.attrs(node)
+    if a.get("training_mode", 0):
+        raise _Unsupported("training_mode = 1")
+    x = imp.value(node.input[0])
+    weight, bias, mean, var = (imp.const(n, what) for n, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
+    params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
+    imp.add(node, "BatchNorm2d", [x], dict(num_features=int(weight.shape[0]), eps=_nice_float(a.get("epsilon", 1e-5))),
+            params)
+
+
+def _dropout(imp, node):
+    if len(node.input) > 2 and node.input[2] and bool(imp.const(node.input[2], "training_mode").item()):
+        raise _Unsupported("training_mode = true")
+    imp.add(node, "Identity", [imp.value(node.input[0])])
+
+
+def _flatten(imp, node):
+    axis, x = int(imp.attrs(node).get("axis", 1)), imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    if rank < 2 or axis % rank != 1 or axis < -rank:
+        raise _Unsupported(f"only axis 1 of an input of rank >= 2 (axis {axis}, rank {rank})")
+    imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
+
+
+def _reshape(imp, node):
+    x = imp.value(node.input[0])
+    if imp.attrs(node).get("allowzero", 0):
+        raise _Unsupported("allowzero = 1")
+    target = [int(t) for t in imp.const(node.input[1], "the shape").reshape(-1)]
+    shape = imp.shape(x)
+    rank, length = len(shape), len(target)
+    if rank == 0 and target == [1]:
+        imp.add(node, "Flatten", [x], dict(start_dim=0, end_dim=-1))
+        return
+    if target.count(-1) <= 1:
+        for start in range(length) if length <= rank else ():
+            end = start + rank - length
+            out = (*shape[:start], product(shape[start:end + 1]), *shape[end + 1:])
+            if all(t == -1 or (t == 0 and i < rank and shape[i] == out[i]) or (t > 0 and out[i] == t)
+                   for i, t in enumerate(target)):
+                imp.add(node, "Flatten", [x], dict(start_dim=start, end_dim=end))
+                return
+    raise _Unsupported(f"only a reshape that merges consecutive axes (a Flatten): {list(shape)} -> {target}")
+
+
+def _concat(imp, node):
+    imp.add(node, "Concat", [imp.value(n) for n in node.input], dict(axis=int(imp.attrs(node)["axis"])))
+
+
+def _global_avgpool(imp, node):
+    imp.add(node, "GlobalAvgPool2d", [imp.value(node.input[0])])
+
+
+def _constant(imp, node):
+    a = imp.attrs(node)
+    if "value" not in a or a["value"].data_location == onnx.TensorProto.EXTERNAL:
+        raise _Unsupported("only the 'value' form")
+    imp.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+
+
+def _identity(imp, node):
+    imp.add(node, "Identity", [imp.value(node.input[0])])
+
+
+# --- pooling ---------------------------------------------------------------------------------------------------
+def _onnx_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil: bool) -> int:
+    span = size + pad_begin + pad_end - (kernel - 1) * dilation - 1
+    return (-(-span // stride) if ceil else span // stride) + 1
+
+
+def _pad(imp, node):
+    """Pad before a pooling node (the exporter's ceil_mode forms): folded into that node, else refused."""
+    a = imp.attrs(node)
+    mode = a.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        raise _Unsupported("only constant padding")
+    if imp.opset < 11:
+        pads, fill = list(a.get("pads", [])), float(a.get("value", 0.0))
+    else:
+        if len(node.input) > 3 and node.input[3]:
+            raise _Unsupported("the axes input")
+        pads = [int(p) for p in imp.const(node.input[1], "pads")]
+        fill = float(imp.const(node.input[2], "constant_value").item()) if len(node.input) > 2 and node.input[2] else 0.0
+    x = imp.value(node.input[0])
+    reader = imp.sole_reader(node.output[0])
+    if (len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 or reader is None
+            or reader.op_type not in ("MaxPool", "AveragePool")):
+        raise _Unsupported("only a spatial, non-negative Pad read by one pooling node")
+    imp.deferred[node.output[0]] = ("pad", (x, (pads[2], pads[3], pads[6], pads[7]), fill))
+
+
+def _pool(imp, node):
+    a = imp.attrs(node)
+    maximum = node.op_type == "MaxPool"
+    source = node.input[0]
+    pre_pad = None
+    if imp.deferred.get(source, ("",))[0] == "pad":
+        x, pre_pad, fill = imp.deferred.pop(source)[1]
+    else:
+        x = imp.value(source)
+    if len(imp.shape(x)) != 4:
+        raise _Unsupported("only 2-D pooling (a 4-D input)")
+    if maximum and int(a.get("storage_order", 0)):
+        raise _Unsupported("storage_order = 1")
+    kernel = _pair(a["kernel_shape"], None, "kernel_shape")
+    stride = _pair(a.get("strides"), (1, 1), "strides")
+    dilation = _pair(a.get("dilations"), (1, 1), "dilations")
+    pads = _spatial(imp, node, x, kernel, stride, dilation, a)
+    ceil = bool(a.get("ceil_mode", 0))
+    include = bool(a.get("count_include_pad", 0))
+    size = imp.shape(x)[2:]
+    if pre_pad is not None:
+        if maximum and fill != -np.inf:
+            raise _Unsupported("a Pad before MaxPool must pad with -inf")
+        if not maximum and (fill != 0.0 or any(pads) or include or not ceil):
+            raise _Unsupported("only Pad(0) -> AveragePool(pads 0, count_include_pad 0, ceil_mode 1)")
+        padded = [size[i] + pre_pad[i] + pre_pad[2 + i] for i in range(2)]
+        expected = [_onnx_size(padded[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+        if maximum:
+            pads = tuple(p + q for p, q in zip(pads, pre_pad))
+            recovered = _recover_ceil(size, kernel, stride, dilation, pads, pre_pad, expected) if not ceil else None
+            if recovered is not None:
+                pads, ceil = recovered, True
+        else:
+            pads, include = pre_pad, True
+    else:
+        expected = [_onnx_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+        if not maximum and ceil and include and any(
+                (expected[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 > size[i] + pads[i] + pads[2 + i]
+                for i in range(2)):
+            raise _Unsupported("a ceil_mode average counting padding whose last window overhangs it "
+                               "(runtimes disagree on its divisor, pytorch #183528)")
+    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+    if got != expected:
+        raise _Unsupported(f"ceil_mode output size {expected} differs from PyTorch's {got} "
+                           f"(a window starting in the padding, pytorch #71549)")
+    attrs = dict(kernel_size=kernel, stride=stride, pads=pads, dilation=dilation, ceil_mode=ceil)
+    if not maximum:
+        attrs["count_include_pad"] = include
+    imp.add(node, "MaxPool2d" if maximum else "AvgPool2d", [x], attrs)
+
+
+def _recover_ceil(size, kernel, stride, dilation, merged, pre_pad, expected):
+    """The exporter's Pad(-inf, end overhang) + floor MaxPool: the original ceil_mode pads, if they fit."""
+    if pre_pad[0] or pre_pad[1]:
+        return None
+    pads = (merged[0], merged[1], merged[2] - pre_pad[2], merged[3] - pre_pad[3])
+    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], True) for i in range(2)]
+    overhang = [max(0, (got[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - (size[i] + pads[i] + pads[2 + i]))
+                for i in range(2)]
+    return pads if got == expected and overhang == [pre_pad[2], pre_pad[3]] else None
+
+
+def _divisor(size, out, kernel, stride, pad_begin, pad_end, include: bool) -> np.ndarray:
+    """PyTorch's per-position divisor of an average window (as the exporter computes it)."""
+    taps = (np.arange(out) * stride - pad_begin)[:, None] + np.arange(kernel)
+    low, high = (-pad_begin, size + pad_end) if include else (0, size)
+    return ((taps >= low) & (taps < high)).sum(axis=1)
+
+
+def _mul(imp, node):
+    """Conv(ones, depthwise) -> Mul(1/divisor): the exporter's ceil_mode average no single ONNX ceil_mode fits."""
+    source = next((n for n in node.input if imp.deferred.get(n, ("",))[0] == "sum_pool"), None)
+    if source is None:
+        raise _Unsupported("only the window-sum form of a ceil_mode average pooling")
+    d = imp.deferred.pop(source)[1]
+    scale = imp.const(node.input[1] if node.input[0] == source else node.input[0], "the scale")
+    size, (kh, kw), stride, conv_pads = imp.shape(d["x"])[2:], d["kernel"], d["stride"], d["pads"]
+    if d["dilation"] != (1, 1) or not all(isinstance(s, int) for s in size):
+        raise _Unsupported("window sums with dilation or a symbolic spatial size")
+    top, left = conv_pads[0], conv_pads[1]
+    # prefer PyTorch-style symmetric pads when several forms compute the same thing
+    candidates = sorted(((include, bottom, right) for include in (True, False) for bottom in range(conv_pads[2] + 1)
+                         for right in range(conv_pads[3] + 1)), key=lambda c: (c[1] != top) + (c[2] != left))
+    for include, bottom, right in candidates:
+        pads = (top, left, bottom, right)
+        out = [pool_output_size(size[i], d["kernel"][i], stride[i], pads[i], pads[2 + i], 1, True) for i in range(2)]
+        if min(out) < 1:
+            continue
+        overhang = [max(0, (out[i] - 1) * stride[i] + d["kernel"][i] - (size[i] + pads[i] + pads[2 + i]))
+                    for i in range(2)]
+        if (bottom + overhang[0], right + overhang[1]) != (conv_pads[2], conv_pads[3]):
+            continue
+        divisor = np.outer(*(_divisor(size[i], out[i], d["kernel"][i], stride[i], pads[i], pads[2 + i], include)
+                             for i in range(2)))
+        if np.any(divisor == 0):
+            continue
+        expected = (1.0 / divisor).astype(np.float32)[None, None]
+        if expected.shape == scale.shape and np.array_equal(expected, scale):
+            attrs = dict(kernel_size=(kh, kw), stride=stride, pads=pads, dilation=(1, 1), ceil_mode=True,
+                         count_include_pad=include)
+            imp.add(node, "AvgPool2d", [d["x"]], attrs)
+            return
+    raise _Unsupported("window sums whose divisors match no AvgPool2d")
+
+
+HANDLERS = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Add": _add,
+    "Sum": _sum,
+    "Relu": _simple("ReLU"),
+    "LeakyRelu": _simple("LeakyReLU", negative_slope=("alpha", 0.01)),
+    "Sigmoid": _simple("Sigmoid"),
+    "Tanh": _simple("Tanh"),
+    "Clip": _clip,                        # Clip(0, 6) -> ReLU6
+    "Softmax": _softmax,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "Pad": _pad,                          # folded into the pooling node that reads it
+    "Mul": _mul,                          # window sums * 1/divisor -> AvgPool2d
+    "GlobalAveragePool": _global_avgpool,
+    "BatchNormalization": _batchnorm,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Concat": _concat,
+    "Identity": _identity,
+    "Dropout": _dropout,
+    "Constant": _constant,
+}

@@ -1,0 +1,247 @@
+"""ONNX import: Graph -> export_onnx -> load_onnx gives back the same graph (outputs, parameters bit for bit,
+node, input and output names, symbolic batch), and bad files and unsupported ops are refused clearly."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cnngraph as cg
+from cnngraph.errors import CnnGraphError
+from cnngraph.onnx_import import OnnxImportError
+from cnngraph.tolerance import assert_close
+
+try:                                     # the export tests' random single-op graphs
+    from test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
+except ImportError:                      # run from another folder
+    from tests.test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
+
+OPSETS = (13, 18)
+
+
+def as_tuple(result) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def round_trip(graph, opset: int, tmp_path=None):
+    model = cg.export_onnx(graph, opset=opset)
+    if tmp_path is None:
+        return cg.load_onnx(model)
+    path = tmp_path / f"{graph.name}.onnx"
+    onnx.save(model, str(path))
+    return cg.load_onnx(path)
+
+
+def assert_same(graph, back, batches=(1, 3), seed=0):
+    """Same outputs (within tolerance), same parameters bit for bit, same names, batch still symbolic."""
+    back.lint()
+    assert back.inputs == graph.inputs
+    assert back.outputs == graph.outputs
+    assert [back.type_of(n) for n in back.inputs] == [graph.type_of(n) for n in graph.inputs]
+    assert [back.type_of(n) for n in back.outputs] == [graph.type_of(n) for n in graph.outputs]
+    assert {n.name for n in back.layers()} == {n.name for n in graph.layers()}
+    for node in graph.layers():
+        other = back.node(node.name)
+        assert set(other.params) == set(node.params), node.label()
+        for key, array in node.params.items():
+            assert other.params[key].dtype == np.float32
+            assert np.array_equal(other.params[key], array), f"{node.label()}.{key}"
+    rng = np.random.default_rng(seed)
+    for batch in batches:
+        arrays = random_inputs(graph, batch, rng)
+        for name, a, b in zip(graph.outputs, as_tuple(cg.run(back, *arrays)), as_tuple(cg.run(graph, *arrays))):
+            assert_close(a, b, f"{graph.name} batch {batch} output {name!r}")
+
+
+def model_graphs():
+    for name, make in sorted(cg.models.MODELS.items()):
+        if name == "vgg11":
+            yield name, lambda: make(input_shape=(None, 3, 32, 32), num_classes=10)
+        else:
+            yield name, make
+
+
+# --- built-in models -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("name,make", list(model_graphs()), ids=[n for n, _ in model_graphs()])
+def test_builtin_models_round_trip(name, make, opset):
+    graph = make()
+    back = round_trip(graph, opset)
+    assert_same(graph, back, batches=(1, 2))
+    assert [n.op for n in back.layers() if n.op not in ("Dropout", "Identity")] == \
+        [n.op for n in graph.layers() if n.op not in ("Dropout", "Identity")]
+
+
+def test_round_trip_through_a_file(tmp_path):
+    graph = cg.models.MODELS["lenet5"]()
+    assert_same(graph, round_trip(graph, 18, tmp_path))
+
+
+# --- every op, small random graphs -----------------------------------------------------------------------------
+def needs_dynamic_flatten(model) -> bool:
+    return any(n.op_type == "Shape" for n in model.graph.node)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("op", sorted(BUILDERS))
+def test_op_round_trips(op, seed, opset):
+    rng = np.random.default_rng([seed, sum(map(ord, op))])
+    graph = BUILDERS[op](rng, seed)
+    model = cg.export_onnx(graph, opset=opset)
+    if needs_dynamic_flatten(model):                 # Shape/Slice/ReduceProd -> Reshape: not in this slice
+        with pytest.raises(OnnxImportError, match="Shape"):
+            cg.load_onnx(model)
+        return
+    back = cg.load_onnx(model)
+    assert_same(graph, back, seed=seed)
+    ours = graph.node(graph.outputs[0])
+    if op not in ("Dropout",):
+        assert back.node(ours.name).op == ours.op
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("seed", range(4))
+def test_random_network_round_trips(seed, opset):
+    graph = random_network(np.random.default_rng(100 + seed), f"net{seed}")
+    assert_same(graph, round_trip(graph, opset), seed=seed)
+
+
+@pytest.mark.parametrize("opset", [13, onnx.defs.onnx_opset_version()])
+@pytest.mark.parametrize("kind", ["max", "avg_include_pad", "avg_exclude_pad"])
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_ceil_mode_pooling_round_trips(case, kind, opset):
+    """The exporter's extra Pad nodes and window-sum form come back as one pooling node with the same output."""
+    h, w, k, s, p = case
+    layer = (cg.MaxPool2d(k, s, p, ceil_mode=True) if kind == "max" else
+             cg.AvgPool2d(k, s, p, ceil_mode=True, count_include_pad=kind == "avg_include_pad"))
+    graph = graph_of(layer, (None, 2, h, w))
+    back = round_trip(graph, opset)
+    assert_same(graph, back)
+    node = back.node(graph.outputs[0])
+    assert node.op == graph.node(graph.outputs[0]).op
+    assert len(back.layers()) == 1
+
+
+def test_same_auto_pad_is_made_explicit():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 5, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, 3])
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 2, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="c", auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("MaxPool", ["c"], ["y"], name="y", auto_pad="SAME_LOWER", kernel_shape=[2, 2])]
+    model = helper.make_model(helper.make_graph(nodes, "same", [x], [y], [weight]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    graph = cg.load_onnx(model)
+    conv, pool = graph.node("c"), graph.node("y")
+    # Conv: H 5 -> out 3, total pad (3-1)*2 + 2 - 5 = 1 (at the end); W 6 -> 3, total (3-1)*2 + 3 - 6 = 1
+    assert conv.attrs["pads"] == (0, 0, 1, 1) and conv.shape == ("N", 2, 3, 3)
+    # MaxPool stride 1: total pad 1 on each axis, LOWER puts it at the beginning
+    assert pool.attrs["pads"] == (1, 1, 0, 0) and pool.shape == ("N", 2, 3, 3)
+    from onnx.reference import ReferenceEvaluator
+    data = np.random.default_rng(1).normal(size=(2, 1, 5, 6)).astype(np.float32)
+    assert_close(cg.run(graph, data), ReferenceEvaluator(model).run(None, {"x": data})[0])
+
+
+# --- symbolic batch --------------------------------------------------------------------------------------------
+def test_batch_stays_symbolic():
+    graph = cg.models.MODELS["seed_m1"]()
+    back = round_trip(graph, 18)
+    assert back.type_of(back.inputs[0]).shape[0] == "N"
+    assert back.type_of(back.outputs[0]).shape[0] == "N"
+    for batch in (1, 3):
+        data = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
+        out = cg.run(back, data)
+        assert out.shape[0] == batch
+        assert_close(out, cg.run(graph, data))
+
+
+# --- refusals --------------------------------------------------------------------------------------------------
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "model.onnx"
+    data = cg.export_onnx(cg.models.MODELS["lenet5"]()).SerializeToString()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CnnGraphError) as info:
+        cg.load_onnx(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_text_file_is_refused(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\njust some text\n")
+    with pytest.raises(CnnGraphError) as info:
+        cg.load_onnx(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(CnnGraphError, match="missing.onnx"):
+        cg.load_onnx(tmp_path / "missing.onnx")
+
+
+def _model(nodes, initializers=(), opset=18, shape=("N", 3)):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))
+    return helper.make_model(helper.make_graph(nodes, "m", [x], [y], list(initializers)),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_every_unsupported_op_is_listed_with_its_node():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu1"),
+             helper.make_node("Exp", ["a"], ["b"], name="exp_node"),
+             helper.make_node("Abs", ["b"], ["c"], name="abs_node"),
+             helper.make_node("Neg", ["c"], ["y"], name="neg_node")]
+    with pytest.raises(OnnxImportError) as info:
+        cg.load_onnx(_model(nodes))
+    message = str(info.value)
+    for text in ("Exp", "exp_node", "Abs", "abs_node", "Neg", "neg_node"):
+        assert text in message
+    assert "relu1" not in message
+
+
+def test_clip_with_other_bounds_is_refused():
+    bounds = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", -1.0), ("hi", 1.0))]
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip")]
+    with pytest.raises(OnnxImportError, match="clip.*Clip\\(0, 6\\)|Clip.*clip"):
+        cg.load_onnx(_model(nodes, bounds))
+
+
+def test_softmax_before_opset_13_is_refused():
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="sm")]
+    with pytest.raises(OnnxImportError, match="Softmax.*'sm'.*opset 13"):
+        cg.load_onnx(_model(nodes, opset=12))
+
+
+def test_softmax_default_axis_is_last():
+    graph = cg.load_onnx(_model([helper.make_node("Softmax", ["x"], ["y"], name="sm")], opset=13))
+    assert graph.node("y").attrs["axis"] == -1
+
+
+def test_dynamic_flatten_fallback_is_refused_naming_its_nodes():
+    """Too many symbolic dims: the exporter computes the shape (Shape/Slice/ReduceProd); not in this slice."""
+    graph = graph_of(cg.Flatten(0, 1), (None, None, None), name="dyn")
+    model = cg.export_onnx(graph)
+    assert {"Shape", "Slice", "ReduceProd"} <= {n.op_type for n in model.graph.node}
+    with pytest.raises(OnnxImportError) as info:
+        cg.load_onnx(model)
+    message = str(info.value)
+    assert all(text in message for text in ("Shape", "Slice", "ReduceProd", "flatten1/Shape"))
+
+
+def test_reshape_that_merges_axes_becomes_flatten():
+    graph = graph_of(cg.Flatten(2, 3), (None, None, 3, 4))
+    model = cg.export_onnx(graph)
+    assert [n.op_type for n in model.graph.node] == ["Reshape"]
+    back = cg.load_onnx(model)
+    assert back.node(graph.outputs[0]).op == "Flatten"
+    assert_same(graph, back)
+
+
+def test_external_data_is_refused(tmp_path):
+    weight = numpy_helper.from_array(np.ones((3, 3), np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../etc/passwd")
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [weight])
+    with pytest.raises(CnnGraphError):
+        cg.load_onnx(model)
