@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnngraph.errors import CnnGraphError
+from cnngraph.shapes import average_pool_divisor
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 18
@@ -130,9 +131,8 @@ class _Axis:
 
     def divisor(self, count_include_pad: bool) -> np.ndarray:
         """PyTorch's per-position divisor: taps inside the padded input (or the input alone)."""
-        taps = (np.arange(self.out) * self.stride - self.pad_begin)[:, None] + np.arange(self.kernel) * self.dilation
-        low, high = (-self.pad_begin, self.size + self.pad_end) if count_include_pad else (0, self.size)
-        return ((taps >= low) & (taps < high)).sum(axis=1)
+        return average_pool_divisor(self.size, self.out, self.kernel, self.stride, self.pad_begin, self.pad_end,
+                                    count_include_pad, self.dilation)
 
 
 def _pool_axes(e: Emitter, n) -> list[_Axis]:

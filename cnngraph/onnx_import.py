@@ -39,7 +39,7 @@ from onnx import numpy_helper
 
 from .errors import CnnGraphError
 from .graph import Graph
-from .shapes import pool_output_size, product
+from .shapes import average_pool_divisor, pool_output_size, product
 
 
 class OnnxImportError(CnnGraphError, ValueError):
@@ -506,13 +506,6 @@ def _recover_ceil(size, kernel, stride, dilation, merged, pre_pad, expected):
     return pads if got == expected and overhang == [pre_pad[2], pre_pad[3]] else None
 
 
-def _divisor(size, out, kernel, stride, pad_begin, pad_end, include: bool) -> np.ndarray:
-    """PyTorch's per-position divisor of an average window (as the exporter computes it)."""
-    taps = (np.arange(out) * stride - pad_begin)[:, None] + np.arange(kernel)
-    low, high = (-pad_begin, size + pad_end) if include else (0, size)
-    return ((taps >= low) & (taps < high)).sum(axis=1)
-
-
 def _mul(imp, node):
     """Conv(ones, depthwise) -> Mul(1/divisor): the exporter's ceil_mode average no single ONNX ceil_mode fits."""
     source = next((n for n in node.input if imp.deferred.get(n, ("",))[0] == "sum_pool"), None)
@@ -536,8 +529,8 @@ def _mul(imp, node):
                     for i in range(2)]
         if (bottom + overhang[0], right + overhang[1]) != (conv_pads[2], conv_pads[3]):
             continue
-        divisor = np.outer(*(_divisor(size[i], out[i], d["kernel"][i], stride[i], pads[i], pads[2 + i], include)
-                             for i in range(2)))
+        divisor = np.outer(*(average_pool_divisor(size[i], out[i], d["kernel"][i], stride[i], pads[i],
+                                                  pads[2 + i], include) for i in range(2)))
         if np.any(divisor == 0):
             continue
         expected = (1.0 / divisor).astype(np.float32)[None, None]

@@ -6,6 +6,8 @@ batch symbolic is what lets one graph run, and export, for any batch size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 from typing import Union
 
 Dim = Union[int, str]
@@ -96,3 +98,13 @@ def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
     if ceil_mode and (out - 1) * stride >= size + pad_begin:
         out -= 1
     return out
+
+
+def average_pool_divisor(size: int, out: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
+                         count_include_pad: bool, dilation: int = 1) -> np.ndarray:
+    """PyTorch's divisor of each average window along one axis: the taps inside the padded input when
+    count_include_pad, inside the input alone otherwise (a last ceil_mode window past the padding counts
+    only what it covers). The backend, the exporter and the importer all use this one definition."""
+    taps = (np.arange(out) * stride - pad_begin)[:, None] + np.arange(kernel) * dilation
+    low, high = (-pad_begin, size + pad_end) if count_include_pad else (0, size)
+    return ((taps >= low) & (taps < high)).sum(axis=1)

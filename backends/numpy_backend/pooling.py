@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnngraph.shapes import average_pool_divisor
+
 from .kernel import CNHW, kernel
 
 
@@ -73,16 +75,6 @@ def make_maxpool(ctx):
     return separable_pool(ctx, -np.inf, np.maximum)
 
 
-def average_divisor(size: int, out: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
-                    count_include_pad: bool) -> np.ndarray:
-    """Per-output-position divisor along one axis, as PyTorch's avg_pool2d computes it."""
-    start = np.arange(out) * stride - pad_begin
-    end = np.minimum(start + kernel, size + pad_end)
-    if count_include_pad:
-        return (end - start).astype(np.float64)
-    return (np.minimum(end, size) - np.maximum(start, 0)).astype(np.float64)
-
-
 @kernel("AvgPool2d", layouts=(CNHW,))
 def make_avgpool(ctx):
     a = ctx.attrs
@@ -90,8 +82,9 @@ def make_avgpool(ctx):
     ho, wo = ctx.out_shape[2:]
     (kh, kw), (sh, sw) = a["kernel_size"], a["stride"]
     top, left, bottom, right = a["pads"]
-    rows = average_divisor(h, ho, kh, sh, top, bottom, a["count_include_pad"])
-    cols = average_divisor(w, wo, kw, sw, left, right, a["count_include_pad"])
+    dh, dw = a.get("dilation", (1, 1))
+    rows = average_pool_divisor(h, ho, kh, sh, top, bottom, a["count_include_pad"], dh)
+    cols = average_pool_divisor(w, wo, kw, sw, left, right, a["count_include_pad"], dw)
     reciprocal = (1.0 / np.outer(rows, cols)).astype(np.float32)
     window_sum = separable_pool(ctx, 0.0, np.add)
 
