@@ -14,3 +14,11 @@ def test_every_registered_op_has_a_numpy_kernel_and_an_export_rule():
 def test_kernels_and_rules_exist_only_for_registered_ops():
     assert set(KERNELS) - set(cg.REGISTRY) == set()
     assert set(EXPORT_RULES) - set(cg.REGISTRY) == set()
+
+
+def test_linearity_flags_say_which_layers_compose_into_one_linear_map():
+    """The folding passes rely on these: max pooling and every activation stop a fold, average pooling does not."""
+    linear = {op for op, layer in cg.REGISTRY.items() if layer.linear}
+    assert {"Conv2d", "Linear", "BatchNorm2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Add", "Concat",
+            "Identity", "Dropout"} == linear
+    assert {"ReLU", "LeakyReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "MaxPool2d"} == set(cg.REGISTRY) - linear

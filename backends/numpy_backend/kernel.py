@@ -80,7 +80,6 @@ class Scratch:
     size: int = 0
     _arena: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     _offset: int = 0
-    _pending: list = field(default_factory=list)
 
     def begin_step(self) -> None:
         self._offset = 0
