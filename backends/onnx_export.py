@@ -272,6 +272,61 @@ def _add(e: Emitter, n):
     e.emit(n, "Add" if len(n.inputs) == 2 else "Sum", n.inputs)
 
 
+def _constant(e: Emitter, n):
+    """An initializer under the node's name (an Identity of one when the constant is a graph output)."""
+    if n.name in e.graph.outputs:
+        e.emit(n, "Identity", [e.param(n, "value")])
+    else:
+        e.initializers.append(numpy_helper.from_array(n.params["value"], n.name))
+
+
+def _transpose(e: Emitter, n):
+    e.emit(n, "Transpose", n.inputs, perm=list(n.attrs["perm"]))
+
+
+def _reshape(e: Emitter, n):
+    """Reshape to our inferred shape: static dims written, a symbolic dim at the input's index copied (0), one
+    other symbolic dim inferred (-1)."""
+    in_shape, out_shape = e.graph.type_of(n.inputs[0]).shape, n.type.shape
+    target = [d if isinstance(d, int) else 0 if i < len(in_shape) and in_shape[i] == d else -1
+              for i, d in enumerate(out_shape)]
+    if target.count(-1) > 1 or 0 in [d for d in out_shape if isinstance(d, int)]:
+        raise ExportError(f"{n.label()}: cannot write the reshape to {list(out_shape)} as one ONNX Reshape")
+    e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", target)])
+
+
+def _pad(e: Emitter, n):
+    a = n.attrs
+    inputs = [n.inputs[0], e.int64(n, "pads", a["pads"])]
+    if a["mode"] == "constant":
+        inputs.append(e.initializer(f"{n.name}.value", np.array(a["value"], np.float32)))
+    e.emit(n, "Pad", inputs, mode=a["mode"])
+
+
+def _reduce_mean(e: Emitter, n):
+    a, attrs = n.attrs, {"keepdims": int(n.attrs["keepdims"])}
+    inputs = [n.inputs[0]]
+    if a["axes"] and e.opset >= 18:
+        inputs.append(e.int64(n, "axes", a["axes"]))
+    elif a["axes"]:
+        attrs["axes"] = list(a["axes"])
+    e.emit(n, "ReduceMean", inputs, **attrs)
+
+
+def _lrn(e: Emitter, n):
+    a = n.attrs
+    if a["size"] % 2 == 0:
+        raise ExportError(f"{n.label()}: ONNX's LRN centres an even window ({a['size']}) one channel off "
+                          f"PyTorch's; only odd sizes export")
+    e.emit(n, "LRN", n.inputs, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
+
+def _hardtanh(e: Emitter, n):
+    low = e.initializer(f"{n.name}.min", np.array(n.attrs["min_val"], np.float32))
+    high = e.initializer(f"{n.name}.max", np.array(n.attrs["max_val"], np.float32))
+    e.emit(n, "Clip", [n.inputs[0], low, high])
+
+
 def _simple(op_type: str) -> Callable:
     def rule(e: Emitter, n):
         e.emit(n, op_type, n.inputs)
@@ -296,6 +351,18 @@ EXPORT_RULES: dict[str, Callable[[Emitter, object], None]] = {
     "Concat": lambda e, n: e.emit(n, "Concat", n.inputs, axis=n.attrs["axis"]),
     "Identity": _simple("Identity"),
     "Dropout": _simple("Identity"),                                         # inference: pass through
+    "Constant": _constant,                                                  # -> an initializer
+    "Mul": _simple("Mul"),
+    "Sub": _simple("Sub"),
+    "Div": _simple("Div"),
+    "MatMul": _simple("MatMul"),
+    "Transpose": _transpose,
+    "Reshape": _reshape,
+    "Pad": _pad,
+    "ReduceMean": _reduce_mean,                                             # axes: attribute < 18 <= input
+    "GlobalMaxPool2d": _simple("GlobalMaxPool"),
+    "LocalResponseNorm": _lrn,                                              # odd sizes only
+    "Hardtanh": _hardtanh,                                                  # -> Clip(x, min, max)
 }
 
 
@@ -328,7 +395,7 @@ def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         EXPORT_RULES[node.op](emitter, node)
     outputs = set(graph.outputs)
     inputs = [_value_info(name, graph.type_of(name)) for name in graph.inputs]
-    value_info = [_value_info(n.name, n.type) for n in graph.layers() if n.name not in outputs]
+    value_info = [_value_info(n.name, n.type) for n in graph.layers() if n.name not in outputs and n.op != "Constant"]
     onnx_graph = helper.make_graph(emitter.nodes, graph.name, inputs,
                                    [_value_info(name, graph.type_of(name)) for name in graph.outputs],
                                    initializer=emitter.initializers, value_info=value_info)

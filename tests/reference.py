@@ -139,6 +139,62 @@ def flatten(x, start, end):
     return x.reshape(*x.shape[:start], middle, *x.shape[end + 1:])
 
 
+def pad(x, pads, mode, value):
+    """ONNX Pad, index by index: each output index maps to an input index (or to the fill value)."""
+    rank = x.ndim
+    begin, end = pads[:rank], pads[rank:]
+    shape = [x.shape[a] + begin[a] + end[a] for a in range(rank)]
+    out = np.empty(shape)
+    for index in np.ndindex(*shape):
+        source = []
+        for axis, i in enumerate(index):
+            j, size = i - begin[axis], x.shape[axis]
+            if not 0 <= j < size:
+                if mode == "constant":
+                    source = None
+                    break
+                j = (min(max(j, 0), size - 1) if mode == "edge" else
+                     (-j if j < 0 else 2 * (size - 1) - j))                       # reflect, edge not repeated
+            source.append(j)
+        out[index] = value if source is None else x[tuple(source)]
+    return out
+
+
+def local_response_norm(x, size, alpha, beta, k):
+    """PyTorch: channel c sums x² over [c - size//2, c + (size-1)//2] (clipped), divided by size."""
+    out = np.empty_like(x)
+    channels = x.shape[1]
+    for c in range(channels):
+        window = x[:, max(0, c - size // 2):min(channels, c + (size - 1) // 2 + 1)]
+        out[:, c] = x[:, c] / (k + alpha / size * np.sum(window ** 2, axis=1)) ** beta
+    return out
+
+
+def matmul(a, b):
+    """NumPy's matmul rules (1-D operands promoted, batch dims broadcast), summed with einsum."""
+    a2, b2 = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    a2 = np.broadcast_to(a2, (*batch, *a2.shape[-2:]))
+    b2 = np.broadcast_to(b2, (*batch, *b2.shape[-2:]))
+    out = np.einsum("...ij,...jk->...ik", a2, b2)
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
+def reshape(x, target, bindings):
+    shape = []
+    for i, d in enumerate(target):
+        if d == 0:
+            d = x.shape[i]
+        elif isinstance(d, str):
+            d = int(np.prod([int(f) if f.isdigit() else bindings[f] for f in d.split("*")]))
+        shape.append(d)
+    return x.reshape(shape)
+
+
 def _param(node, name):
     value = node.params.get(name)
     return None if value is None else np.asarray(value, dtype=np.float64)
@@ -181,6 +237,18 @@ REFERENCE_OPS = {
     "Concat": lambda node, *xs: np.concatenate(xs, axis=node.attrs["axis"]),
     "Identity": lambda node, x: x.copy(),
     "Dropout": lambda node, x: x.copy(),
+    "Constant": lambda node: _param(node, "value"),
+    "Mul": lambda node, a, b: a * b,
+    "Sub": lambda node, a, b: a - b,
+    "Div": lambda node, a, b: a / b,
+    "MatMul": lambda node, a, b: matmul(a, b),
+    "Transpose": lambda node, x: np.transpose(x, node.attrs["perm"]).copy(),
+    "Pad": lambda node, x: pad(x, node.attrs["pads"], node.attrs["mode"], node.attrs["value"]),
+    "ReduceMean": lambda node, x: np.mean(x, axis=tuple(node.attrs["axes"]) or None, keepdims=node.attrs["keepdims"]),
+    "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
+    "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
+                                                             node.attrs["beta"], node.attrs["k"]),
+    "Hardtanh": lambda node, x: np.minimum(np.maximum(x, node.attrs["min_val"]), node.attrs["max_val"]),
 }
 
 
@@ -196,12 +264,17 @@ def reference_run(graph, *arrays):
     if len(arrays) != len(graph.inputs):
         raise ValueError(f"reference_run: graph takes {len(graph.inputs)} inputs, got {len(arrays)}")
     values = {name: np.array(a, dtype=np.float64) for name, a in zip(graph.inputs, arrays)}
+    bindings = {d: size for name in graph.inputs for d, size in zip(graph.type_of(name).shape, values[name].shape)
+                if isinstance(d, str)}
     for node in graph.nodes:
         if node.op == "Input":
             assert node.name in values, f"input {node.name!r} not in graph.inputs"
             _check_shape(node, values[node.name])
             continue
-        result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
+        if node.op == "Reshape":
+            result = reshape(values[node.inputs[0]], node.attrs["shape"], bindings)
+        else:
+            result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
         _check_shape(node, result)
         values[node.name] = result
     outputs = tuple(values[name] for name in graph.outputs)

@@ -200,6 +200,91 @@ def elementwise(make):
     return build
 
 
+def _operand(graph, rng, shape, name, constant: bool, low=-2.0, high=2.0):
+    """A second operand: another input, or a Constant node."""
+    if constant:
+        value = rng.uniform(low, high, size=[d if isinstance(d, int) else 1 for d in shape])
+        return graph.apply(cg.Constant(value), name=name)
+    return graph.input(name, shape)
+
+
+def _broadcast_partner(rng, shape):
+    """A shape broadcasting against ``shape``: some axes 1, maybe fewer leading axes."""
+    drop = int(rng.integers(0, len(shape)))
+    return tuple(1 if rng.integers(2) else d for d in shape[drop:]) or (1,)
+
+
+def build_binary(layer):
+    def build(rng, seed):
+        graph = cg.Graph("g")
+        shape = batch_shape(rng, int(rng.integers(2, 5)))
+        x = graph.input("x", shape)
+        partner = _broadcast_partner(rng, tuple(shape)) if seed else tuple(shape)
+        partner = tuple("N" if d is None else d for d in partner)
+        if layer is cg.Div:                                  # denominators away from zero
+            y = graph.apply(cg.Constant(rng.choice([-1, 1], size=[d if isinstance(d, int) else 1 for d in partner])
+                                        * rng.uniform(0.5, 2.0, size=[d if isinstance(d, int) else 1 for d in partner])),
+                            name="y")
+        else:
+            y = _operand(graph, rng, partner, "y", constant=seed % 2 == 1)
+        operands = (y, x) if seed == 3 else (x, y)
+        graph.output(graph.apply(layer(), *operands))
+        return graph
+    return build
+
+
+def build_constant(rng, seed):
+    graph = cg.Graph("g")
+    x = graph.input("x", batch_shape(rng, 3))
+    scale = graph.apply(cg.Constant(rng.normal(size=(graph.type_of(x).shape[1], 1))), name="scale")
+    graph.output(graph.apply(cg.Mul(), x, scale))
+    if seed == 3:                                            # a constant that is a graph output
+        graph.output(scale)
+    return graph
+
+
+def build_transpose(rng, seed):
+    rank = int(rng.integers(2, 6))
+    return graph_of(cg.Transpose(rng.permutation(rank)), batch_shape(rng, rank))
+
+
+def build_reshape(rng, seed):
+    n, a, b, c = (None, *(int(d) for d in rng.integers(1, 5, size=3)))
+    targets = [(0, -1), ("N", a * b, c), (-1, c), (0, c, 1, b, a), ("N", -1, 1)]
+    return graph_of(cg.Reshape(targets[seed % len(targets)] if seed < 4 else targets[4]), (n, a, b, c))
+
+
+def build_pad(rng, seed):
+    shape = (None, int(rng.integers(1, 4)), int(rng.integers(2, 6)), int(rng.integers(2, 6)))
+    mode = ["constant", "reflect", "edge", "constant"][seed % 4]
+    low = -1 if mode == "constant" else 0
+    pads = [0, 0, *(int(rng.integers(low, 3)) for _ in range(2)), 0, 0, *(int(rng.integers(low, 3)) for _ in range(2))]
+    if mode == "reflect":
+        pads = [min(p, shape[2 + i % 2] - 1) if i % 4 >= 2 else p for i, p in enumerate(pads)]
+    return graph_of(cg.Pad(pads, mode, float(rng.normal())), shape)
+
+
+def build_reduce_mean(rng, seed):
+    rank = int(rng.integers(2, 5))
+    axes = [a - rank * int(rng.integers(2)) for a in range(rank) if rng.integers(2)] if seed else []
+    return graph_of(cg.ReduceMean(axes, keepdims=seed % 2 == 0), batch_shape(rng, rank))
+
+
+def build_matmul(rng, seed):
+    m, k, n = (int(d) for d in rng.integers(1, 5, size=3))
+    graph = cg.Graph("g")
+    a = graph.input("a", (None, m, k))
+    b = _operand(graph, rng, ((None, k, n), (k, n), (k,), (1, k, n))[seed % 4], "b", constant=seed % 2 == 1)
+    graph.output(graph.apply(cg.MatMul(), a, b))
+    return graph
+
+
+def build_lrn(rng, seed):
+    layer = cg.LocalResponseNorm(int(rng.choice([1, 3, 5])), float(rng.uniform(1e-4, 1.0)), float(rng.uniform(0.5, 1)),
+                                 float(rng.uniform(1.0, 2.0)))
+    return graph_of(layer, (None, int(rng.integers(1, 7)), int(rng.integers(1, 4)), int(rng.integers(1, 4))))
+
+
 BUILDERS = {
     "Conv2d": build_conv,
     "Linear": build_linear,
@@ -218,6 +303,18 @@ BUILDERS = {
     "Concat": build_concat,
     "Identity": elementwise(lambda rng: cg.Identity()),
     "Dropout": elementwise(lambda rng: cg.Dropout(float(rng.uniform(0, 1)))),
+    "Constant": build_constant,
+    "Mul": build_binary(cg.Mul),
+    "Sub": build_binary(cg.Sub),
+    "Div": build_binary(cg.Div),
+    "Transpose": build_transpose,
+    "Reshape": build_reshape,
+    "Pad": build_pad,
+    "ReduceMean": build_reduce_mean,
+    "MatMul": build_matmul,
+    "GlobalMaxPool2d": lambda rng, seed: graph_of(cg.GlobalMaxPool2d(), (None, 3, *map(int, rng.integers(1, 6, 2)))),
+    "LocalResponseNorm": build_lrn,
+    "Hardtanh": elementwise(lambda rng: cg.Hardtanh(float(rng.uniform(-2, 0)), float(rng.uniform(0, 2)))),
 }
 
 

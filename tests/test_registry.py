@@ -20,5 +20,7 @@ def test_linearity_flags_say_which_layers_compose_into_one_linear_map():
     """The folding passes rely on these: max pooling and every activation stop a fold, average pooling does not."""
     linear = {op for op, layer in cg.REGISTRY.items() if layer.linear}
     assert {"Conv2d", "Linear", "BatchNorm2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Add", "Concat",
-            "Identity", "Dropout"} == linear
-    assert {"ReLU", "LeakyReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "MaxPool2d"} == set(cg.REGISTRY) - linear
+            "Identity", "Dropout", "Sub", "Transpose", "Reshape", "Pad", "ReduceMean"} == linear
+    # Mul, Div and MatMul are linear only when one operand is a constant: the passes look at the operands
+    assert {"ReLU", "LeakyReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "MaxPool2d", "GlobalMaxPool2d", "Hardtanh",
+            "LocalResponseNorm", "Constant", "Mul", "Div", "MatMul"} == set(cg.REGISTRY) - linear

@@ -84,7 +84,10 @@ def make_batchnorm(ctx):
 
 @kernel("Add", layouts=ANY, inplace=True)
 def make_add(ctx):
+    broadcast = ctx.broadcaster()
+
     def step(inputs, out):
+        inputs = broadcast(inputs)
         np.add(inputs[0], inputs[1], out=out)
         for other in inputs[2:]:
             out += other

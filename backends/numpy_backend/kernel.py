@@ -46,6 +46,17 @@ class Context:
     def axis(self, axis: int, rank: int) -> int:
         return physical_axis(axis, rank, self.layout)
 
+    def broadcaster(self) -> Callable[[list], list]:
+        """Views of the inputs that broadcast in this layout as they do in the logical one: an input of lower
+        rank gets its leading 1s made explicit, then the layout's axis order (the plan already converted
+        inputs of full rank)."""
+        rank = len(self.out_shape)
+        shapes = [None if len(shape) == rank else self.physical((1,) * (rank - len(shape)) + tuple(shape))
+                  for shape in self.in_shapes]
+        if not any(shapes):
+            return lambda inputs: inputs
+        return lambda inputs: [x if shape is None else x.reshape(shape) for x, shape in zip(inputs, shapes)]
+
 
 @dataclass
 class Kernel:

@@ -74,10 +74,14 @@ class Plan:
         for name in graph.inputs:
             home[name] = NCHW
             self.input_slots.append(self._slot((name, NCHW), shape_of[name]))
+        self.constants: dict[int, np.ndarray] = {}   # slot -> a Constant's array, bound like an input
         self.epilogues = epilogue_chains(graph)
         absorbed = {e.name for chain in self.epilogues.values() for e in chain}
         for node in graph.layers():
-            if node.name not in absorbed:
+            if node.op == "Constant":
+                home[node.name] = NCHW
+                self.constants[self._slot((node.name, NCHW), shape_of[node.name])] = node.params["value"]
+            elif node.name not in absorbed:
                 self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
         self._assign_storage()
@@ -150,7 +154,7 @@ class Plan:
         kind: dict[int, str] = {}                    # storage id -> "input" | "pool" | "fresh"
         buffers: dict[int, np.ndarray] = {}          # pooled storage id -> flat buffer
         free: list[int] = []
-        for slot in self.input_slots:
+        for slot in [*self.input_slots, *self.constants]:        # never written: not pooled
             storage[slot] = sid = len(kind)
             kind[sid], storage_end[sid] = "input", last_read[slot]
         for index, step in enumerate(self.steps):
@@ -200,6 +204,8 @@ class Plan:
     def run(self, arrays) -> list[np.ndarray]:
         values: list = [None] * len(self.shapes)
         for slot, array in zip(self.input_slots, arrays):
+            values[slot] = array
+        for slot, array in self.constants.items():
             values[slot] = array
         for step in self.steps:
             out = np.empty(step.out, np.float32) if step.fresh else step.out

@@ -12,6 +12,19 @@ def _axis(axis: int, rank: int, what: str, operand) -> int:
     return axis % rank
 
 
+def broadcast_shape(inputs) -> tuple:
+    """NumPy/ONNX multidirectional broadcasting; a symbolic dim broadcasts only against 1 or itself."""
+    rank = max(op.rank for op in inputs)
+    shape = []
+    for axis in range(rank):
+        dims = {op.shape[axis - rank + op.rank] for op in inputs if axis - rank + op.rank >= 0} - {1}
+        if len(dims) > 1:
+            shown = " and ".join(op.describe() for op in inputs)
+            raise ShapeError(f"cannot broadcast {shown} (axis {axis - rank} has sizes {sorted(map(str, dims))})")
+        shape.append(dims.pop() if dims else 1)
+    return tuple(shape)
+
+
 class Flatten(Layer):
     prefix = "flatten"
     linear = True
@@ -32,16 +45,19 @@ class Flatten(Layer):
 
 
 class Add(Layer):
-    """Element-wise sum of two or more values of the same shape (a residual connection)."""
+    """Element-wise sum of two or more values of the same shape (a residual connection); with
+    ``broadcast=True``, NumPy/ONNX broadcasting (a bias added to every pixel, as imported models do)."""
     prefix = "add"
     linear = True
     arity = (2, None)
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, broadcast: bool = False):
+        super().__init__(**({"broadcast": True} if broadcast else {}))
 
     @classmethod
     def infer(cls, attrs, inputs):
+        if attrs.get("broadcast"):
+            return TensorType(broadcast_shape(inputs))
         first = inputs[0]
         for other in inputs[1:]:
             if other.shape != first.shape:

@@ -1,0 +1,271 @@
+"""Generic tensor ops: what imported models contain besides CNN layers.
+
+ONNX models made by others hold constants, element-wise arithmetic with broadcasting, reshapes, transposes,
+padding and reductions between their layers. These ops keep such models whole in the IR (the NumPy backend
+runs them, the exporter writes them back) with ONNX's semantics, under PyTorch-style names where PyTorch has
+one (LocalResponseNorm, Hardtanh, GlobalMaxPool2d ~ AdaptiveMaxPool2d(1)).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..layer import Layer, Operand, as_float32, require_rank
+from ..shapes import TensorType, product
+from .activations import _Elementwise
+from .structure import broadcast_shape
+
+
+def _factors(dim) -> tuple[int, list[str]]:
+    """A dim as (number, symbols): 12 -> (12, []), "3*N" -> (3, ["N"]), a sum "N+2" stays one opaque symbol."""
+    if isinstance(dim, int):
+        return dim, []
+    number, names = 1, []
+    for factor in str(dim).split("*") if "+" not in str(dim) else [str(dim)]:
+        if factor.isdigit():
+            number *= int(factor)
+        else:
+            names.append(factor)
+    return number, names
+
+
+def _split(dims) -> tuple[int, list[str]]:
+    number, names = 1, []
+    for dim in dims:
+        n, s = _factors(dim)
+        number *= n
+        names += s
+    return number, sorted(names)
+
+
+class Constant(Layer):
+    """A constant tensor (an ONNX initializer that is not a layer's weight): no inputs, one parameter."""
+    prefix = "const"
+    arity = (0, 0)
+
+    def __init__(self, value):
+        value = as_float32(value, what="Constant: value")
+        super().__init__(shape=tuple(value.shape))
+        self.value = value
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        return {"value": tuple(attrs["shape"])}
+
+    @classmethod
+    def init_params(cls, attrs):
+        return {}
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        return TensorType(tuple(attrs["shape"]))
+
+
+class _Broadcasting(Layer):
+    arity = (2, 2)
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        return TensorType(broadcast_shape(inputs))
+
+
+class Mul(_Broadcasting):
+    """x · y element-wise, with broadcasting (a per-channel scale when y is a constant)."""
+    prefix = "mul"
+
+
+class Sub(_Broadcasting):
+    prefix = "sub"
+    linear = True
+
+
+class Div(_Broadcasting):
+    prefix = "div"
+
+
+class Transpose(Layer):
+    prefix = "transpose"
+    linear = True
+
+    def __init__(self, perm):
+        super().__init__(perm=tuple(int(p) for p in perm))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        perm = attrs["perm"]
+        if sorted(perm) != list(range(x.rank)):
+            raise ShapeError(f"perm {list(perm)} is not a permutation of the axes of {x.describe()}")
+        return TensorType(tuple(x.shape[p] for p in perm))
+
+
+class Reshape(Layer):
+    """ONNX's Reshape: 0 copies the input's dim at the same index, one -1 is inferred, a name is a symbolic
+    dim (so ``Reshape(("N", -1))`` flattens any batch)."""
+    prefix = "reshape"
+    linear = True
+
+    def __init__(self, shape):
+        super().__init__(shape=tuple(d if isinstance(d, str) else int(d) for d in shape))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        target = list(attrs["shape"])
+        for index, dim in enumerate(target):
+            if dim == 0:
+                if index >= x.rank:
+                    raise ShapeError(f"shape {list(target)}: 0 at index {index} copies no dim of {x.describe()}")
+                target[index] = x.shape[index]
+            elif isinstance(dim, int) and dim < -1:
+                raise ShapeError(f"shape {list(target)} has the invalid dim {dim}")
+        if target.count(-1) > 1:
+            raise ShapeError(f"shape {list(attrs['shape'])} has more than one -1")
+        number, names = _split(x.shape)
+        known_number, known_names = _split([d for d in target if d != -1])
+        problem = f"cannot reshape {x.describe()} to {list(attrs['shape'])}"
+        if -1 in target:
+            rest = list(names)
+            for name in known_names:
+                if name not in rest:
+                    raise ShapeError(problem)
+                rest.remove(name)
+            if known_number == 0 or number % known_number:
+                raise ShapeError(problem)
+            target[target.index(-1)] = product([number // known_number, *rest])
+        elif (number, names) != (known_number, known_names):
+            raise ShapeError(problem)
+        return TensorType(tuple(target))
+
+
+class Pad(Layer):
+    """ONNX's Pad: ``pads`` = begin of every axis, then end of every axis; negative values crop.
+    mode "constant" (with ``value``), "reflect" or "edge". Affine when the fill value is finite."""
+    prefix = "pad"
+    linear = True
+    MODES = ("constant", "reflect", "edge")
+
+    def __init__(self, pads, mode: str = "constant", value: float = 0.0):
+        if mode not in self.MODES:
+            raise ValueError(f"Pad: mode must be one of {self.MODES}, got {mode!r}")
+        super().__init__(pads=tuple(int(p) for p in pads), mode=mode, value=float(value))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        pads = attrs["pads"]
+        if len(pads) != 2 * x.rank:
+            raise ShapeError(f"pads {list(pads)} must hold 2 values per axis of {x.describe()}")
+        shape = []
+        for axis, dim in enumerate(x.shape):
+            begin, end = pads[axis], pads[x.rank + axis]
+            if begin == end == 0:
+                shape.append(dim)
+                continue
+            if not isinstance(dim, int):
+                raise ShapeError(f"cannot pad the symbolic axis {axis} of {x.describe()}")
+            size = dim + begin + end
+            if size < 1 or (attrs["mode"] == "reflect" and max(begin, end) >= dim):
+                raise ShapeError(f"pads {list(pads)} do not fit axis {axis} of {x.describe()} ({attrs['mode']})")
+            shape.append(size)
+        return TensorType(tuple(shape))
+
+
+class ReduceMean(Layer):
+    """Mean over ``axes`` (all axes when empty), keeping them as size 1 when ``keepdims``."""
+    prefix = "mean"
+    linear = True
+
+    def __init__(self, axes=(), keepdims: bool = True):
+        super().__init__(axes=tuple(int(a) for a in axes), keepdims=bool(keepdims))
+
+    @classmethod
+    def axes(cls, attrs, rank: int) -> tuple:
+        if any(not -rank <= a < rank for a in attrs["axes"]):
+            raise ShapeError(f"axes {list(attrs['axes'])} out of range for rank {rank}")
+        axes = sorted({a % rank for a in attrs["axes"]}) if attrs["axes"] else list(range(rank))
+        return tuple(axes)
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        axes = cls.axes(attrs, x.rank)
+        if attrs["keepdims"]:
+            return TensorType(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+        return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes))
+
+
+class MatMul(Layer):
+    """NumPy's matmul of two values (batched, broadcasting); a product with a constant matrix is a Linear."""
+    prefix = "matmul"
+    arity = (2, 2)
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        a, b = inputs
+        if a.rank < 1 or b.rank < 1:
+            raise ShapeError(f"cannot multiply scalars: {a.describe()} and {b.describe()}")
+        a_shape = a.shape if a.rank > 1 else (1, *a.shape)
+        b_shape = b.shape if b.rank > 1 else (*b.shape, 1)
+        if a_shape[-1] != b_shape[-2]:
+            raise ShapeError(f"inner dims differ: {a.describe()} times {b.describe()}")
+        batch = broadcast_shape([Operand(a.name, TensorType(a_shape[:-2])), Operand(b.name, TensorType(b_shape[:-2]))])
+        shape = (*batch, *(a_shape[-2:-1] if a.rank > 1 else ()), *(b_shape[-1:] if b.rank > 1 else ()))
+        return TensorType(shape)
+
+    @classmethod
+    def macs(cls, attrs, inputs, output):
+        a, _ = inputs
+        count = product([*output.shape[1:], a.shape[-1]]) if output.rank > 1 else a.shape[-1]
+        return count if isinstance(count, int) else 0
+
+
+class GlobalMaxPool2d(Layer):
+    """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool)."""
+    prefix = "gmaxpool"
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        require_rank(inputs, 4, "(N, C, H, W)")
+        return TensorType((*inputs[0].shape[:2], 1, 1))
+
+
+class LocalResponseNorm(Layer):
+    """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta.
+    The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd sizes only."""
+    prefix = "lrn"
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        if int(size) < 1:
+            raise ValueError(f"LocalResponseNorm: size must be >= 1, got {size}")
+        super().__init__(size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank < 3:
+            raise ShapeError(f"expects an input (N, C, ...) of rank >= 3, got {x.describe()}")
+        return x.type
+
+
+class Hardtanh(_Elementwise):
+    """Clamp to [min_val, max_val] (ONNX's Clip; ReLU6 is Hardtanh(0, 6))."""
+    prefix = "clip"
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        if not min_val <= max_val:
+            raise ValueError(f"Hardtanh: min_val {min_val} is above max_val {max_val}")
+        super().__init__(min_val=float(min_val), max_val=float(max_val))
+
+
+__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "ReduceMean", "MatMul", "GlobalMaxPool2d",
+           "LocalResponseNorm", "Hardtanh"]
