@@ -39,6 +39,7 @@ from onnx import numpy_helper
 
 from .errors import CnnGraphError
 from .graph import Graph
+from .onnx_fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
 from .shapes import average_pool_divisor, pool_output_size, product
 
 
@@ -90,27 +91,36 @@ def _check(model: onnx.ModelProto, where: str) -> None:
         raise OnnxImportError(f"{where}: not a valid ONNX model: {_one_line(error)}") from None
 
 
-def load_onnx(path_or_model) -> Graph:
-    """Read an ONNX model (a path, bytes or a ModelProto), check it and map it to a Graph."""
+def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
+    """Read an ONNX model (a path, bytes or a ModelProto), check it and map it to a Graph.
+
+    Graph inputs that have an initializer are constants (their initializer is the value) unless
+    ``initializers_as_inputs``, which keeps them as inputs of the graph.
+    """
     model, where = _read_model(path_or_model)
     _check(model, where)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise OnnxImportError(f"{where}: the model imports no version of the standard ONNX domain")
-    return _Importer(model.graph, opset, where).run()
+    return _Importer(model.graph, opset, where, initializers_as_inputs).run()
 
 
 # --- the importer ----------------------------------------------------------------------------------------------
 class _Importer:
-    def __init__(self, onnx_graph, opset: int, where: str):
+    def __init__(self, onnx_graph, opset: int, where: str, initializers_as_inputs: bool = False):
         self.og, self.opset, self.where = onnx_graph, opset, where
         self.graph = Graph(onnx_graph.name or "graph")
         external = [t.name for t in onnx_graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         if external:                      # never read files the model points at (CVE-2022-25882, CVE-2024-27318)
             raise OnnxImportError(f"{where}: initializers with external data are not supported: {external[:5]}")
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in onnx_graph.initializer}
+        if initializers_as_inputs:
+            for value in onnx_graph.input:
+                self.consts.pop(value.name, None)
         self.readers: dict[str, list] = {}
+        self.names: set[str] = {v.name for v in onnx_graph.input} | set(self.consts)
         for node in onnx_graph.node:
+            self.names.update(node.output)
             for name in node.input:
                 if name:
                     self.readers.setdefault(name, []).append(node)
@@ -126,17 +136,19 @@ class _Importer:
                 self._input(value)
         for node in self.og.node:
             self._node(node)
+        outputs = []
+        for value in self.og.output:
+            if value.name in self.consts and value.name not in self.poisoned:
+                self._guard(lambda: self.operand(value.name), "output", value.name)
+            elif value.name not in self.values and value.name not in self.poisoned:
+                raise OnnxImportError(f"{self.where}: graph output {value.name!r} is not computed by the graph")
+            outputs.append(value.name)
         if self.problems:
             kinds = {}
             for op_type, name, reason in self.problems:
                 kinds.setdefault(op_type, []).append(f"{name!r}" + (f" ({reason})" if reason else ""))
             listing = "; ".join(f"{op} at {', '.join(names)}" for op, names in kinds.items())
             raise OnnxImportError(f"{self.where}: unsupported ONNX ops (opset {self.opset}): {listing}")
-        outputs = []
-        for value in self.og.output:
-            if value.name not in self.values:
-                raise OnnxImportError(f"{self.where}: graph output {value.name!r} is not computed from the inputs")
-            outputs.append(value.name)
         self.graph.output(*outputs)
         return self.graph
 
@@ -154,21 +166,40 @@ class _Importer:
 
     def _node(self, node) -> None:
         label = node.name or (node.output[0] if node.output else node.op_type)
-        handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if handler is None:
-            self.problems.append((node.op_type if not node.domain else f"{node.domain}.{node.op_type}", label, ""))
+        standard = node.domain in ("", "ai.onnx")
+        op_type = node.op_type if standard else f"{node.domain}.{node.op_type}"
+        handler = HANDLERS.get(node.op_type) if standard else None
+        present = [name for name in node.input if name]
+        foldable = standard and present and all(name in self.consts for name in present) and node.op_type != "Constant"
+        if handler is None and not foldable:             # listed even after an unsupported node
+            reason = "on computed values (only folded on constants)" if standard and node.op_type in FOLDERS else ""
+            self.problems.append((op_type, label, reason))
             self.poisoned.update(node.output)
             return
         if any(name in self.poisoned for name in node.input):
             self.poisoned.update(node.output)
             return
+        if foldable:
+            self._guard(lambda: self._fold(node), node.op_type, label, node)
+            return
+        self._guard(lambda: handler(self, node), node.op_type, label, node)
+
+    def _guard(self, action, op_type: str, label: str, node=None) -> None:
+        """Run one mapping step: an unsupported form is collected for the one error; a misfit raises now."""
         try:
-            handler(self, node)
-        except _Unsupported as reason:
-            self.problems.append((node.op_type, label, str(reason)))
-            self.poisoned.update(node.output)
+            action()
+        except (_Unsupported, FoldError) as reason:
+            self.problems.append((op_type, label, str(reason)))
+            if node is not None:
+                self.poisoned.update(node.output)
         except CnnGraphError as error:
-            raise OnnxImportError(f"{self.where}: node {label!r} ({node.op_type}): {error}") from None
+            raise OnnxImportError(f"{self.where}: node {label!r} ({op_type}): {error}") from None
+
+    def _fold(self, node) -> None:
+        results = fold(node, [self.consts[name] if name else None for name in node.input], self.opset)
+        for name, array in zip(node.output, results):
+            if name:
+                self.consts[name] = array
 
     # --- helpers used by the handlers ------------------------------------------------------------------------
     def attrs(self, node) -> dict:
@@ -177,14 +208,31 @@ class _Importer:
     def const(self, name: str, what: str) -> np.ndarray:
         if name not in self.consts:
             raise _Unsupported(f"{what} must be a constant")
+        if is_symbolic(self.consts[name]):
+            raise _Unsupported(f"{what} depends on a symbolic dimension")
         return self.consts[name]
 
+    def optional_const(self, node, index: int, what: str):
+        return self.const(node.input[index], what) if len(node.input) > index and node.input[index] else None
+
     def value(self, name: str) -> str:
+        if name in self.values:
+            return name
         if name in self.consts:
             raise _Unsupported(f"input {name!r} is a constant, not a computed value")
         if name not in self.values:
             raise _Unsupported(f"reads {name!r}, which is not a value of the graph")
         return name
+
+    def operand(self, name: str) -> str:
+        """A value of the graph for ``name``; a constant becomes a Constant node named after it (once)."""
+        if name in self.consts and name not in self.values:
+            array = self.const(name, f"constant {name!r}")
+            if array.dtype.kind not in "fiub":
+                raise _Unsupported(f"constant {name!r} has dtype {array.dtype}")
+            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=array.astype(np.float32)), name=name)
+            self.values.add(name)
+        return self.value(name)
 
     def shape(self, name: str) -> tuple:
         return self.graph.type_of(name).shape
@@ -203,6 +251,15 @@ class _Importer:
         params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (params or {}).items()}
         self.graph.add(op, inputs, attrs, params, name=name)
         self.values.add(name)
+
+    def add_step(self, node, op: str, inputs, attrs=None, params=None) -> str:
+        """A node of our graph that one ONNX node expands to before its last one: "<output>/<op>"."""
+        name, index = f"{node.output[0]}/{op}", 0
+        while name in self.names or name in self.graph:
+            index += 1
+            name = f"{node.output[0]}/{op}_{index}"
+        self.names.add(name)
+        return self.graph.add(op, inputs, attrs, params, name=name).name
 
 
 # --- handlers: one per ONNX op ---------------------------------------------------------------------------------
@@ -253,16 +310,14 @@ def _conv(imp, node):
     if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
         raise _Unsupported(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}")
     strides, dilations = _pair(a.get("strides"), (1, 1), "strides"), _pair(a.get("dilations"), (1, 1), "dilations")
-    if _is_ones_depthwise(imp, node, weight, bias, groups):
-        reader = imp.sole_reader(node.output[0])
-        imp.deferred[node.output[0]] = ("sum_pool", dict(x=x, kernel=kernel, stride=strides, dilation=dilations,
-                                                         pads=_spatial(imp, node, x, kernel, strides, dilations, a),
-                                                         conv=node, mul=reader))
-        return
     attrs = dict(in_channels=int(weight.shape[1]) * groups, out_channels=int(weight.shape[0]), kernel_size=kernel,
                  stride=strides, pads=_spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
                  groups=groups, bias=bias is not None)
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    if _is_ones_depthwise(imp, node, weight, bias, groups):           # offered to the Mul that reads it
+        imp.deferred[node.output[0]] = ("sum_pool", dict(x=x, kernel=kernel, stride=strides, dilation=dilations,
+                                                         pads=attrs["pads"], conv=node, attrs=attrs, params=params))
+        return
     imp.add(node, "Conv2d", [x], attrs, params)
 
 
@@ -274,38 +329,67 @@ def _is_ones_depthwise(imp, node, weight, bias, groups) -> bool:
 
 
 def _gemm(imp, node):
+    """alpha·A'·B' + beta·C: a Linear when B (and C) are constants, else MatMul and friends."""
     a = imp.attrs(node)
-    if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
-        raise _Unsupported("only alpha = beta = 1 and transA = 0")
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     x = imp.value(node.input[0])
     if len(imp.shape(x)) != 2:
         raise _Unsupported("the input must be 2-D")
-    b = imp.const(node.input[1], "B")
-    weight = b if a.get("transB", 0) else b.T
-    params = {"weight": weight}
-    if len(node.input) > 2 and node.input[2]:
-        c = imp.const(node.input[2], "C")
-        if c.shape != (weight.shape[0],):
-            raise _Unsupported(f"C must have shape ({weight.shape[0]},), got {c.shape}")
-        params["bias"] = c
-    attrs = dict(in_features=int(weight.shape[1]), out_features=int(weight.shape[0]), bias="bias" in params)
-    imp.add(node, "Linear", [x], attrs, params)
+    if a.get("transA", 0):
+        x = imp.add_step(node, "Transpose", [x], dict(perm=(1, 0)))
+    c = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if node.input[1] in imp.consts:
+        b = imp.const(node.input[1], "B")
+        weight = b if a.get("transB", 0) else b.T
+        weight = weight if alpha == 1.0 else weight * np.float32(alpha)
+        out = int(weight.shape[0])
+        bias = None
+        if c is not None and c in imp.consts:
+            constant = imp.const(c, "C")
+            if constant.size in (1, out) and (constant.ndim < 2 or constant.shape[0] == 1):
+                bias, c = np.broadcast_to(constant.reshape(-1), (out,)) * np.float32(beta), None
+        params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+        attrs = dict(in_features=int(weight.shape[1]), out_features=out, bias=bias is not None)
+        if c is None:
+            imp.add(node, "Linear", [x], attrs, params)
+            return
+        product = imp.add_step(node, "Linear", [x], attrs, params)
+    else:
+        b = imp.value(node.input[1])
+        if a.get("transB", 0):
+            b = imp.add_step(node, "Transpose", [b], dict(perm=(1, 0)))
+        product = imp.add_step(node, "MatMul", [x, b])
+        if alpha != 1.0:
+            product = imp.add_step(node, "Mul", [product, _scalar(imp, node, "alpha", alpha)])
+        if c is None:
+            imp.add(node, "Identity", [product])
+            return
+    c_value = imp.operand(c)
+    if beta != 1.0:
+        c_value = imp.add_step(node, "Mul", [c_value, _scalar(imp, node, "beta", beta)])
+    imp.add(node, "Add", [product, c_value], dict(broadcast=True))
+
+
+def _scalar(imp, node, key: str, value: float) -> str:
+    return imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.array(value, np.float32)))
 
 
 def _matmul(imp, node):
-    x = imp.value(node.input[0])
-    w = imp.const(node.input[1], "the second operand (the weight)")
-    if w.ndim != 2:
-        raise _Unsupported("the weight must be 2-D")
-    reader = imp.sole_reader(node.output[0])
-    if reader is not None and reader.op_type == "Add" and len(reader.input) == 2:
-        other = reader.input[1] if reader.input[0] == node.output[0] else reader.input[0]
-        bias = imp.consts.get(other)
-        if bias is not None and bias.shape == (w.shape[1],):
-            imp.deferred[node.output[0]] = ("matmul", (x, w, bias))
-            return
-    attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=False)
-    imp.add(node, "Linear", [x], attrs, {"weight": w.T})
+    a_name, b_name = node.input[0], node.input[1]
+    w = imp.consts.get(b_name)
+    if a_name in imp.values and w is not None and not is_symbolic(w) and w.ndim == 2:
+        x = imp.value(a_name)
+        reader = imp.sole_reader(node.output[0])
+        if reader is not None and reader.op_type == "Add" and len(reader.input) == 2:
+            other = reader.input[1] if reader.input[0] == node.output[0] else reader.input[0]
+            bias = imp.consts.get(other)
+            if bias is not None and not is_symbolic(bias) and bias.shape == (w.shape[1],):
+                imp.deferred[node.output[0]] = ("matmul", (x, w, bias))
+                return
+        attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=False)
+        imp.add(node, "Linear", [x], attrs, {"weight": w.T})
+        return
+    imp.add(node, "MatMul", [imp.operand(a_name), imp.operand(b_name)])
 
 
 def _add(imp, node):
@@ -319,11 +403,18 @@ def _add(imp, node):
 
 
 def _sum(imp, node):
-    inputs = [imp.value(name) for name in node.input]
+    inputs = [imp.operand(name) for name in node.input]
     if len(inputs) == 1:
         imp.add(node, "Identity", inputs)
-    else:
-        imp.add(node, "Add", inputs)
+        return
+    same = all(imp.shape(i) == imp.shape(inputs[0]) for i in inputs)
+    imp.add(node, "Add", inputs, {} if same else dict(broadcast=True))
+
+
+def _binary(op: str):
+    def handler(imp, node):
+        imp.add(node, op, [imp.operand(node.input[0]), imp.operand(node.input[1])])
+    return handler
 
 
 def _simple(op: str, **attr_map):
@@ -335,27 +426,47 @@ def _simple(op: str, **attr_map):
 
 
 def _clip(imp, node):
+    """Clip(0, 6) is ReLU6, Clip(0, ∞) ReLU, any other Hardtanh(min, max)."""
     if imp.opset < 11:
         a = imp.attrs(node)
         low, high = a.get("min"), a.get("max")
     else:
-        bounds = [imp.const(n, "the bound").item() if n else None for n in list(node.input[1:3]) + [""] * 2][:2]
-        low, high = bounds
-    if low != 0.0 or high != 6.0:
-        raise _Unsupported(f"only Clip(0, 6) (ReLU6) for now, got min {low}, max {high}")
-    imp.add(node, "ReLU6", [imp.value(node.input[0])])
+        low, high = (None if bound is None else bound.item()
+                     for bound in (imp.optional_const(node, 1, "min"), imp.optional_const(node, 2, "max")))
+    low = -np.inf if low is None else _nice_float(low)
+    high = np.inf if high is None else _nice_float(high)
+    x = imp.value(node.input[0])
+    if (low, high) == (0.0, 6.0):
+        imp.add(node, "ReLU6", [x])
+    elif (low, high) == (0.0, np.inf):
+        imp.add(node, "ReLU", [x])
+    elif low > high:
+        raise _Unsupported(f"min {low} above max {high}")
+    else:
+        imp.add(node, "Hardtanh", [x], dict(min_val=low, max_val=high))
 
 
 def _softmax(imp, node):
-    if imp.opset < 13:
-        raise _Unsupported(f"Softmax before opset 13 flattens to 2-D (opset {imp.opset}); only the 13 form")
-    imp.add(node, "Softmax", [imp.value(node.input[0])], dict(axis=int(imp.attrs(node).get("axis", -1))))
+    """From opset 13 Softmax normalizes along ``axis``; before, over the axes from ``axis`` on, flattened."""
+    x = imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
+    if not -rank <= axis < rank:
+        raise _Unsupported(f"axis {axis} out of range for rank {rank}")
+    if imp.opset >= 13 or axis % rank == rank - 1:
+        imp.add(node, "Softmax", [x], dict(axis=axis if imp.opset >= 13 else -1))
+        return
+    flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
+    soft = imp.add_step(node, "Softmax", [flat], dict(axis=-1))
+    imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))
 
 
 def _batchnorm(imp, node):
     a = imp.attrs(node)
     if a.get("training_mode", 0):
         raise _Unsupported("training_mode = 1")
+    if imp.opset < 9 and not a.get("spatial", 1):
+        raise _Unsupported("spatial = 0 (per-position statistics)")
     x = imp.value(node.input[0])
     weight, bias, mean, var = (imp.const(n, what) for n, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
     params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
@@ -370,36 +481,103 @@ def _dropout(imp, node):
 
 
 def _flatten(imp, node):
-    axis, x = int(imp.attrs(node).get("axis", 1)), imp.value(node.input[0])
-    rank = len(imp.shape(x))
-    if rank < 2 or axis % rank != 1 or axis < -rank:
-        raise _Unsupported(f"only axis 1 of an input of rank >= 2 (axis {axis}, rank {rank})")
-    imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
+    """ONNX Flatten gives 2-D (prod(dims[:axis]), prod(dims[axis:])): our Flatten when axis is 1."""
+    x = imp.value(node.input[0])
+    shape = imp.shape(x)
+    rank, axis = len(shape), int(imp.attrs(node).get("axis", 1))
+    if not -rank <= axis <= rank:
+        raise _Unsupported(f"axis {axis} out of range for rank {rank}")
+    axis %= rank + 1 if axis < 0 else rank + 1
+    if axis == 1 and rank >= 2:
+        imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
+    else:
+        imp.add(node, "Reshape", [x], dict(shape=(product(shape[:axis]), product(shape[axis:]))))
 
 
 def _reshape(imp, node):
     x = imp.value(node.input[0])
     if imp.attrs(node).get("allowzero", 0):
         raise _Unsupported("allowzero = 1")
-    target = [int(t) for t in imp.const(node.input[1], "the shape").reshape(-1)]
+    if node.input[1] not in imp.consts:
+        raise _Unsupported("the target shape is computed from values, not from shapes")
+    target = [t if isinstance(t, str) else int(t) for t in imp.consts[node.input[1]].reshape(-1)]
     shape = imp.shape(x)
+    merged = _as_flatten(shape, target)
+    if merged is not None:
+        imp.add(node, "Flatten", [x], dict(start_dim=merged[0], end_dim=merged[1]))
+    else:
+        imp.add(node, "Reshape", [x], dict(shape=tuple(target)))
+
+
+def _as_flatten(shape, target):
+    """(start, end) when reshaping ``shape`` to ``target`` merges the consecutive axes start..end, else None."""
     rank, length = len(shape), len(target)
     if rank == 0 and target == [1]:
-        imp.add(node, "Flatten", [x], dict(start_dim=0, end_dim=-1))
+        return (0, -1)
+    if target.count(-1) > 1 or not 1 <= length <= rank:
+        return None
+    for start in range(length):
+        end = start + rank - length
+        out = (*shape[:start], product(shape[start:end + 1]), *shape[end + 1:])
+        if all(t == out[i] or t == -1 or (t == 0 and shape[i] == out[i]) for i, t in enumerate(target)):
+            return (start, end)
+    return None
+
+
+def _squeeze_unsqueeze(imp, node):
+    """A Reshape to the shape ONNX's Squeeze/Unsqueeze gives (axes: attribute before 13, input from 13)."""
+    x = imp.value(node.input[0])
+    shape = list(imp.shape(x))
+    if imp.opset < 13:
+        axes = imp.attrs(node).get("axes")
+    else:
+        axes = imp.optional_const(node, 1, "axes")
+    axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+    if node.op_type == "Unsqueeze":
+        rank = len(shape) + len(axes)
+        for axis in sorted(a % rank for a in axes):
+            shape.insert(axis, 1)
+    else:
+        drop = {a % len(shape) for a in axes} if axes else {i for i, d in enumerate(shape) if d == 1}
+        if any(shape[i] != 1 for i in drop):
+            raise _Unsupported(f"squeezes axes {sorted(drop)} of {shape}, which are not all 1")
+        shape = [d for i, d in enumerate(shape) if i not in drop]
+    imp.add(node, "Reshape", [x], dict(shape=tuple(shape)))
+
+
+def _transpose(imp, node):
+    x = imp.value(node.input[0])
+    perm = imp.attrs(node).get("perm") or list(reversed(range(len(imp.shape(x)))))
+    imp.add(node, "Transpose", [x], dict(perm=tuple(int(p) for p in perm)))
+
+
+def _reduce_mean(imp, node):
+    a = imp.attrs(node)
+    x = imp.value(node.input[0])
+    axes = a.get("axes") if imp.opset < 18 else imp.optional_const(node, 1, "axes")
+    axes = () if axes is None else tuple(int(v) for v in np.asarray(axes).reshape(-1))
+    if not axes and a.get("noop_with_empty_axes", 0):
+        imp.add(node, "Identity", [x])
         return
-    if target.count(-1) <= 1:
-        for start in range(length) if length <= rank else ():
-            end = start + rank - length
-            out = (*shape[:start], product(shape[start:end + 1]), *shape[end + 1:])
-            if all(t == -1 or (t == 0 and i < rank and shape[i] == out[i]) or (t > 0 and out[i] == t)
-                   for i, t in enumerate(target)):
-                imp.add(node, "Flatten", [x], dict(start_dim=start, end_dim=end))
-                return
-    raise _Unsupported(f"only a reshape that merges consecutive axes (a Flatten): {list(shape)} -> {target}")
+    imp.add(node, "ReduceMean", [x], dict(axes=axes, keepdims=bool(a.get("keepdims", 1))))
+
+
+def _global_maxpool(imp, node):
+    imp.add(node, "GlobalMaxPool2d", [imp.value(node.input[0])])
+
+
+def _lrn(imp, node):
+    a = imp.attrs(node)
+    size = int(a["size"])
+    if size % 2 == 0:
+        raise _Unsupported(f"even size {size}: ONNX centres the window one channel off PyTorch's LocalResponseNorm")
+    attrs = dict(size=size, alpha=_nice_float(a.get("alpha", 1e-4)), beta=_nice_float(a.get("beta", 0.75)),
+                 k=_nice_float(a.get("bias", 1.0)))
+    imp.add(node, "LocalResponseNorm", [imp.value(node.input[0])], attrs)
 
 
 def _concat(imp, node):
-    imp.add(node, "Concat", [imp.value(n) for n in node.input], dict(axis=int(imp.attrs(node)["axis"])))
+    imp.add(node, "Concat", [imp.operand(n) for n in node.input if n], dict(axis=int(imp.attrs(node)["axis"])))
 
 
 def _global_avgpool(imp, node):
@@ -408,9 +586,28 @@ def _global_avgpool(imp, node):
 
 def _constant(imp, node):
     a = imp.attrs(node)
-    if "value" not in a or a["value"].data_location == onnx.TensorProto.EXTERNAL:
-        raise _Unsupported("only the 'value' form")
-    imp.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+    if "value" in a:
+        if a["value"].data_location == onnx.TensorProto.EXTERNAL:
+            raise _Unsupported("external data")
+        imp.consts[node.output[0]] = numpy_helper.to_array(a["value"])
+    elif a.keys() & {"value_float", "value_floats", "value_int", "value_ints"}:
+        key = next(iter(a.keys() & {"value_float", "value_floats", "value_int", "value_ints"}))
+        imp.consts[node.output[0]] = np.array(a[key], dtype=np.float32 if "float" in key else np.int64)
+    else:
+        raise _Unsupported(f"the {', '.join(a)} form")
+
+
+def _shape(imp, node):
+    """A value's shape as a constant (a symbolic batch stays a name), for the reshape arithmetic to fold."""
+    a = imp.attrs(node)
+    shape = imp.shape(imp.value(node.input[0]))
+    imp.consts[node.output[0]] = shape_array(shape)[a.get("start", 0):a.get("end", len(shape))]
+
+
+def _cast(imp, node):
+    if imp.attrs(node)["to"] != onnx.TensorProto.FLOAT:
+        raise _Unsupported("a cast of a computed value to a type other than float32")
+    imp.add(node, "Identity", [imp.value(node.input[0])])
 
 
 def _identity(imp, node):
@@ -424,24 +621,39 @@ def _onnx_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil: bool) -
 
 
 def _pad(imp, node):
-    """Pad before a pooling node (the exporter's ceil_mode forms): folded into that node, else refused."""
+    """A Pad; a zero or -inf spatial Pad read by one pooling node is first offered to it (the exporter's
+    ceil_mode forms), which merges it when that is exact and writes it as a Pad otherwise."""
     a = imp.attrs(node)
     mode = a.get("mode", b"constant")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
-        raise _Unsupported("only constant padding")
-    if imp.opset < 11:
-        pads, fill = list(a.get("pads", [])), float(a.get("value", 0.0))
-    else:
-        if len(node.input) > 3 and node.input[3]:
-            raise _Unsupported("the axes input")
-        pads = [int(p) for p in imp.const(node.input[1], "pads")]
-        fill = float(imp.const(node.input[2], "constant_value").item()) if len(node.input) > 2 and node.input[2] else 0.0
+    mode = mode.decode() if isinstance(mode, bytes) else mode
     x = imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    if imp.opset < 11:
+        pads, fill = [int(p) for p in a.get("pads", [])], float(a.get("value", 0.0))
+    else:
+        pads = [int(p) for p in imp.const(node.input[1], "pads")]
+        value = imp.optional_const(node, 2, "constant_value")
+        fill = 0.0 if value is None else float(value.item())
+        axes = imp.optional_const(node, 3, "axes")
+        if axes is not None:                                  # pads for the listed axes only (opset 18)
+            full = [0] * (2 * rank)
+            for i, axis in enumerate(int(v) % rank for v in axes.reshape(-1)):
+                full[axis], full[rank + axis] = pads[i], pads[len(pads) // 2 + i]
+            pads = full
+    if mode not in ("constant", "reflect", "edge"):
+        raise _Unsupported(f"mode {mode!r}")
     reader = imp.sole_reader(node.output[0])
-    if (len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 or reader is None
-            or reader.op_type not in ("MaxPool", "AveragePool")):
-        raise _Unsupported("only a spatial, non-negative Pad read by one pooling node")
-    imp.deferred[node.output[0]] = ("pad", (x, (pads[2], pads[3], pads[6], pads[7]), fill))
+    if (mode == "constant" and rank == 4 and len(pads) == 8 and not any(pads[i] for i in (0, 1, 4, 5))
+            and min(pads) >= 0 and reader is not None and reader.op_type in ("MaxPool", "AveragePool")):
+        imp.deferred[node.output[0]] = ("pad", (x, (pads[2], pads[3], pads[6], pads[7]), fill, node))
+        return
+    imp.add(node, "Pad", [x], dict(pads=tuple(pads), mode=mode, value=fill))
+
+
+def _merges_into_pool(maximum, fill, pads, include, ceil) -> bool:
+    if maximum:
+        return fill == -np.inf
+    return fill == 0.0 and not any(pads) and not include and ceil
 
 
 def _pool(imp, node):
@@ -450,7 +662,14 @@ def _pool(imp, node):
     source = node.input[0]
     pre_pad = None
     if imp.deferred.get(source, ("",))[0] == "pad":
-        x, pre_pad, fill = imp.deferred.pop(source)[1]
+        x, pre_pad, fill, pad_node = imp.deferred.pop(source)[1]
+        auto = a.get("auto_pad", b"NOTSET")
+        if (auto.decode() if isinstance(auto, bytes) else auto) != "NOTSET" or not _merges_into_pool(
+                maximum, fill, tuple(int(p) for p in a.get("pads", (0, 0, 0, 0))), bool(a.get("count_include_pad", 0)),
+                bool(a.get("ceil_mode", 0))):
+            top, left, bottom, right = pre_pad
+            imp.add(pad_node, "Pad", [x], dict(pads=(0, 0, top, left, 0, 0, bottom, right), mode="constant", value=fill))
+            x, pre_pad = pad_node.output[0], None
     else:
         x = imp.value(source)
     if len(imp.shape(x)) != 4:
@@ -465,10 +684,6 @@ def _pool(imp, node):
     include = bool(a.get("count_include_pad", 0))
     size = imp.shape(x)[2:]
     if pre_pad is not None:
-        if maximum and fill != -np.inf:
-            raise _Unsupported("a Pad before MaxPool must pad with -inf")
-        if not maximum and (fill != 0.0 or any(pads) or include or not ceil):
-            raise _Unsupported("only Pad(0) -> AveragePool(pads 0, count_include_pad 0, ceil_mode 1)")
         padded = [size[i] + pre_pad[i] + pre_pad[2 + i] for i in range(2)]
         expected = [_onnx_size(padded[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
         if maximum:
@@ -510,9 +725,17 @@ def _mul(imp, node):
     """Conv(ones, depthwise) -> Mul(1/divisor): the exporter's ceil_mode average no single ONNX ceil_mode fits."""
     source = next((n for n in node.input if imp.deferred.get(n, ("",))[0] == "sum_pool"), None)
     if source is None:
-        raise _Unsupported("only the window-sum form of a ceil_mode average pooling")
+        _binary("Mul")(imp, node)
+        return
     d = imp.deferred.pop(source)[1]
-    scale = imp.const(node.input[1] if node.input[0] == source else node.input[0], "the scale")
+    other = node.input[1] if node.input[0] == source else node.input[0]
+    if other not in imp.consts or not _window_average(imp, node, d, imp.const(other, "the scale")):
+        imp.add(d["conv"], "Conv2d", [d["x"]], d["attrs"], d["params"])     # a plain convolution after all
+        _binary("Mul")(imp, node)
+
+
+def _window_average(imp, node, d, scale) -> bool:
+    """Adds the AvgPool2d whose PyTorch divisors are ``scale``; False when none matches."""
     size, (kh, kw), stride, conv_pads = imp.shape(d["x"])[2:], d["kernel"], d["stride"], d["pads"]
     if d["dilation"] != (1, 1) or not all(isinstance(s, int) for s in size):
         raise _Unsupported("window sums with dilation or a symbolic spatial size")
@@ -538,8 +761,8 @@ def _mul(imp, node):
             attrs = dict(kernel_size=(kh, kw), stride=stride, pads=pads, dilation=(1, 1), ceil_mode=True,
                          count_include_pad=include)
             imp.add(node, "AvgPool2d", [d["x"]], attrs)
-            return
-    raise _Unsupported("window sums whose divisors match no AvgPool2d")
+            return True
+    return False
 
 
 HANDLERS = {
@@ -556,8 +779,8 @@ HANDLERS = {
     "Softmax": _softmax,
     "MaxPool": _pool,
     "AveragePool": _pool,
-    "Pad": _pad,                          # folded into the pooling node that reads it
-    "Mul": _mul,                          # window sums * 1/divisor -> AvgPool2d
+    "Pad": _pad,                          # merged into the pooling node that reads it when exact
+    "Mul": _mul,                          # window sums * 1/divisor -> AvgPool2d; else Mul
     "GlobalAveragePool": _global_avgpool,
     "BatchNormalization": _batchnorm,
     "Flatten": _flatten,
@@ -566,4 +789,14 @@ HANDLERS = {
     "Identity": _identity,
     "Dropout": _dropout,
     "Constant": _constant,
+    "Sub": _binary("Sub"),
+    "Div": _binary("Div"),
+    "Transpose": _transpose,
+    "Squeeze": _squeeze_unsqueeze,
+    "Unsqueeze": _squeeze_unsqueeze,
+    "ReduceMean": _reduce_mean,
+    "GlobalMaxPool": _global_maxpool,
+    "LRN": _lrn,
+    "Shape": _shape,
+    "Cast": _cast,
 }
