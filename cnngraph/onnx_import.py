@@ -440,8 +440,8 @@ def _clip(imp, node):
         imp.add(node, "ReLU6", [x])
     elif (low, high) == (0.0, np.inf):
         imp.add(node, "ReLU", [x])
-    elif low > high:
-        raise _Unsupported(f"min {low} above max {high}")
+    elif low > high:                                   # min(max(x, low), high) is high everywhere
+        imp.add(node, "Hardtanh", [x], dict(min_val=high, max_val=high))
     else:
         imp.add(node, "Hardtanh", [x], dict(min_val=low, max_val=high))
 
@@ -487,7 +487,7 @@ def _flatten(imp, node):
     rank, axis = len(shape), int(imp.attrs(node).get("axis", 1))
     if not -rank <= axis <= rank:
         raise _Unsupported(f"axis {axis} out of range for rank {rank}")
-    axis %= rank + 1 if axis < 0 else rank + 1
+    axis += rank if axis < 0 else 0
     if axis == 1 and rank >= 2:
         imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
     else:
@@ -496,11 +496,11 @@ def _flatten(imp, node):
 
 def _reshape(imp, node):
     x = imp.value(node.input[0])
-    if imp.attrs(node).get("allowzero", 0):
-        raise _Unsupported("allowzero = 1")
     if node.input[1] not in imp.consts:
         raise _Unsupported("the target shape is computed from values, not from shapes")
     target = [t if isinstance(t, str) else int(t) for t in imp.consts[node.input[1]].reshape(-1)]
+    if imp.attrs(node).get("allowzero", 0) and 0 in target:          # without a 0, allowzero changes nothing
+        raise _Unsupported("allowzero = 1 with a 0 in the shape (an empty tensor)")
     shape = imp.shape(x)
     merged = _as_flatten(shape, target)
     if merged is not None:

@@ -1,0 +1,121 @@
+"""ONNX's own node test cases, for every op the importer maps, run through import -> NumPy backend.
+
+The cases come from onnx.backend.test.case.node.collect_testcases(): each is a one-node model (sometimes
+an expanded function) with inputs and expected outputs computed by ONNX's authors. A case whose ops are all
+supported must pass; a case we do not run is listed in REFUSED (we raise a clear error for it, checked here)
+or skipped by a rule stated in ``skip_reason`` (another dtype, another rank). Adding an op to the importer
+adds its cases automatically.
+
+Inputs the op reads as weights or attributes (a Conv's W, a Clip's bounds, a Reshape's shape) are given to
+the importer as initializers, as exporters write them; the data inputs stay graph inputs.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from onnx.backend.test.case.node import collect_testcases
+
+import cnngraph as cg
+from cnngraph.errors import CnnGraphError
+from cnngraph.onnx_fold import FOLDERS
+from cnngraph.onnx_import import HANDLERS
+from cnngraph.tolerance import assert_close
+
+# ops whose every input is data; for the others only input 0 is
+ALL_DATA = {"Add", "Sub", "Mul", "Div", "Sum", "Concat", "MatMul"}
+
+# cases we refuse with a clear error (checked), by a pattern of their names, and why
+REFUSED = [
+    (r"allowzero_reordered", "empty tensors (a dim of 0)"),
+    (r"pool_(1d|3d)_|causal_conv", "1-D and 3-D pooling and convolution: cnngraph is 2-D"),
+    (r"test_maxpool_2d_ceil_output_size_reduce_by_one|test_averagepool_2d_ceil_last_window_starts_on_pad",
+     "a ceil_mode window starting in the padding: ONNX keeps it, PyTorch drops it (pytorch #71549)"),
+    (r"training", "training mode"),
+    (r"test_identity_(opt|sequence)", "optional and sequence types: cnngraph's values are tensors"),
+]
+
+
+def supported_ops() -> set[str]:
+    return set(HANDLERS) | set(FOLDERS)
+
+
+def node_cases():
+    cases = []
+    for case in collect_testcases():
+        ops = {n.op_type for n in case.model.graph.node}
+        if ops <= supported_ops() and ops & set(HANDLERS):
+            cases.append(case)
+    return sorted(cases, key=lambda c: c.name)
+
+
+CASES = node_cases()
+
+
+def frozen(model: onnx.ModelProto, inputs: list[np.ndarray]):
+    """The model with its non-data inputs turned into initializers; the data inputs' arrays."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    ops = {n.op_type for n in graph.node}
+    keep = []
+    data = []
+    for index, (value, array) in enumerate(zip(list(graph.input), inputs)):
+        if index == 0 or ops <= ALL_DATA:
+            keep.append(value)
+            data.append(array)
+        else:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(array), value.name))
+    del graph.input[:]
+    graph.input.extend(keep)
+    return model, data
+
+
+def as_arrays(values) -> list[np.ndarray]:
+    return [numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v) for v in values]
+
+
+def refusal(case) -> str | None:
+    return next((reason for pattern, reason in REFUSED if re.search(pattern, case.name)), None)
+
+
+def skip_reason(case) -> str | None:
+    if refusal(case):
+        return None
+    inputs, outputs = (as_arrays(part) for part in case.data_sets[0])
+    data_types = [value.type.tensor_type.elem_type for value in case.model.graph.input[:1]]
+    if data_types != [onnx.TensorProto.FLOAT] or any(a.dtype != np.float32 for a in outputs):
+        return "not float32 (cnngraph computes in float32 only)"
+    model, data = frozen(case.model, list(inputs))
+    if any(a.dtype != np.float32 for a in data):
+        return "a data input that is not float32"
+    if any(a.ndim == 0 for a in data):
+        return "a scalar graph input"
+    return None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_node_case(case):
+    reason = skip_reason(case)
+    if reason:
+        pytest.skip(reason)
+    for inputs, expected in case.data_sets:
+        model, data = frozen(case.model, as_arrays(inputs))
+        if refusal(case):
+            with pytest.raises(CnnGraphError):
+                cg.load_onnx(model)
+            return
+        graph = cg.load_onnx(model)
+        got = cg.run(graph, *data)
+        got = got if isinstance(got, tuple) else (got,)
+        assert len(got) == len(expected)
+        for name, a, b in zip(graph.outputs, got, expected):
+            assert_close(a, np.asarray(b), f"{case.name}: output {name!r}")
+
+
+def test_cases_cover_the_importers_ops():
+    covered = {n.op_type for c in CASES for n in c.model.graph.node}
+    assert {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "AveragePool", "BatchNormalization", "Reshape",
+            "Transpose", "Pad", "LRN", "ReduceMean", "Softmax", "Clip"} <= covered
