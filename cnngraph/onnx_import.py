@@ -1,20 +1,26 @@
-"""Import an ONNX model as a Graph: a first slice, enough that every graph our exporter writes comes back.
+"""Import an ONNX model as a Graph: the models PyTorch's exporters and the ONNX zoo produce, and every graph
+our exporter writes.
 
-Each ONNX node becomes one of our nodes named after its output value (the exporter names a node's output
-after the node; keeping the value name keeps the graph's output names). Initializers (and Constant nodes)
-are constants: they become parameters, as float32, bit for bit. The model is checked with onnx.checker first.
+Each ONNX node becomes one of our nodes named after its output value (so graph outputs keep their names).
+Initializers and Constant nodes are constants: a layer reading one takes it as a parameter (float32, bit for
+bit); a generic op reading one reads a Constant node named after it. Nodes whose inputs are all constants are
+folded (cnngraph/onnx_fold.py), Shape included, with a symbolic batch kept as a name: that is how the
+Shape -> Gather -> Unsqueeze -> Concat -> Reshape arithmetic of exporters and the ConstantOfShape weights of
+old models become plain constants. The model is checked with onnx.checker first.
 
 Op mapping (ONNX -> ours):
-  Conv (kernel from the weight, pads, strides, dilations, group; auto_pad computed into explicit pads) -> Conv2d
-  Gemm (alpha = beta = 1, transA = 0, constant B, 1-D constant C)             -> Linear
-  MatMul(x, constant W) [-> Add(constant b), MatMul's only reader]            -> Linear (named after the Add)
-  Relu, LeakyRelu(alpha), Sigmoid, Tanh                                       -> ReLU, LeakyReLU, Sigmoid, Tanh
-  Clip with constant min 0 and max 6 (inputs from 11, attributes before)     -> ReLU6 (other bounds refused)
-  Softmax (opset >= 13 only: older ones flatten to 2-D)                       -> Softmax(axis)
-  MaxPool / AveragePool (pads, strides, dilations, ceil_mode, count_include_pad, auto_pad) -> MaxPool2d / AvgPool2d
-  GlobalAveragePool -> GlobalAvgPool2d;  BatchNormalization (inference form) -> BatchNorm2d
-  Flatten(axis=1) -> Flatten(1, -1);  Reshape with a constant shape that merges consecutive axes -> Flatten
-  Add / Sum of values -> Add;  Concat -> Concat;  Identity, Dropout -> Identity
+  Conv (2-D; auto_pad made explicit) -> Conv2d;  BatchNormalization (inference) -> BatchNorm2d
+  Gemm with constant B -> Linear (alpha folded into the weight, transA a Transpose, a non-vector C an Add);
+      with computed B -> Transpose/MatMul/Mul/Add
+  MatMul(x, constant 2-D W) [-> Add(constant b), its only reader] -> Linear;  other MatMul -> MatMul
+  Relu, LeakyRelu, Sigmoid, Tanh -> ReLU, LeakyReLU, Sigmoid, Tanh
+  Clip -> ReLU6 (0, 6), ReLU (0, none), else Hardtanh(min, max)
+  Softmax -> Softmax(axis) from opset 13; before, Flatten -> Softmax(-1) -> Reshape (it normalized the tail)
+  MaxPool / AveragePool (2-D) -> MaxPool2d / AvgPool2d;  GlobalAveragePool / GlobalMaxPool -> Global*Pool2d
+  Flatten(1) -> Flatten; other axes and Reshape/Squeeze/Unsqueeze -> Flatten when they merge consecutive
+      axes, else Reshape;  Transpose, Pad, ReduceMean, Sub, Div, LRN (odd sizes) -> the generic ops
+  Add / Sum -> Add (broadcast=True when shapes differ);  Mul -> Mul;  Concat -> Concat
+  Identity, Dropout (inference), Cast to float -> Identity
 
 Pooling with ceil_mode (the exporter's corner cases, read back):
   Pad(0) -> AveragePool(pads 0, count_include_pad=0, ceil)   -> AvgPool2d(pads of the Pad, count_include_pad=1)
@@ -22,12 +28,12 @@ Pooling with ceil_mode (the exporter's corner cases, read back):
                                                                  recovered when the Pad is exactly its overhang)
   depthwise Conv of ones -> Mul(constant 1/divisor)           -> AvgPool2d, when some ceil_mode/count_include_pad
                                                                  gives exactly those pads and divisors
-  A ceil_mode window where PyTorch and ONNX disagree on the output size (pytorch #71549), or an average that
-  counts padding and overhangs it (pytorch #183528), is refused rather than guessed.
+  Any other Pad or Conv of ones stays what it is. A ceil_mode window where PyTorch and ONNX disagree on the
+  output size (pytorch #71549), or an average that counts padding and overhangs it (pytorch #183528), is
+  refused rather than guessed.
 
-Not in this slice (refused, listed with node names in one error): the exporter's dynamic Flatten fallback
-(Shape/Slice/ReduceProd/Concat -> Reshape), Flatten with axis != 1, Pad elsewhere, broadcasting Add, external
-data, every other op.
+Refused, every problem listed with its node names in one error: ops with no mapping, 1-D/3-D convolution and
+pooling, training-mode nodes, even-sized LRN, shapes computed from values (not from shapes), external data.
 """
 from __future__ import annotations
 
