@@ -105,7 +105,7 @@ class Graph:
         except CnnGraphError:
             self._release(node_name, name)
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as error:   # attributes the schema cannot read
+        except (KeyError, TypeError, ValueError, IndexError, ArithmeticError) as error:   # unreadable attributes
             self._release(node_name, name)
             raise GraphError(f"{node.label()}: invalid or missing attribute: {error!r}") from None
         self._insert(node)

@@ -149,3 +149,16 @@ def require_rank(inputs: list[Operand], rank: int, layout: str) -> None:
 def require_static(operand: Operand, axes, what: str) -> None:
     if any(not isinstance(operand.shape[a], int) for a in axes):
         raise ShapeError(f"needs a static {what}, got {operand.describe()}")
+
+
+def require_window(attrs: dict) -> None:
+    """Attributes of a sliding window that any graph (an imported one too) must respect."""
+    for key in ("kernel_size", "stride", "dilation"):
+        if key in attrs and min(attrs[key]) < 1:
+            raise ShapeError(f"{key} must be >= 1, got {tuple(attrs[key])}")
+    if min(attrs.get("pads", (0,))) < 0:
+        raise ShapeError(f"pads must be >= 0, got {tuple(attrs['pads'])}")
+    groups = attrs.get("groups", 1)
+    if groups < 1 or attrs.get("in_channels", 0) % groups or attrs.get("out_channels", 0) % groups:
+        raise ShapeError(f"groups ({groups}) must be >= 1 and divide in_channels ({attrs.get('in_channels')}) "
+                         f"and out_channels ({attrs.get('out_channels')})")

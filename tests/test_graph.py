@@ -669,3 +669,20 @@ def test_other_shape_errors():
         chain(cg.GlobalAvgPool2d(), shape=(None, 3))
     with pytest.raises(cg.GraphError):
         cg.Graph("g").input("x", (None, 3), dtype="float64")
+
+
+@pytest.mark.parametrize("op,bad", [("Conv2d", dict(stride=(0, 1))), ("Conv2d", dict(dilation=(1, 0))),
+                                    ("Conv2d", dict(pads=(-1, 0, 0, 0))), ("Conv2d", dict(groups=3)),
+                                    ("MaxPool2d", dict(stride=(1, 0))), ("AvgPool2d", dict(kernel_size=(0, 2)))])
+def test_add_refuses_impossible_window_attributes(op, bad):
+    """Graph.add (what the ONNX importer calls) checks what the constructors check: no ZeroDivisionError later."""
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, 4, 8, 8))
+    layer = cg.Conv2d(4, 4, 3, bias=False) if op == "Conv2d" else getattr(cg, op)(2)
+    attrs = {**layer.attrs, **bad}
+    params = dict(layer.params)
+    if "groups" in bad:
+        params["weight"] = np.zeros((4, 1, 3, 3), np.float32)
+    with pytest.raises(cg.ShapeError, match=next(iter(bad))):
+        graph.add(op, [x], attrs, params)
+    assert len(graph.layers()) == 0

@@ -6,7 +6,7 @@ chains of layers can be folded into one.
 from __future__ import annotations
 
 from ..errors import ShapeError
-from ..layer import Layer, pair, require_rank, require_static
+from ..layer import Layer, pair, require_rank, require_static, require_window
 from ..shapes import TensorType, pool_output_size
 
 
@@ -27,6 +27,7 @@ def _pool_attrs(cls_name, kernel_size, stride, padding, dilation):
 def _infer_pool(attrs, inputs):
     x, = inputs
     require_rank(inputs, 4, "(N, C, H, W)")
+    require_window(attrs)
     require_static(x, (2, 3), "spatial size")
     top, left, bottom, right = attrs["pads"]
     sizes = [pool_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i], (top, left)[i],
