@@ -28,10 +28,11 @@ def export_onnx(graph: Graph, path=None, opset: int = 18):
     return _export(graph, path, opset)
 
 
-def load_onnx(path_or_model) -> Graph:
-    """Read an ONNX model (path, bytes or ModelProto) back into a Graph; unsupported ops are listed in one error."""
+def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
+    """Read an ONNX model (path, bytes or ModelProto) into a Graph; unsupported ops are listed in one error.
+    Graph inputs with an initializer are constants unless ``initializers_as_inputs``."""
     from .onnx_import import load_onnx as _load
-    return _load(path_or_model)
+    return _load(path_or_model, initializers_as_inputs=initializers_as_inputs)
 
 
 __all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",

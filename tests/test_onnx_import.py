@@ -283,3 +283,22 @@ def test_external_data_is_refused(tmp_path):
     model = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [weight])
     with pytest.raises(CnnGraphError):
         cg.load_onnx(model)
+
+
+def test_inputs_with_an_initializer_are_constants_unless_asked_otherwise():
+    """Old exporters list every initializer as a graph input too: by default those are constants (here the
+    scale of a Mul); initializers_as_inputs=True keeps them as inputs the caller feeds."""
+    scale = numpy_helper.from_array(np.array([2.0, 3.0, 4.0], np.float32), "scale")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    s = helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    model = helper.make_model(helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"], name="mul")],
+                                                "m", [x, s], [y], [scale]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    graph = cg.load_onnx(model)
+    assert graph.inputs == ["x"] and graph.node("scale").op == "Constant"
+    np.testing.assert_array_equal(cg.run(graph, data), data * [2, 3, 4])
+    fed = cg.load_onnx(model, initializers_as_inputs=True)
+    assert fed.inputs == ["x", "scale"]
+    np.testing.assert_array_equal(cg.run(fed, data, np.ones(3, np.float32)), data)
