@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnngraph.errors import CnnGraphError
+from cnngraph.graph import Node
 from cnngraph.shapes import average_pool_divisor
 
 MIN_OPSET = 13
@@ -327,6 +328,21 @@ def _hardtanh(e: Emitter, n):
     e.emit(n, "Clip", [n.inputs[0], low, high])
 
 
+def _with_activation(rule: Callable) -> Callable:
+    """A Conv2d or Linear with a fused activation is written as the standard pair (the layer, then the
+    activation under the node's name), so the file stays portable; onnxruntime fuses the pair again."""
+    def export(e: Emitter, n):
+        fused = n.attrs.get("activation")
+        if not fused:
+            rule(e, n)
+            return
+        inner = Node(e.unique(f"{n.name}/{n.op}"), n.op, n.inputs,
+                     {k: v for k, v in n.attrs.items() if k != "activation"}, n.params, n.type)
+        rule(e, inner)
+        EXPORT_RULES[fused["op"]](e, Node(n.name, fused["op"], (inner.name,), fused["attrs"], {}, n.type))
+    return export
+
+
 def _simple(op_type: str) -> Callable:
     def rule(e: Emitter, n):
         e.emit(n, op_type, n.inputs)
@@ -334,8 +350,8 @@ def _simple(op_type: str) -> Callable:
 
 
 EXPORT_RULES: dict[str, Callable[[Emitter, object], None]] = {
-    "Conv2d": _conv,                                                        # -> Conv
-    "Linear": _linear,                                                      # -> Gemm(transB) | MatMul [+ Add]
+    "Conv2d": _with_activation(_conv),                                      # -> Conv [-> activation]
+    "Linear": _with_activation(_linear),                                    # -> Gemm(transB) | MatMul [+ Add]
     "ReLU": _simple("Relu"),
     "LeakyReLU": lambda e, n: e.emit(n, "LeakyRelu", n.inputs, alpha=n.attrs["negative_slope"]),
     "ReLU6": _relu6,                                                        # -> Clip(x, 0, 6)

@@ -190,6 +190,27 @@ class Graph:
         self._outputs = [new if o == old else o for o in self._outputs]
         self._touch()
 
+    def replace(self, name, op: str, inputs, attrs: dict | None = None, params: dict | None = None) -> None:
+        """Redefine node ``name`` (same name, same readers) as ``op`` over ``inputs``: how a pass swaps a chain
+        for one node. The new definition must produce the same type; otherwise nothing changes."""
+        name = self._value_name(name)
+        inputs = tuple(self._value_name(v) for v in inputs)
+        for source in set(inputs):
+            if source == name or nx.has_path(self._dag, name, source):
+                raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
+        old = self._nodes[name]
+        new = Node(name, op, inputs, dict(attrs or {}), dict(params or {}))
+        new.params = self._checked_params(new)
+        new.type = self._infer(new)
+        if new.type != old.type:
+            raise GraphError(f"{new.label()}: the replacement produces {new.type}, the node produced {old.type}")
+        for source in set(old.inputs):
+            self._dag.remove_edge(source, name)
+        for source in inputs:
+            self._dag.add_edge(source, name)
+        self._nodes[name] = new
+        self._touch()
+
     def _rewire(self, new_inputs: dict[str, tuple]) -> None:
         for name, inputs in new_inputs.items():
             for source in set(inputs):

@@ -162,3 +162,14 @@ def require_window(attrs: dict) -> None:
     if groups < 1 or attrs.get("in_channels", 0) % groups or attrs.get("out_channels", 0) % groups:
         raise ShapeError(f"groups ({groups}) must be >= 1 and divide in_channels ({attrs.get('in_channels')}) "
                          f"and out_channels ({attrs.get('out_channels')})")
+
+
+FUSABLE_ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Hardtanh")
+
+
+def require_activation(attrs: dict) -> None:
+    """A Conv2d or Linear may carry a fused activation: ``activation = {"op": "ReLU", "attrs": {...}}``."""
+    fused = attrs.get("activation")
+    if fused is not None and (not isinstance(fused, dict) or fused.get("op") not in FUSABLE_ACTIVATIONS):
+        raise ShapeError(f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)} as "
+                         f"{{'op': ..., 'attrs': {{...}}}}, got {fused!r}")

@@ -195,6 +195,12 @@ def reshape(x, target, bindings):
     return x.reshape(shape)
 
 
+class _Fused:
+    """What an activation's reference reads of a node: its attributes."""
+    def __init__(self, attrs):
+        self.attrs = attrs
+
+
 def _param(node, name):
     value = node.params.get(name)
     return None if value is None else np.asarray(value, dtype=np.float64)
@@ -275,6 +281,9 @@ def reference_run(graph, *arrays):
             result = reshape(values[node.inputs[0]], node.attrs["shape"], bindings)
         else:
             result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
+        fused = node.attrs.get("activation")
+        if fused:                                            # Conv2d/Linear with a fused activation
+            result = REFERENCE_OPS[fused["op"]](_Fused(fused["attrs"]), result)
         _check_shape(node, result)
         values[node.name] = result
     outputs = tuple(values[name] for name in graph.outputs)

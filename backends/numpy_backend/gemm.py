@@ -157,5 +157,7 @@ def make_linear(ctx):
         np.matmul(inputs[0].reshape(rows, features), weight_t, out=flat)
         if bias is not None:
             flat += bias
+        for apply in ctx.epilogue:                  # a fused activation (element-wise: channels unused)
+            apply(flat, slice(None))
         return out
     return step

@@ -123,9 +123,12 @@ class Plan:
         chain = self.epilogues.get(node.name, [])
         self.scratch.begin_step()
         try:
-            ctx.epilogue = [KERNELS[e.op].epilogue(Context(e.attrs, e.params, [shape_of[node.name]],
-                                                           shape_of[node.name], layout, self.scratch))
-                            for e in chain]
+            fused = node.attrs.get("activation")            # an activation a pass fused into the node
+            absorbed = [(fused["op"], fused["attrs"], {})] if fused else []
+            absorbed += [(e.op, e.attrs, e.params) for e in chain]
+            ctx.epilogue = [KERNELS[op].epilogue(Context(attrs, params, [shape_of[node.name]], shape_of[node.name],
+                                                         layout, self.scratch))
+                            for op, attrs, params in absorbed]
             run = kernel.make(ctx)
         except CnnGraphError:
             raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..init import fan_in_uniform
-from ..layer import Layer, Operand, pair, require_rank, require_static, require_window
+from ..layer import Layer, Operand, pair, require_rank, require_activation, require_static, require_window
 from ..shapes import TensorType, conv_output_size
 
 
@@ -68,6 +68,7 @@ class Conv2d(Layer):
         x, = inputs
         require_rank(inputs, 4, "(N, C, H, W)")
         require_window(attrs)
+        require_activation(attrs)
         if x.shape[1] != attrs["in_channels"]:
             raise ShapeError(f"expects {attrs['in_channels']} input channels, got {x.shape[1]} from {x.describe()}")
         require_static(x, (2, 3), "spatial size")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..init import fan_in_uniform
-from ..layer import Layer
+from ..layer import Layer, require_activation
 from ..shapes import TensorType, product
 
 
@@ -30,6 +30,7 @@ class Linear(Layer):
     @classmethod
     def infer(cls, attrs, inputs):
         x, = inputs
+        require_activation(attrs)
         if x.rank < 1:
             raise ShapeError(f"expects an input with at least one axis, got {x.describe()}")
         if x.shape[-1] != attrs["in_features"]:
