@@ -35,5 +35,13 @@ def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
     return _load(path_or_model, initializers_as_inputs=initializers_as_inputs)
 
 
-__all__ = ["Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
+def optimize(graph: Graph, level: int = 2, verify: bool = False, disable=()) -> Graph:
+    """A new optimized graph (the input is untouched); ``result.report`` says what each pass did.
+    Levels: 0 nothing, 1 cleanups, 2 fusions and folds that never grow MACs or parameters, 3 also folds that
+    cut MACs while growing parameters. ``verify`` checks every pass on random inputs."""
+    from passes import optimize as _optimize
+    return _optimize(graph, level=level, verify=verify, disable=disable)
+
+
+__all__ = ["optimize", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
            "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
