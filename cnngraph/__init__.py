@@ -43,5 +43,12 @@ def optimize(graph: Graph, level: int = 2, verify: bool = False, disable=()) -> 
     return _optimize(graph, level=level, verify=verify, disable=disable)
 
 
-__all__ = ["optimize", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
+def lint(graph: Graph) -> list:
+    """Findings a reviewer would point out (linear chains that are one linear map, an activation applied
+    twice, a Dropout left in), without changing the graph."""
+    from passes import lint as _lint
+    return _lint(graph)
+
+
+__all__ = ["optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
            "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]

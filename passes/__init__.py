@@ -1,5 +1,6 @@
 """Optimization passes and the pass manager (cnngraph.optimize is the entry point)."""
 from .base import Pass, PassResult
+from .lint import Finding, lint
 from .manager import PIPELINE, OptimizeError, Report, optimize
 
-__all__ = ["optimize", "OptimizeError", "Report", "Pass", "PassResult", "PIPELINE"]
+__all__ = ["optimize", "lint", "Finding", "OptimizeError", "Report", "Pass", "PassResult", "PIPELINE"]
