@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnngraph.layer import Operand
+from cnngraph.layers import Conv2d
+
 from .base import Pass, PassResult, describe, sole_reader
 
 
-def _macs(graph, name: str, op: str, inputs, attrs, params) -> int:
-    from cnngraph.layer import lookup
-    from cnngraph.layer import Operand
-    node_type = graph.type_of(name)
-    operands = [Operand(i, graph.type_of(i)) for i in inputs]
-    return lookup(op).macs(attrs, operands, node_type)
+def _macs(graph, name: str, inputs, attrs) -> int:
+    """MACs per sample of a Conv2d with ``attrs`` over ``inputs`` producing node ``name``'s type."""
+    return Conv2d.macs(attrs, [Operand(i, graph.type_of(i)) for i in inputs], graph.type_of(name))
 
 
 def _param_count(params) -> int:
@@ -161,32 +161,40 @@ def _conv_pair_check(first, second) -> str | None:
     return None
 
 
-def compose_convs(first, second) -> tuple[dict, dict]:
-    """Attributes and parameters of the one conv equal to ``second`` after ``first``."""
+def composed_attrs(first, second) -> dict:
+    """Attributes of the one conv equal to ``second`` after ``first``."""
+    a, b = first.attrs, second.attrs
+    (s1h, s1w), (k1h, k1w), (k2h, k2w) = a["stride"], a["kernel_size"], b["kernel_size"]
+    attrs = dict(in_channels=a["in_channels"], out_channels=b["out_channels"],
+                 kernel_size=(k1h + (k2h - 1) * s1h, k1w + (k2w - 1) * s1w),
+                 stride=(s1h * b["stride"][0], s1w * b["stride"][1]), pads=a["pads"],
+                 dilation=a["dilation"] if (k2h, k2w) == (1, 1) else (1, 1), groups=1,
+                 bias="bias" in first.params or "bias" in second.params)
+    if b.get("activation"):
+        attrs["activation"] = b["activation"]
+    return attrs
+
+
+def composed_params(first, second, attrs) -> dict:
+    """Its parameters: kernels composed as a full 2-D convolution over the middle channels."""
     a, b = first.attrs, second.attrs
     w1 = dense(first.params["weight"].astype(np.float64), a["groups"], a["in_channels"])
     w2 = dense(second.params["weight"].astype(np.float64), b["groups"], b["in_channels"])
-    (s1h, s1w), (k2h, k2w) = a["stride"], b["kernel_size"]
-    k1h, k1w = w1.shape[2:]
-    dilation = a["dilation"] if (k2h, k2w) == (1, 1) else (1, 1)
-    kernel = (k1h + (k2h - 1) * s1h, k1w + (k2w - 1) * s1w)
-    weight = np.zeros((w2.shape[0], w1.shape[1], *kernel))
-    for i in range(k2h):
-        for j in range(k2w):
-            weight[:, :, i * s1h:i * s1h + k1h, j * s1w:j * s1w + k1w] += np.einsum("om,mcpq->ocpq", w2[:, :, i, j], w1)
-    b1, b2 = first.params.get("bias"), second.params.get("bias")
-    bias = np.zeros(w2.shape[0]) if b2 is None else b2.astype(np.float64)
-    if b1 is not None:
-        bias = bias + np.einsum("omij,m->o", w2, b1.astype(np.float64))
-    attrs = dict(in_channels=a["in_channels"], out_channels=b["out_channels"], kernel_size=kernel,
-                 stride=(s1h * b["stride"][0], s1w * b["stride"][1]), pads=a["pads"], dilation=dilation,
-                 groups=1, bias=b1 is not None or b2 is not None)
-    if b.get("activation"):
-        attrs["activation"] = b["activation"]
+    (s1h, s1w), (k1h, k1w) = a["stride"], w1.shape[2:]
+    middle = w1.reshape(w1.shape[0], -1)
+    weight = np.zeros((w2.shape[0], w1.shape[1], *attrs["kernel_size"]))
+    for i in range(w2.shape[2]):
+        for j in range(w2.shape[3]):
+            tap = (w2[:, :, i, j] @ middle).reshape(w2.shape[0], *w1.shape[1:])
+            weight[:, :, i * s1h:i * s1h + k1h, j * s1w:j * s1w + k1w] += tap
     params = {"weight": weight.astype(np.float32)}
     if attrs["bias"]:
+        b1, b2 = first.params.get("bias"), second.params.get("bias")
+        bias = np.zeros(w2.shape[0]) if b2 is None else b2.astype(np.float64)
+        if b1 is not None:
+            bias = bias + w2.sum(axis=(2, 3)) @ b1.astype(np.float64)
         params["bias"] = bias.astype(np.float32)
-    return attrs, params
+    return params
 
 
 def _fold_conv_pairs(graph, level, result):
@@ -201,16 +209,18 @@ def _fold_conv_pairs(graph, level, result):
         reader, why = sole_reader(graph, first.name)
         why = why or _conv_pair_check(first, second)
         if why is None:
-            attrs, params = compose_convs(first, second)
-            old_macs = (_macs(graph, first.name, "Conv2d", first.inputs, first.attrs, first.params)
-                        + _macs(graph, second.name, "Conv2d", second.inputs, second.attrs, second.params))
-            new_macs = _macs(graph, second.name, "Conv2d", first.inputs, attrs, params)
+            attrs = composed_attrs(first, second)
+            kh, kw = attrs["kernel_size"]
+            new_params = attrs["out_channels"] * (attrs["in_channels"] * kh * kw + attrs["bias"])
+            old_macs = (_macs(graph, first.name, first.inputs, first.attrs)
+                        + _macs(graph, second.name, second.inputs, second.attrs))
+            new_macs = _macs(graph, second.name, first.inputs, attrs)
             why = allowed(level, old_macs, new_macs, _param_count(first.params) + _param_count(second.params),
-                          _param_count(params))
+                          new_params)
         if why is not None:
             result.refusals.append(f"{label}: not folded: {why}")
             continue
-        graph.replace(second.name, "Conv2d", first.inputs, attrs, params)
+        graph.replace(second.name, "Conv2d", first.inputs, attrs, composed_params(first, second, attrs))
         graph.erase(first.name)
         result.rewrites.append(f"{label} -> {second.name} (Conv2d {attrs['kernel_size'][0]}×{attrs['kernel_size'][1]}, "
                                f"stride {attrs['stride'][0]})")

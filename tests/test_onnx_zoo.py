@@ -107,3 +107,22 @@ def test_zoo_model_exports_back_and_runs_the_same_in_onnxruntime(zoo_case):
 def test_light_models_are_all_found():
     assert {"bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
             "vgg19", "zfnet512"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_zoo_model_optimizes_to_the_same_outputs(zoo_case, level):
+    name, model, arrays = zoo_case
+    graph = cg.load_onnx(model)
+    optimized = cg.optimize(graph, level=level)
+    optimized.lint()
+    assert len(optimized.layers()) <= len(graph.layers())
+    assert not any(n.op == "BatchNorm2d" and optimized.node(n.inputs[0]).op == "Conv2d" for n in optimized.layers())
+    expected = ort_run(model, arrays)
+    for output, a, b in zip(model.graph.output, _as_tuple(cg.run(optimized, *arrays)), expected):
+        assert_close(a, b, f"{name} optimized at level {level}: output {output.name!r}")
+    for output, a, b in zip(model.graph.output, ort_run(cg.export_onnx(optimized), arrays), expected):
+        assert_close(a, b, f"{name} optimized at level {level}, exported: output {output.name!r}")
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
