@@ -462,3 +462,52 @@ def test_lint_flags_seed_m2_and_not_m1():
 def test_lint_follows_linear_ops_and_stops_at_nonlinear_ones(between, expected):
     graph = chain(cg.Conv2d(3, 4, 3), between, cg.Conv2d(4, 2, 1))
     assert bool([f for f in cg.lint(graph) if f.kind == "linear-chain"]) == expected
+
+
+# --- parallel branches (RepVGG) --------------------------------------------------------------------------------
+def repvgg_block(rng, channels=4, identity=True, second_pads=0):
+    graph = cg.Graph("repvgg")
+    x = graph.input("x", (None, channels, 7, 7))
+    three = graph.apply(random_bn(channels, rng), graph.apply(cg.Conv2d(channels, channels, 3, padding=1, bias=False), x))
+    one = graph.apply(random_bn(channels, rng), graph.apply(cg.Conv2d(channels, channels, 1, padding=second_pads,
+                                                                      bias=False), x))
+    branches = [three, one] + ([graph.apply(random_bn(channels, rng), x)] if identity else [])
+    graph.output(graph.apply(cg.ReLU(), graph.apply(cg.Add(), *branches, name="sum"), name="relu"))
+    return graph
+
+
+@pytest.mark.parametrize("identity", [True, False])
+def test_repvgg_branches_fold_into_one_conv(identity):
+    graph = repvgg_block(np.random.default_rng(7), identity=identity)
+    optimized = cg.optimize(graph, verify=True)
+    assert [(n.name, n.op) for n in optimized.layers()] == [("relu", "Conv2d")]
+    node = optimized.node("relu")
+    assert node.attrs["kernel_size"] == (3, 3) and node.attrs["activation"]["op"] == "ReLU"
+    assert optimized.macs() < graph.macs() and optimized.param_count() < graph.param_count()
+    assert_equivalent(graph, optimized)
+
+
+def test_branches_that_do_not_line_up_are_not_folded():
+    rng = np.random.default_rng(8)
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, 3, 7, 7))
+    a = graph.apply(cg.Conv2d(3, 3, 3, padding=1), x, name="a")
+    b = graph.apply(cg.Conv2d(3, 3, 3, padding=(2, 0, 0, 2)), x, name="b")             # shifted window
+    graph.output(graph.apply(cg.Add(), a, b, name="sum"))
+    optimized = cg.optimize(graph)
+    assert ops(optimized) == ["Conv2d", "Conv2d", "Add"]
+    assert any("does not sit inside" in r for r in optimized.report.refusals)
+    assert_equivalent(graph, optimized)
+    del rng
+
+
+def test_only_the_branches_of_one_input_fold_and_other_summands_stay():
+    graph = cg.Graph("g")
+    x, y = graph.input("x", (None, 3, 6, 6)), graph.input("y", (None, 3, 6, 6))
+    a = graph.apply(cg.Conv2d(3, 3, 3, padding=1), x, name="a")
+    b = graph.apply(cg.Conv2d(3, 3, 1), x, name="b")
+    graph.output(graph.apply(cg.Add(), a, y, b, name="sum"))
+    optimized = cg.optimize(graph)
+    assert [(n.name, n.op) for n in optimized.layers()] == [("a", "Conv2d"), ("sum", "Add")]
+    assert optimized.node("sum").inputs == ("a", "y")
+    assert_equivalent(graph, optimized)
