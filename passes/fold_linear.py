@@ -12,6 +12,9 @@ Conv∘Conv (the second conv unpadded, so every value it reads is a real output 
     A padded second conv would read zeros where the folded one computes the first conv over the border:
     never exact, so refused. An activation fused into the first layer stops the fold; one fused into the
     last stays on the result.
+Average pooling is a depthwise convolution with weights 1/(kh·kw) (when it counts padding, or has none, and
+    does not use ceil_mode): at level 3 it folds like a conv with the conv next to it, where that cuts MACs —
+    e.g. 3×3 conv -> 2×2/2 average pool is one 4×4/2 conv, 16 MACs per output instead of 4·9.
 Cost: a fold happens at level 2 only when neither MACs nor parameters grow, at level 3 whenever MACs fall.
 Arithmetic in float64, rounded once to float32.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnngraph.graph import Node
 from cnngraph.layer import Operand
 from cnngraph.layers import Conv2d
 
@@ -197,17 +201,35 @@ def composed_params(first, second, attrs) -> dict:
     return params
 
 
+def as_conv(graph, node):
+    """A Conv2d, or an AvgPool2d seen as the depthwise convolution it is (weights 1/(kh·kw)), or None with
+    why not: a pool that divides by fewer taps at the border (count_include_pad off with padding) or drops
+    windows (ceil_mode) is not a convolution."""
+    if node.op == "Conv2d":
+        return node, None
+    a = node.attrs
+    if a["ceil_mode"] or (any(a["pads"]) and not a["count_include_pad"]) or tuple(a.get("dilation", (1, 1))) != (1, 1):
+        return None, f"{node.name} (AvgPool2d) is not a convolution (ceil_mode, or padding not counted)"
+    channels, (kh, kw) = graph.type_of(node.name).shape[1], a["kernel_size"]
+    attrs = dict(in_channels=channels, out_channels=channels, kernel_size=(kh, kw), stride=a["stride"],
+                 pads=a["pads"], dilation=(1, 1), groups=channels, bias=False)
+    return Node(node.name, "Conv2d", node.inputs, attrs,
+                {"weight": np.full((channels, 1, kh, kw), 1.0 / (kh * kw), np.float32)}, node.type), None
+
+
 def _fold_conv_pairs(graph, level, result):
+    """Conv∘Conv; at level 3 also through average pooling (a depthwise convolution) where that is cheaper."""
+    kinds = ("Conv2d", "AvgPool2d") if level >= 3 else ("Conv2d",)
     for node in graph.layers():
-        if node.op != "Conv2d" or node.name not in graph:
+        if node.op not in kinds or node.name not in graph:
             continue
-        second = graph.node(node.name)
-        first = graph.node(second.inputs[0])
-        if first.op != "Conv2d":
+        second, first = graph.node(node.name), graph.node(graph.node(node.name).inputs[0])
+        if first.op not in kinds or "Conv2d" not in (first.op, second.op):
             continue
         label = f"{describe(first)} -> {describe(second)}"
         reader, why = sole_reader(graph, first.name)
-        why = why or _conv_pair_check(first, second)
+        (first, why_first), (second, why_second) = as_conv(graph, first), as_conv(graph, second)
+        why = why or why_first or why_second or _conv_pair_check(first, second)
         if why is None:
             attrs = composed_attrs(first, second)
             kh, kw = attrs["kernel_size"]
@@ -215,8 +237,8 @@ def _fold_conv_pairs(graph, level, result):
             old_macs = (_macs(graph, first.name, first.inputs, first.attrs)
                         + _macs(graph, second.name, second.inputs, second.attrs))
             new_macs = _macs(graph, second.name, first.inputs, attrs)
-            why = allowed(level, old_macs, new_macs, _param_count(first.params) + _param_count(second.params),
-                          new_params)
+            old_params = sum(_param_count(n.params) for n in (first, second) if graph.node(n.name).op == "Conv2d")
+            why = allowed(level, old_macs, new_macs, old_params, new_params)
         if why is not None:
             result.refusals.append(f"{label}: not folded: {why}")
             continue

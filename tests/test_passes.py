@@ -511,3 +511,22 @@ def test_only_the_branches_of_one_input_fold_and_other_summands_stay():
     assert [(n.name, n.op) for n in optimized.layers()] == [("a", "Conv2d"), ("sum", "Add")]
     assert optimized.node("sum").inputs == ("a", "y")
     assert_equivalent(graph, optimized)
+
+
+def test_average_pooling_folds_into_the_conv_before_it_at_level_3_only():
+    graph = chain(cg.Conv2d(3, 8, 3, padding=1), cg.AvgPool2d(2), shape=(None, 3, 8, 8), names=["conv", "pool"])
+    assert ops(cg.optimize(graph, level=2)) == ["Conv2d", "AvgPool2d"]
+    folded = cg.optimize(graph, level=3, verify=True)
+    assert [(n.name, n.op) for n in folded.layers()] == [("pool", "Conv2d")]
+    assert folded.node("pool").attrs["kernel_size"] == (4, 4) and folded.node("pool").attrs["stride"] == (2, 2)
+    assert folded.macs() < graph.macs()
+    assert_equivalent(graph, folded)
+
+
+@pytest.mark.parametrize("pool", [cg.MaxPool2d(2), cg.AvgPool2d(3, 2, 1, count_include_pad=False),
+                                  cg.AvgPool2d(2, ceil_mode=True)])
+def test_pools_that_are_not_convolutions_stop_the_fold(pool):
+    graph = chain(cg.Conv2d(3, 8, 3, padding=1), pool, shape=(None, 3, 7, 7))
+    optimized = cg.optimize(graph, level=3)
+    assert len(optimized.layers()) == 2
+    assert_equivalent(graph, optimized)
