@@ -66,7 +66,7 @@ class Graph:
         self.name = name
         self._dag = nx.DiGraph()
         self._nodes: dict[str, Node] = {}
-        self._rank: dict[str, int] = {}          # insertion order, the tie-break of topo_order
+        self._rank: dict[str, int] = {}          # a topological numbering: every edge goes to a higher rank
         self._serial = itertools.count()
         self._inputs: list[str] = []
         self._outputs: list[str] = []
@@ -150,11 +150,8 @@ class Graph:
         return [n for n in self.nodes if n.op != INPUT]
 
     def topo_order(self) -> list[str]:
-        if self._order_cache is None:
-            try:
-                self._order_cache = list(nx.lexicographical_topological_sort(self._dag, key=self._rank.__getitem__))
-            except nx.NetworkXUnfeasible:
-                raise GraphError(f"graph {self.name!r} has a cycle: {self._describe_cycle()}") from None
+        if self._order_cache is None:                # ranks follow the edges: sorting by rank is topological
+            self._order_cache = sorted(self._nodes, key=self._rank.__getitem__)
         return list(self._order_cache)
 
     def users(self, name) -> list[str]:
@@ -195,9 +192,7 @@ class Graph:
         for one node. The new definition must produce the same type; otherwise nothing changes."""
         name = self._value_name(name)
         inputs = tuple(self._value_name(v) for v in inputs)
-        for source in set(inputs):
-            if source == name or nx.has_path(self._dag, name, source):
-                raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
+        self._check_acyclic({name: inputs})
         old = self._nodes[name]
         new = Node(name, op, inputs, dict(attrs or {}), dict(params or {}))
         new.params = self._checked_params(new)
@@ -209,18 +204,16 @@ class Graph:
         for source in inputs:
             self._dag.add_edge(source, name)
         self._nodes[name] = new
+        self._keep_ranks_topological(name, inputs)
         self._touch()
 
     def _rewire(self, new_inputs: dict[str, tuple]) -> None:
-        for name, inputs in new_inputs.items():
-            for source in set(inputs):
-                if source == name or nx.has_path(self._dag, name, source):
-                    raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
+        self._check_acyclic(new_inputs)
         old_inputs = {name: self._nodes[name].inputs for name in new_inputs}
         old_types = {}
         try:
             self._set_edges(new_inputs)
-            position = {n: i for i, n in enumerate(self.topo_order())}
+            position = self._rank
             pending = [(position[n], n) for n in new_inputs]
             heapq.heapify(pending)
             while pending:                       # re-infer in topological order, only where types change
@@ -239,6 +232,21 @@ class Graph:
                 self._nodes[name].type = old_type
             raise
 
+    def _check_acyclic(self, new_inputs: dict[str, tuple]) -> None:
+        """Reading a value of lower rank can never close a cycle; only the others need a path search."""
+        for name, inputs in new_inputs.items():
+            for source in set(inputs):
+                if source == name or (self._rank[source] > self._rank[name] and nx.has_path(self._dag, name, source)):
+                    raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
+
+    def _keep_ranks_topological(self, name: str, inputs) -> None:
+        """After ``name`` started reading ``inputs``: renumber (stably) only if one of them ranks above it."""
+        if any(self._rank[source] > self._rank[name] for source in inputs):
+            order = nx.lexicographical_topological_sort(self._dag, key=self._rank.__getitem__)
+            self._rank = {node: index for index, node in enumerate(order)}
+            self._serial = itertools.count(len(self._rank))
+            self._order_cache = None
+
     def _set_edges(self, new_inputs: dict[str, tuple]) -> None:
         for name, inputs in new_inputs.items():
             node = self._nodes[name]
@@ -247,6 +255,8 @@ class Graph:
             node.inputs = inputs
             for source in inputs:
                 self._dag.add_edge(source, name)
+        for name, inputs in new_inputs.items():
+            self._keep_ranks_topological(name, inputs)
         self._touch()
 
     def erase(self, name) -> None:
@@ -257,6 +267,7 @@ class Graph:
         self._dag.remove_node(name)
         del self._nodes[name]
         del self._rank[name]
+        self._order_cache = None
         if name in self._inputs:
             self._inputs.remove(name)
         self._touch()
@@ -341,6 +352,7 @@ class Graph:
         self._nodes[node.name] = node
         self._rank[node.name] = next(self._serial)
         self._dag.add_node(node.name)
+        self._order_cache = None
         for source in node.inputs:
             self._dag.add_edge(source, node.name)
         self._touch()
@@ -371,7 +383,6 @@ class Graph:
 
     def _touch(self) -> None:
         self.version += 1
-        self._order_cache = None
 
     def __repr__(self) -> str:
         return (f"Graph({self.name!r}, {len(self._nodes) - len(self._inputs)} layers, "

@@ -48,7 +48,7 @@ def as_float32(value, *, what: str) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
         raise ParameterError(f"{what}: expected a numeric array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float32, order="C")          # 0-d stays 0-d (ascontiguousarray makes it 1-d)
 
 
 class Layer:

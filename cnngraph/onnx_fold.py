@@ -196,6 +196,12 @@ FOLDERS = {
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
+def _array(result) -> np.ndarray:
+    """NumPy hands back a lone symbolic dim as a str (np.take of one entry): keep it an object array."""
+    array = np.asarray(result)
+    return array.astype(object) if array.dtype.kind in "US" else array
+
+
 def fold(node, inputs: list, opset: int) -> list[np.ndarray]:
     """The outputs of ``node`` given its inputs (arrays, None for an omitted optional input)."""
     if node.op_type in NOT_FOLDED:
@@ -203,7 +209,7 @@ def fold(node, inputs: list, opset: int) -> list[np.ndarray]:
     folder = FOLDERS.get(node.op_type)
     if folder is not None:
         try:
-            return [np.asarray(folder(node, inputs, opset))]
+            return [_array(folder(node, inputs, opset))]
         except FoldError:
             raise
         except Exception as error:                   # a malformed node: numpy's message says what is wrong
