@@ -97,6 +97,24 @@ def check_same_outputs(before, after, arrays, what: str) -> None:
                                 f"is {violation:.3g}× the float32 tolerance")
 
 
+def register(new_pass: Pass, before: str | None = None) -> None:
+    """Add a pass of your own to the pipeline (at the end, or before the pass named ``before``); it then runs
+    under optimize() like the built-in ones: at its level and above, linted after, verified with verify=True,
+    reported, and disabled by name."""
+    if not isinstance(new_pass, Pass):
+        raise TypeError(f"register() takes a passes.Pass, got {type(new_pass).__name__}")
+    if new_pass.name in passes_by_name():
+        raise ValueError(f"a pass named {new_pass.name!r} is already registered")
+    names = [p.name for p in PIPELINE]
+    if before is not None and before not in names:
+        raise ValueError(f"no pass named {before!r}; passes: {', '.join(names)}")
+    PIPELINE.insert(names.index(before) if before else len(PIPELINE), new_pass)
+
+
+def unregister(name: str) -> None:
+    PIPELINE[:] = [p for p in PIPELINE if p.name != name]
+
+
 def passes_by_name() -> dict[str, Pass]:
     return {p.name: p for p in PIPELINE}
 

@@ -530,3 +530,26 @@ def test_pools_that_are_not_convolutions_stop_the_fold(pool):
     optimized = cg.optimize(graph, level=3)
     assert len(optimized.layers()) == 2
     assert_equivalent(graph, optimized)
+
+
+def test_a_registered_pass_runs_under_the_manager_and_can_be_disabled():
+    import passes
+
+    def double_negation(graph, level=2):
+        result = PassResult(graph)
+        for node in graph.layers():
+            if node.op == "Sigmoid" and node.name not in graph.outputs:
+                result.refusals.append(f"{node.name} seen")
+        return result
+    passes.register(Pass("my_pass", 1, double_negation), before="fold_batchnorm")
+    try:
+        names = [p.name for p in passes.PIPELINE]
+        assert names.index("my_pass") == names.index("fold_batchnorm") - 1
+        graph = chain(cg.Sigmoid(), cg.ReLU())
+        assert "sigmoid1 seen" in cg.optimize(graph).report.refusals
+        assert "sigmoid1 seen" not in cg.optimize(graph, disable=["my_pass"]).report.refusals
+        with pytest.raises(ValueError, match="already registered"):
+            passes.register(Pass("my_pass", 1, double_negation))
+    finally:
+        passes.unregister("my_pass")
+    assert "my_pass" not in [p.name for p in passes.PIPELINE]
