@@ -26,14 +26,13 @@ with ours node by node.
 """
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cnngraph import atomic
 from cnngraph.errors import CnnGraphError
 from cnngraph.graph import Node
 from cnngraph.shapes import average_pool_divisor
@@ -436,52 +435,12 @@ def export_onnx(graph, path=None, opset: int = DEFAULT_OPSET) -> onnx.ModelProto
 
 
 def write_atomically(model: onnx.ModelProto, path) -> None:
-    """Serialize first, write a temporary file beside ``path``, fsync, then rename over it: a failure at any
-    point leaves an existing file untouched and no temporary file behind."""
+    """Serialize first (protobuf's 2 GB limit fails here, before any file is touched), then write atomically."""
     try:
         data = model.SerializeToString()
     except ValueError as error:                                  # protobuf's 2 GB limit
         raise ExportError(f"cannot serialize the model: {error}") from error
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    temp = None
-    try:
-        while temp is None:
-            candidate = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
-            except FileExistsError:
-                continue
-            temp = candidate
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.path.exists(path):
-            os.chmod(temp, os.stat(path).st_mode & 0o7777)
-        os.replace(temp, path)
-        temp = None
-        _fsync_folder(folder)
-    finally:
-        if temp is not None:
-            try:
-                os.remove(temp)
-            except OSError:
-                pass
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable where the platform allows opening a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic.write_atomically(data, path)
 
 
 __all__ = ["export_onnx", "to_model", "write_atomically", "EXPORT_RULES", "ExportError", "MIN_OPSET",

@@ -1,89 +1,373 @@
-"""The ``cnngraph`` command.
+"""The ``cnngraph`` command. MODEL is a path to an .onnx file or the name of a built-in model.
 
-    cnngraph demo                 build the built-in models, run them in both backends, export them
-    cnngraph bench resnet18       NumPy backend against onnxruntime, medians of alternating blocks
+    cnngraph demo                                 the story: lint, optimize, run in both backends, export, draw
+    cnngraph summary MODEL                        a layer table: shapes, parameters, MACs
+    cnngraph optimize MODEL -o OUT.onnx           optimize, write the model, print the per-pass report
+    cnngraph lint MODEL                           findings; exit status 1 when there are any
+    cnngraph run MODEL [--input X.npy] [-o Y.npy] run on random or given input
+    cnngraph draw MODEL -o FILE.{dot,svg,png}     the layer graph as a picture
+    cnngraph bench MODEL                          NumPy backend and onnxruntime, before and after optimizing
+
+Errors print one line on stderr and exit with status 2 (``--debug`` shows the traceback).
 """
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import re
+import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from .errors import CnnGraphError
 
-DEMO_MODELS = ("seed_m1", "seed_m2", "seed_m3", "lenet5", "resnet18")
-DEMO_BATCH = 2
+DEMO_MODELS = ("seed_m1", "seed_m2", "seed_m3", "resnet18")
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
-def demo(args) -> int:
-    """Build the models that tell the story, run each in the NumPy backend and onnxruntime, export them."""
+class UsageError(CnnGraphError):
+    """A bad option or argument."""
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+def load_model(spec: str):
+    """A Graph from an .onnx path or a built-in model's name."""
     import cnngraph as cg
-    from cnngraph import models
 
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    print(f"cnngraph {cg.__version__} demo: NumPy backend next to onnxruntime, batch {DEMO_BATCH}; files in {out_dir}/")
-    header = f"{'model':10} {'layers':>6} {'params':>11} {'MACs/sample':>12} {'output':>14} {'numpy ms':>9} {'ort ms':>7} {'max |diff|':>10}"
-    print(header)
-    print("-" * len(header))
-    worst = 0.0
-    for name in DEMO_MODELS:
-        graph = models.MODELS[name]()
-        shape = (DEMO_BATCH, *graph.type_of(graph.inputs[0]).shape[1:])
-        x = rng.random(shape, dtype=np.float32)
-        cg.run(graph, x)                                   # compile and warm up
+    if os.path.exists(spec) or spec.endswith(".onnx"):
+        if not os.path.isfile(spec):
+            raise CnnGraphError(f"{spec}: no such file")
+        return cg.load_onnx(spec)
+    if spec in cg.models.MODELS:
+        return cg.models.MODELS[spec]()
+    raise UsageError(f"unknown model {spec!r}: not an .onnx file and not a built-in model "
+                     f"({', '.join(sorted(cg.models.MODELS))})")
+
+
+def random_inputs(graph, batch: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal([d if isinstance(d, int) else batch for d in graph.type_of(name).shape])
+            .astype(np.float32) for name in graph.inputs]
+
+
+def _tuple(result) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _median_seconds(action, repeats: int = 5) -> float:
+    action()
+    times = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        y = cg.run(graph, x)
-        numpy_ms = 1e3 * (time.perf_counter() - start)
-        cg.export_onnx(graph, out_dir / f"{name}.onnx")
-        cg.run(graph, x, backend="onnxruntime")
-        start = time.perf_counter()
-        reference = cg.run(graph, x, backend="onnxruntime")
-        ort_ms = 1e3 * (time.perf_counter() - start)
-        diff = float(np.max(np.abs(y - reference)))
-        worst = max(worst, diff)
-        print(f"{name:10} {len(graph.layers()):>6} {graph.param_count():>11,} {graph.macs():>12,} "
-              f"{str(tuple(y.shape)):>14} {numpy_ms:>9.1f} {ort_ms:>7.1f} {diff:>10.1e}")
-    print(f"\nlargest difference between the NumPy backend and onnxruntime: {worst:.1e}")
-    print("seed_m2 is seed_m1 without its ReLU: two 3×3 convolutions with nothing between them, one linear map "
-          "that seed_m3 computes with a single 5×5 convolution.")
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+def summary(args) -> int:
+    """A layer table like torchinfo's: name, op, output shape, parameters, MACs (multiply-accumulates per
+    sample, not FLOPs: a MAC is two FLOPs); totals at the bottom."""
+    from .draw import op_label
+    from .shapes import format_shape
+
+    graph = load_model(args.model)
+    table = Table(title=f"{graph.name}: inputs " + ", ".join(f"{n} {format_shape(graph.type_of(n).shape)}"
+                                                             for n in graph.inputs))
+    for column, justify in (("layer", "left"), ("op", "left"), ("output shape", "left"), ("params", "right"),
+                            ("MACs", "right")):
+        table.add_column(column, justify=justify)
+    for node in graph.layers():
+        params = sum(int(a.size) for k, a in node.params.items() if k not in node.layer.buffers)
+        macs = node.layer.macs(node.attrs, graph.operands(node), node.type)
+        table.add_row(node.name, op_label(node), format_shape(node.shape), f"{params:,}", f"{macs:,}")
+    table.add_section()
+    table.add_row("total", f"{len(graph.layers())} layers", "", f"{graph.param_count():,}", f"{graph.macs():,}")
+    console.print(table)
     return 0
 
 
+def optimize(args) -> int:
+    """Optimize MODEL, write the result as ONNX (atomically) and print what each pass did."""
+    import cnngraph as cg
+
+    graph = load_model(args.model)
+    try:
+        optimized = cg.optimize(graph, level=args.level, verify=args.verify, disable=args.disable)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    cg.export_onnx(optimized, args.output, opset=args.opset)
+    print_report(optimized.report)
+    console.print(f"{len(graph.layers())} -> {len(optimized.layers())} layers, MACs {graph.macs():,} -> "
+                  f"{optimized.macs():,}, parameters {graph.param_count():,} -> {optimized.param_count():,}; "
+                  f"wrote {args.output}" + (" (every pass verified on random inputs)" if args.verify else ""))
+    return 0
+
+
+def print_report(report) -> None:
+    table = Table(title=f"optimization passes (level {report.level})")
+    for column in ("pass", "round", "ms", "layers", "MACs", "params", "rewrites"):
+        table.add_column(column, justify="left" if column == "pass" else "right")
+    for r in report.records:
+        if r.rewrites or r.round == 1:
+            table.add_row(r.name, str(r.round), f"{r.seconds * 1e3:.1f}", *(_change(a, b) for a, b in
+                          zip(r.before, r.after)), str(len(r.rewrites)))
+    console.print(table)
+    for line in report.rewrites:
+        console.print(f"  [green]done[/green]  {line}")
+    for line in report.refusals:
+        console.print(f"  [yellow]not done[/yellow]  {line}")
+
+
+def _change(before: int, after: int) -> str:
+    return f"{before:,}" if before == after else f"{before:,} -> {after:,}"
+
+
+def lint(args) -> int:
+    """Print what a reviewer would point out; exit status 1 when there is anything, so it can guard a CI."""
+    import cnngraph as cg
+
+    findings = cg.lint(load_model(args.model))
+    for finding in findings:
+        console.print(f"{args.model}: {finding.kind}: {finding}")
+    if not findings:
+        console.print(f"{args.model}: no findings")
+    return 1 if findings else 0
+
+
+def run(args) -> int:
+    """Run MODEL on the array in --input (.npy) or on random input; print or save (-o, .npy) the outputs."""
+    import cnngraph as cg
+
+    graph = load_model(args.model)
+    if args.input:
+        try:
+            arrays = [np.load(args.input, allow_pickle=False)]
+        except (OSError, ValueError) as error:
+            raise CnnGraphError(f"{args.input}: cannot read it as a .npy array ({error})") from None
+    else:
+        arrays = random_inputs(graph, args.batch)
+    outputs = _tuple(cg.run(graph, *arrays, backend=args.backend))
+    for name, array in zip(graph.outputs, outputs):
+        values = ", ".join(f"{v:.6g}" for v in array.reshape(-1)[:6])
+        console.print(f"{name}: shape {tuple(array.shape)}, first values [{values}{', …' if array.size > 6 else ''}]")
+    if args.output:
+        from .atomic import write_atomically
+        buffer = io.BytesIO()
+        np.save(buffer, outputs[0]) if len(outputs) == 1 else np.savez(buffer, **dict(zip(graph.outputs, outputs)))
+        write_atomically(buffer.getvalue(), args.output)
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def draw(args) -> int:
+    """Draw the layer graph: DOT always, SVG/PNG through Graphviz's dot."""
+    import cnngraph as cg
+
+    from .draw import render, to_dot
+
+    graph = load_model(args.model)
+    folded = {}
+    if args.optimized:
+        graph = cg.optimize(graph)
+        folded = folded_notes(graph.report)
+    render(to_dot(graph, folded), args.output)
+    console.print(f"wrote {args.output} ({len(graph.layers())} layers)")
+    return 0
+
+
+def folded_notes(report) -> dict[str, str]:
+    """Node name -> what folded into it, from the report's rewrites ("a + b -> b (...)")."""
+    notes = {}
+    for line in report.rewrites:
+        if " -> " in line and not line.startswith(("removed", "erased")):
+            target = line.rsplit(" -> ", 1)[1].split(" (")[0]
+            notes[target] = "folded: " + line.rsplit(" -> ", 1)[0].replace(" (Conv2d)", "").replace(" (Linear)", "")
+    return notes
+
+
 def bench(args) -> int:
-    from backends.benchmark import main as bench_main
-    return bench_main([*args.models, "--batch", *map(str, args.batch)])
+    """NumPy backend, onnxruntime on the original and onnxruntime on our optimized export: medians."""
+    import cnngraph as cg
+    from backends.benchmark import ort_session
+    from rich.progress import Progress
+
+    graph = load_model(args.model)
+    arrays = random_inputs(graph, args.batch)
+    feeds = dict(zip(graph.inputs, arrays))
+    optimized = cg.optimize(graph)
+    original_session, optimized_session = ort_session(cg.export_onnx(graph)), ort_session(cg.export_onnx(optimized))
+    cases = [("NumPy backend", lambda: cg.run(graph, *arrays)),
+             ("NumPy backend, optimized", lambda: cg.run(optimized, *arrays)),
+             ("onnxruntime, original", lambda: original_session.run(None, feeds)),
+             ("onnxruntime, our optimized export", lambda: optimized_session.run(None, feeds))]
+    results = {}
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task("timing", total=len(cases) * args.rounds)
+        for _ in range(args.rounds):
+            for name, action in cases:
+                results.setdefault(name, []).append(_median_seconds(action, args.repeats))
+                progress.advance(task)
+    table = Table(title=f"{graph.name}, batch {args.batch}: medians of {args.rounds} rounds × {args.repeats} runs")
+    table.add_column("backend")
+    table.add_column("ms", justify="right")
+    table.add_column("vs onnxruntime original", justify="right")
+    reference = statistics.median(results["onnxruntime, original"])
+    for name, times in results.items():
+        median = statistics.median(times)
+        table.add_row(name, f"{median * 1e3:.2f}", f"{median / reference:.2f}×")
+    console.print(table)
+    return 0
+
+
+def demo(args) -> int:
+    """The story in one command: the seed's three networks and resnet18 are linted, optimized with
+    verification, run in the NumPy backend and onnxruntime before and after, exported as ONNX and drawn."""
+    import cnngraph as cg
+    from backends.benchmark import alternate, ort_session
+
+    from .draw import render, to_dot
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"cnngraph {cg.__version__} demo, batch 1; files in {out_dir}/\n")
+    table = Table(title="before -> after optimization (level 2, every pass verified on random inputs)")
+    for column in ("model", "lint", "what the passes did", "MACs", "params", "NumPy speed-up", "ORT speed-up",
+                   "max diff vs ORT"):
+        table.add_column(column, justify="left" if column in ("model", "what the passes did") else "right")
+    for name in DEMO_MODELS:
+        graph = cg.models.MODELS[name]()
+        findings = cg.lint(graph)
+        for finding in findings:
+            console.print(f"lint {name}: {finding}")
+        optimized = cg.optimize(graph, verify=True)
+        arrays = random_inputs(graph, 1)
+        feeds = dict(zip(graph.inputs, arrays))
+        exports = [cg.export_onnx(g, out_dir / f"{name}{suffix}.onnx") for g, suffix in
+                   ((graph, ""), (optimized, ".optimized"))]
+        render(to_dot(graph), out_dir / f"{name}.dot")
+        render(to_dot(optimized, folded_notes(optimized.report)), out_dir / f"{name}.optimized.dot")
+        before, after = alternate(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays), 3, 5)
+        sessions = [ort_session(model) for model in exports]
+        ort_before, ort_after = alternate(lambda: sessions[0].run(None, feeds), lambda: sessions[1].run(None, feeds), 3, 5)
+        expected = _tuple(cg.run(graph, *arrays, backend="onnxruntime"))
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_tuple(cg.run(optimized, *arrays)), expected))
+        table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report.rewrites) or "nothing to do",
+                      _compact_change(graph.macs(), optimized.macs()),
+                      _compact_change(graph.param_count(), optimized.param_count()),
+                      f"{statistics.median(b / a for a, b in zip(after, before)):.2f}×",
+                      f"{statistics.median(b / a for a, b in zip(ort_after, ort_before)):.2f}×", f"{diff:.1e}")
+    console.print()
+    console.print(table)
+    console.print("\nseed_m2 is seed_m1 without its ReLU: two 3×3 convolutions with nothing between them are one "
+                  "linear map, and cnngraph folds them into the single 5×5 convolution of seed_m3. seed_m1 keeps "
+                  "both: its ReLU makes it more than one linear map.")
+    return 0
+
+
+def _compact(number: int, digits: int = 3) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= limit:
+            return f"{number / limit:.{digits}g}{suffix}"
+    return str(number)
+
+
+def _compact_change(before: int, after: int) -> str:
+    if before == after:
+        return _compact(before)
+    digits = next((d for d in (3, 4, 5, 6) if _compact(before, d) != _compact(after, d)), 7)   # enough to differ
+    return f"{_compact(before, digits)} -> {_compact(after, digits)}"
+
+
+def _rewrite_kinds(rewrites) -> str:
+    """"1 layers folded, 2 activation fused" from the report's rewrite lines."""
+    counts = Counter()
+    for line in rewrites:
+        counts["BatchNorm fold" if "BatchNorm2d folded" in line else
+               "activation fusion" if re.search(r"\((Conv2d|Linear)\+", line) else
+               "linear fold" if re.search(r"\((Conv2d|Linear) \d", line) else "cleanup"] += 1
+    return ", ".join(f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in counts.items())
+
+
+# --- the parser ------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), like every other error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnngraph", description="A small compiler for convolutional networks.")
+    parser = _Parser(prog="cnngraph", description="A small compiler for convolutional networks.",
+                     epilog="MODEL is a path to an .onnx file or a built-in model: resnet18, seed_m2, lenet5, …")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = commands.add_parser("demo", help="build, run and export the built-in models (no arguments needed)",
-                            description=demo.__doc__, epilog="example: cnngraph demo")
-    p.add_argument("--output-dir", default="cnngraph-demo", help="where the ONNX files go (default: ./cnngraph-demo)")
-    p.set_defaults(handler=demo)
-    p = commands.add_parser("bench", help="time the NumPy backend against onnxruntime",
-                            epilog="example: cnngraph bench resnet18 --batch 8 1")
-    p.add_argument("models", nargs="*", default=["resnet18"])
-    p.add_argument("--batch", type=int, nargs="+", default=[8, 1])
-    p.set_defaults(handler=bench)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def command(name, handler, help_text, example):
+        p = commands.add_parser(name, help=help_text, description=handler.__doc__, epilog=f"example: {example}")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("demo", demo, "the main job: lint, optimize, run and export the seed's networks and resnet18",
+                "cnngraph demo")
+    p.add_argument("--output-dir", default="cnngraph-demo", help="where files go (default: ./cnngraph-demo)")
+    p = command("summary", summary, "a layer table: shapes, parameters, MACs", "cnngraph summary resnet18")
+    p.add_argument("model", metavar="MODEL")
+    p = command("optimize", optimize, "optimize and write an ONNX file",
+                "cnngraph optimize model.onnx -o model.opt.onnx --level 3 --verify")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--level", type=int, default=2, choices=range(4), help="0 none, 1 cleanups, 2 (default) "
+                   "fusions and folds that never grow the model, 3 also folds that cut MACs")
+    p.add_argument("--verify", action="store_true", help="check every pass on random inputs")
+    p.add_argument("--disable", nargs="+", default=[], metavar="PASS", help="passes not to run")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset to write (default 18)")
+    p = command("lint", lint, "linear chains and other findings; exit status 1 when there are any",
+                "cnngraph lint seed_m2")
+    p.add_argument("model", metavar="MODEL")
+    p = command("run", run, "run on random or given input", "cnngraph run resnet18 --batch 2 -o out.npy")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--input", metavar="FILE.npy", help="the input array (default: random, seeded)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
+    p.add_argument("--backend", choices=("numpy", "onnxruntime"), default="numpy")
+    p.add_argument("-o", "--output", metavar="OUT.npy", help="save the output(s) here")
+    p = command("draw", draw, "the layer graph as a picture (DOT, or SVG/PNG with Graphviz)",
+                "cnngraph draw seed_m2 -o m2.svg --optimized")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.dot, FILE.svg or FILE.png")
+    p.add_argument("--optimized", action="store_true", help="draw the optimized graph, folded layers marked")
+    p = command("bench", bench, "time the NumPy backend and onnxruntime, before and after optimizing",
+                "cnngraph bench resnet18 --batch 8")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5, help="rounds over the four cases (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per case and round (default 5)")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
+            raise UsageError(f"--batch must be at least 1, got {args.batch}")
         return args.handler(args)
     except (CnnGraphError, OSError) as error:
-        if args.debug:
+        if debug:
             raise
-        print(f"cnngraph: error: {error}", file=sys.stderr)
+        print(f"cnngraph: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split("\n")[0].split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from onnx.reference import ReferenceEvaluator
 
 import cnngraph as cg
 from backends import onnx_export
+from cnngraph import atomic
 from backends import onnxruntime_backend as ort_backend
 from backends.onnx_export import EXPORT_RULES, ExportError, export_onnx
 from cnngraph.errors import CnnGraphError, InputError
@@ -530,7 +531,7 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch, failing):
 
     def fail(*args, **kwargs):
         raise OSError(f"simulated failure in os.{failing}")
-    monkeypatch.setattr(onnx_export.os, failing, fail)
+    monkeypatch.setattr(atomic.os, failing, fail)
     with pytest.raises(OSError, match="simulated"):
         export_onnx(small_graph(), path)
     monkeypatch.undo()

@@ -1,0 +1,49 @@
+"""Write a file so that a failure at any point leaves an existing file untouched and no partial file behind:
+a temporary file beside the target, written and fsynced, then renamed over it."""
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def write_atomically(data: bytes, path) -> None:
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    temp = None
+    try:
+        while temp is None:
+            candidate = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
+            except FileExistsError:
+                continue
+            temp = candidate
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.path.exists(path):
+            os.chmod(temp, os.stat(path).st_mode & 0o7777)
+        os.replace(temp, path)
+        temp = None
+        _fsync_folder(folder)
+    finally:
+        if temp is not None:
+            try:
+                os.remove(temp)
+            except OSError:
+                pass
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable where the platform allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
