@@ -184,13 +184,16 @@ def draw(args) -> int:
 
 
 def folded_notes(report) -> dict[str, str]:
-    """Node name -> what folded into it, from the report's rewrites ("a + b -> b (...)")."""
-    notes = {}
+    """Node name -> "folded: a + b + c" for the nodes the passes made out of several layers (in order)."""
+    members: dict[str, list] = {}
     for line in report.rewrites:
-        if " -> " in line and not line.startswith(("removed", "erased")):
-            target = line.rsplit(" -> ", 1)[1].split(" (")[0]
-            notes[target] = "folded: " + line.rsplit(" -> ", 1)[0].replace(" (Conv2d)", "").replace(" (Linear)", "")
-    return notes
+        if " -> " not in line or line.startswith(("removed", "erased")):
+            continue
+        source, target = line.rsplit(" -> ", 1)
+        parts = [re.sub(r" \(.*?\)", "", part) for part in re.split(r" -> | \+ ", source)]
+        merged = [member for part in parts for member in members.get(part, [part])]
+        members[target.split(" (")[0]] = list(dict.fromkeys(merged))
+    return {name: "folded: " + " + ".join(parts) for name, parts in members.items() if len(parts) > 1}
 
 
 def bench(args) -> int:

@@ -18,7 +18,8 @@ FORMATS = (".dot", ".svg", ".png")
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string: quotes and backslashes escaped, newlines as DOT's centred line breaks."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _summary(node) -> str:
@@ -49,23 +50,23 @@ def to_dot(graph, folded: dict[str, str] | None = None) -> str:
              '  edge [fontname="Helvetica", fontsize=9, color=gray40];']
     for node in graph.nodes:
         if node.op == INPUT:
-            label = node.name + "\\n" + format_shape(node.shape)
+            label = node.name + "\n" + format_shape(node.shape)
             lines.append(f"  {_quote(node.name)} [label={_quote(label)}, shape=oval, fillcolor=lightgray];")
             continue
-        label = f"{node.name}\\n{op_label(node)}"
+        label = f"{node.name}\n{op_label(node)}"
         detail = _summary(node)
         if detail:
-            label += f"\\n{detail}"
+            label += f"\n{detail}"
         changed = node.attrs.get("activation") or node.name in folded
         if node.name in folded:
-            label += f"\\n{folded[node.name]}"
+            label += f"\n{folded[node.name]}"
         fill = "palegreen" if changed else "white"
         lines.append(f"  {_quote(node.name)} [label={_quote(label)}, fillcolor={fill}];")
     for node in graph.nodes:
         for source in dict.fromkeys(node.inputs):
             lines.append(f"  {_quote(source)} -> {_quote(node.name)} [label={_quote(format_shape(graph.type_of(source).shape))}];")
     for output in graph.outputs:
-        sink, label = f"{output}/output", "output\\n" + format_shape(graph.type_of(output).shape)
+        sink, label = f"{output}/output", "output\n" + format_shape(graph.type_of(output).shape)
         lines.append(f"  {_quote(sink)} [label={_quote(label)}, shape=oval, fillcolor=lightgray];")
         lines.append(f"  {_quote(output)} -> {_quote(sink)};")
     lines.append("}")
