@@ -113,11 +113,19 @@ def test_draw_writes_dot_with_shapes_and_fused_layers_marked(capsys, tmp_path):
     assert "folded: L1 + L2" in (tmp_path / "m2.dot").read_text() or "folded: L1" in (tmp_path / "m2.dot").read_text()
 
 
-@pytest.mark.skipif(shutil.which("dot") is not None, reason="Graphviz is installed here")
-def test_draw_svg_without_graphviz_says_how_to_install_it(capsys, tmp_path):
+def test_draw_svg_without_graphviz_says_how_to_install_it(capsys, tmp_path, monkeypatch):
+    from cnngraph import draw
+    monkeypatch.setattr(draw.shutil, "which", lambda name: None)
     status, _, err = run_cli(capsys, "draw", "seed_m1", "-o", str(tmp_path / "m1.svg"))
     assert_one_line_error(status, err, "apt install graphviz", ".dot")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_draw_svg_with_graphviz(capsys, tmp_path):
+    status, _, _ = run_cli(capsys, "draw", "seed_m2", "-o", str(tmp_path / "m2.svg"), "--optimized")
+    svg = (tmp_path / "m2.svg").read_text()
+    assert status == 0 and svg.lstrip().startswith("<?xml") and "folded: L1 + L2" in svg
 
 
 def test_bench_prints_the_four_cases(capsys):
