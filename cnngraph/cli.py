@@ -18,7 +18,6 @@ import os
 import re
 import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -59,16 +58,6 @@ def random_inputs(graph, batch: int, seed: int = 0) -> list[np.ndarray]:
 
 def _tuple(result) -> tuple:
     return result if isinstance(result, tuple) else (result,)
-
-
-def _median_seconds(action, repeats: int = 5) -> float:
-    action()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # --- commands --------------------------------------------------------------------------------------------------
@@ -199,7 +188,7 @@ def folded_notes(report) -> dict[str, str]:
 def bench(args) -> int:
     """NumPy backend, onnxruntime on the original and onnxruntime on our optimized export: medians."""
     import cnngraph as cg
-    from backends.benchmark import ort_session
+    from backends.benchmark import ort_session, time_block
     from rich.progress import Progress
 
     graph = load_model(args.model)
@@ -216,7 +205,7 @@ def bench(args) -> int:
         task = progress.add_task("timing", total=len(cases) * args.rounds)
         for _ in range(args.rounds):
             for name, action in cases:
-                results.setdefault(name, []).append(_median_seconds(action, args.repeats))
+                results.setdefault(name, []).append(time_block(action, args.repeats))
                 progress.advance(task)
     table = Table(title=f"{graph.name}, batch {args.batch}: medians of {args.rounds} rounds × {args.repeats} runs")
     table.add_column("backend")

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
 import onnx
 
 import cnngraph as cg
-from backends.benchmark import alternate, ort_session
+from backends.benchmark import alternate, ort_session, time_block
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 SMALL = {"vgg11": (None, 3, 32, 32)}
@@ -109,20 +108,11 @@ def chain_graph(layers: int):
 def pipeline_times(sizes) -> list[list[str]]:
     rows = []
     resnet = cg.load_onnx(os.path.join(LIGHT, "light_resnet50.onnx"))
-    rows.append(["light_resnet50", str(len(resnet.layers())), f"{_time(lambda: cg.optimize(resnet)):.3f}"])
+    rows.append(["light_resnet50", str(len(resnet.layers())), f"{time_block(lambda: cg.optimize(resnet), 3):.3f}"])
     for size in sizes:
         graph = chain_graph(size)
-        rows.append([f"chain of {size}", str(len(graph.layers())), f"{_time(lambda: cg.optimize(graph)):.3f}"])
+        rows.append([f"chain of {size}", str(len(graph.layers())), f"{time_block(lambda: cg.optimize(graph), 3):.3f}"])
     return rows
-
-
-def _time(action, runs=3) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def table(header, rows) -> str:
