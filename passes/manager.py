@@ -15,12 +15,13 @@ import numpy as np
 from cnngraph.errors import CnnGraphError
 from cnngraph.tolerance import tolerance_violation
 
-from . import (constant_folding, cse, dead_code, fold_batchnorm, fold_branches, fold_linear, fuse_activation,
-               identity, reshape_merge)
+from . import (commute_reshape, constant_folding, cse, dead_code, fold_batchnorm, fold_branches, fold_linear,
+               fuse_activation, identity, reshape_merge)
 from .base import Pass
 
 PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, reshape_merge.PASS, cse.PASS,
-                        fold_batchnorm.PASS, fold_branches.PASS, fold_linear.PASS, fuse_activation.PASS]
+                        fold_batchnorm.PASS, fold_branches.PASS, commute_reshape.PASS, fold_linear.PASS,
+                        fuse_activation.PASS]
 MAX_ROUNDS = 10
 VERIFY_BATCH = 2
 

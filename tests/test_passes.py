@@ -553,3 +553,19 @@ def test_a_registered_pass_runs_under_the_manager_and_can_be_disabled():
     finally:
         passes.unregister("my_pass")
     assert "my_pass" not in [p.name for p in passes.PIPELINE]
+
+
+@pytest.mark.parametrize("between", [cg.Flatten(1, 2), cg.Reshape((0, 6, 5))])
+def test_linear_layers_fold_through_a_reshape_that_keeps_the_feature_axis(between):
+    graph = chain(cg.Linear(4, 5), between, cg.Linear(5, 3), shape=(None, 2, 3, 4), names=["fc1", "r", "fc2"])
+    optimized = cg.optimize(graph, verify=True)
+    assert [n.op for n in optimized.layers()] == ["Linear", "Reshape"]
+    assert optimized.node("fc2").op == "Reshape"
+    assert_equivalent(graph, optimized)
+
+
+def test_a_reshape_that_touches_the_feature_axis_stops_the_linear_fold():
+    graph = chain(cg.Linear(4, 6), cg.Reshape((0, 9, 2)), cg.Linear(2, 3), shape=(None, 3, 4))
+    optimized = cg.optimize(graph)
+    assert [n.op for n in optimized.layers()].count("Linear") == 2
+    assert_equivalent(graph, optimized)
