@@ -109,15 +109,16 @@ def test_light_models_are_all_found():
             "vgg19", "zfnet512"} <= set(MODELS)
 
 
-@pytest.mark.parametrize("level", [2, 3])
+@pytest.mark.parametrize("level", [1, 2, 3])
 def test_zoo_model_optimizes_to_the_same_outputs(zoo_case, level):
     name, model, arrays = zoo_case
     graph = cg.load_onnx(model)
     optimized = cg.optimize(graph, level=level)
     optimized.lint()
     assert len(optimized.layers()) <= len(graph.layers())
-    assert not any(n.op == "BatchNorm2d" and optimized.node(n.inputs[0]).op == "Conv2d"
-                   and optimized.use_count(n.inputs[0]) == 1 for n in optimized.layers()), "a BatchNorm left unfolded"
+    if level >= 2:
+        assert not any(n.op == "BatchNorm2d" and optimized.node(n.inputs[0]).op == "Conv2d"
+                       and optimized.use_count(n.inputs[0]) == 1 for n in optimized.layers()), "a BatchNorm left unfolded"
     expected = ort_run(model, arrays)
     for output, a, b in zip(model.graph.output, _as_tuple(cg.run(optimized, *arrays)), expected):
         assert_close(a, b, f"{name} optimized at level {level}: output {output.name!r}")
