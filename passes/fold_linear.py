@@ -156,8 +156,6 @@ def dense(weight: np.ndarray, groups: int, in_channels: int) -> np.ndarray:
 
 def _conv_pair_check(first, second) -> str | None:
     a, b = first.attrs, second.attrs
-    if a.get("activation"):
-        return f"{first.name} has a fused {a['activation']['op']}"
     if any(b["pads"]):
         return f"{second.name} pads its input with zeros: the folded conv would not be exact at the border"
     if b["kernel_size"] != (1, 1) and (a["dilation"] != (1, 1) or b["dilation"] != (1, 1)):
@@ -224,8 +222,8 @@ def _fold_conv_pairs(graph, level, result):
         if node.op not in kinds or node.name not in graph:
             continue
         second, first = graph.node(node.name), graph.node(graph.node(node.name).inputs[0])
-        if first.op not in kinds or "Conv2d" not in (first.op, second.op):
-            continue
+        if first.op not in kinds or "Conv2d" not in (first.op, second.op) or first.attrs.get("activation"):
+            continue                                 # an activation between: not a linear chain at all
         label = f"{describe(first)} -> {describe(second)}"
         reader, why = sole_reader(graph, first.name)
         (first, why_first), (second, why_second) = as_conv(graph, first), as_conv(graph, second)
