@@ -46,11 +46,8 @@ from onnx import numpy_helper
 from .errors import CnnGraphError
 from .graph import Graph
 from .onnx_fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
+from .onnx_safety import OnnxImportError, check_fold, check_model_file, check_structure, load_external_data
 from .shapes import average_pool_divisor, pool_output_size, product
-
-
-class OnnxImportError(CnnGraphError, ValueError):
-    """The file is not a (valid) ONNX model, or it uses ops or forms this importer does not support."""
 
 
 class _Unsupported(Exception):
@@ -63,13 +60,17 @@ def _nice_float(value) -> float:
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
-def _read_model(path_or_model) -> tuple[onnx.ModelProto, str]:
+def _read_model(path_or_model) -> tuple[onnx.ModelProto, str, str | None]:
+    """The parsed model, how to name it in messages, and its folder (None unless read from a file)."""
     if isinstance(path_or_model, onnx.ModelProto):
-        return path_or_model, "<ModelProto>"
+        return path_or_model, "<ModelProto>", None
+    folder = None
     if isinstance(path_or_model, (bytes, bytearray)):
         data, where = bytes(path_or_model), "<bytes>"
     else:
         where = os.fspath(path_or_model)
+        check_model_file(where)
+        folder = os.path.dirname(os.path.abspath(where))
         try:
             with open(where, "rb") as handle:
                 data = handle.read()
@@ -80,7 +81,7 @@ def _read_model(path_or_model) -> tuple[onnx.ModelProto, str]:
         model.ParseFromString(data)
     except Exception as error:                                   # protobuf's DecodeError and friends
         raise OnnxImportError(f"{where}: not an ONNX model (cannot parse: {_one_line(error)})") from None
-    return model, where
+    return model, where, folder
 
 
 def _one_line(error) -> str:
@@ -103,7 +104,11 @@ def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
     Graph inputs that have an initializer are constants (their initializer is the value) unless
     ``initializers_as_inputs``, which keeps them as inputs of the graph.
     """
-    model, where = _read_model(path_or_model)
+    model, where, folder = _read_model(path_or_model)
+    if folder is None and isinstance(path_or_model, onnx.ModelProto):
+        model = onnx.ModelProto.FromString(path_or_model.SerializeToString())   # loading data must not touch it
+    load_external_data(model, folder, where)
+    check_structure(model, where)
     _check(model, where)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
@@ -116,9 +121,6 @@ class _Importer:
     def __init__(self, onnx_graph, opset: int, where: str, initializers_as_inputs: bool = False):
         self.og, self.opset, self.where = onnx_graph, opset, where
         self.graph = Graph(onnx_graph.name or "graph")
-        external = [t.name for t in onnx_graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-        if external:                      # never read files the model points at (CVE-2022-25882, CVE-2024-27318)
-            raise OnnxImportError(f"{where}: initializers with external data are not supported: {external[:5]}")
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in onnx_graph.initializer}
         if initializers_as_inputs:
             for value in onnx_graph.input:
@@ -135,6 +137,7 @@ class _Importer:
         self.deferred: dict[str, tuple] = {}      # value -> (kind, data): a helper folded into its reader
         self.poisoned: set[str] = set()
         self.problems: list[tuple[str, str, str]] = []   # (op_type, node name, reason)
+        self.folded = 0                           # elements computed by folding so far
 
     def run(self) -> Graph:
         for value in self.og.input:
@@ -202,7 +205,9 @@ class _Importer:
             raise OnnxImportError(f"{self.where}: node {label!r} ({op_type}): {error}") from None
 
     def _fold(self, node) -> None:
-        results = fold(node, [self.consts[name] if name else None for name in node.input], self.opset)
+        inputs = [self.consts[name] if name else None for name in node.input]
+        self.folded = check_fold(node, inputs, self.opset, self.folded)        # bounded before it runs
+        results = fold(node, inputs, self.opset)
         for name, array in zip(node.output, results):
             if name:
                 self.consts[name] = array

@@ -1,0 +1,488 @@
+"""Checks that keep a malformed or hostile ONNX model from crashing, hanging or exhausting memory at import.
+
+onnx.checker validates a model against the spec, but not enough for a file from anywhere:
+  * a cycle, a dangling input and an unsorted graph all get one message ("Nodes in a graph must be
+    topologically sorted, however input 'b' of node: ...") whose first line does not name the node;
+  * it does not compare a tensor's dims with the data it holds beyond "too small" (onnx >= 1.2x; older
+    versions not at all), so numpy_helper.to_array can fail deep inside the importer;
+  * run on a ModelProto it resolves external data against the current directory, not the model's folder,
+    and it checks neither offsets nor lengths;
+  * nothing bounds what folding constants at import may allocate or how long it may run.
+
+Every check here runs before any array is built or any file is read, and raises OnnxImportError naming the
+node, value or path. The importer calls them in this order (see each function's docstring):
+
+    check_model_file(path)                      before reading the file
+    load_external_data(model, base_dir, where)  right after parsing, before onnx.checker
+    check_structure(model, where)               before onnx.checker, so our clearer messages come first
+    check_fold(node, inputs, opset, spent)      before folding each node on constants
+    check_elements(shape, label)                before materialising any array whose shape a model chose
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from pathlib import PureWindowsPath
+
+import numpy as np
+from onnx import AttributeProto, TensorProto, helper, numpy_helper, shape_inference
+
+from .errors import CnnGraphError
+from .onnx_fold import MAX_ELEMENTS, FoldError
+
+MAX_FOLDED_ELEMENTS = 2 ** 29     # all constants one import may compute by folding (2 GiB of float32)
+MAX_FOLD_WORK = 2 ** 30           # multiply-adds one folded MatMul/Gemm/Conv may cost (seconds, not hours)
+MAX_MODEL_BYTES = 2 ** 31         # protobuf cannot parse a larger message; weights that big live outside
+
+
+class OnnxImportError(CnnGraphError, ValueError):
+    """The file is not a (valid) ONNX model, or it uses ops or forms this importer does not support."""
+
+
+# bytes per element of the dtypes cnngraph computes with (or folds on the way to float32)
+_ITEMSIZE = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BOOL: 1,
+             TensorProto.INT8: 1, TensorProto.INT16: 2, TensorProto.INT32: 4, TensorProto.INT64: 8,
+             TensorProto.UINT8: 1, TensorProto.UINT16: 2, TensorProto.UINT32: 4, TensorProto.UINT64: 8}
+# the repeated field holding each dtype when raw_data is not used (the rest use int32_data)
+_FIELD = {TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data", TensorProto.INT64: "int64_data",
+          TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data"}
+# ops that may read a float16/double constant in a float32 model: they convert it or only read its shape
+_TYPE_BLIND = {"Cast", "Shape", "Size"}
+
+
+def _dtype(code: int) -> str:
+    try:
+        return TensorProto.DataType.Name(code).lower()
+    except ValueError:
+        return f"unknown dtype {code}"
+
+
+def _cap(limit: int) -> str:
+    return f"2**{limit.bit_length() - 1}" if limit > 0 and limit & (limit - 1) == 0 else str(limit)
+
+
+def _label(node) -> str:
+    """How the importer names a node in its messages: its name, else its first output, else its op."""
+    return f"node {node.name or (node.output[0] if node.output else node.op_type)!r} ({node.op_type})"
+
+
+# --- sizes -----------------------------------------------------------------------------------------------------
+def check_elements(shape, where_label: str) -> int:
+    """The number of elements of ``shape``, refused above MAX_ELEMENTS before anything that big is allocated.
+
+    ``where_label`` starts the message, e.g. "model.onnx: node 'x' (ConstantOfShape) output". Symbolic dims
+    (strings, None) count as 1: the static part alone must fit.
+    """
+    dims = [int(d) for d in shape if isinstance(d, (int, np.integer))]
+    if any(d < 0 for d in dims):
+        raise OnnxImportError(f"{where_label}: negative dimension in shape {list(shape)}")
+    count = math.prod(dims)                       # Python ints: 10**12 stays 10**12, never wraps
+    if count > MAX_ELEMENTS:
+        raise OnnxImportError(f"{where_label}: {count} elements (shape {list(shape)}) is more than the "
+                              f"{_cap(MAX_ELEMENTS)} cnngraph allows")
+    return count
+
+
+def check_model_file(path) -> None:
+    """Before reading a model file: a regular file protobuf can parse.
+
+    A FIFO would block open() for ever, /dev/zero would be read until memory runs out, and a file over
+    2 GiB cannot be an ONNX protobuf, so it is refused before a byte of it is read.
+    """
+    where = os.fspath(path)
+    try:
+        info = os.stat(where)
+    except OSError as error:
+        raise OnnxImportError(f"{where}: cannot read: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise OnnxImportError(f"{where}: not a regular file (a directory, device or pipe); give an .onnx file")
+    if info.st_size > MAX_MODEL_BYTES:
+        raise OnnxImportError(f"{where}: {info.st_size} bytes is more than the 2 GiB a protobuf can hold, so "
+                              f"not an ONNX model (large weights belong in external data)")
+
+
+# --- structure -------------------------------------------------------------------------------------------------
+def check_structure(model, where: str) -> None:
+    """What onnx.checker misses or words vaguely, checked on the main graph before any array is built.
+
+    * every node input is computed by an earlier node, or is a graph input or an initializer; a value no one
+      computes, a value computed twice, a cycle and a graph whose nodes are merely out of order each get
+      their own message naming the nodes and values. An acyclic graph out of order is refused rather than
+      sorted: the ONNX spec requires sorted nodes, onnx.checker refuses it anyway, and exporters never
+      write one, so sorting would be code for nothing but hostile files;
+    * every initializer and tensor attribute (Constant's value, ConstantOfShape's fill) has dims whose
+      element count is within MAX_ELEMENTS and holds exactly that much data: numpy_helper.to_array is
+      then safe to call;
+    * constants have a dtype cnngraph can compute with, graph inputs are float32 tensors of a size within
+      MAX_ELEMENTS, and a float16/double constant is read only by Cast (or Shape/Size): cnngraph computes
+      in float32 and will not convert silently.
+    Subgraphs (If/Loop bodies) are not imported, so they are not walked here.
+    """
+    graph = model.graph
+    if len(graph.sparse_initializer):
+        names = [s.values.name for s in graph.sparse_initializer]
+        raise OnnxImportError(f"{where}: sparse initializers are not supported: {names[:5]}")
+    _check_wiring(graph, where)
+    for what, tensor, constant in _main_tensors(graph):
+        _check_tensor(tensor, f"{where}: {what}", constant)
+    _check_inputs(graph, where)
+    _check_constant_dtypes(graph, where)
+
+
+def _check_wiring(graph, where: str) -> None:
+    producer: dict[str, int | None] = {}          # value -> index of the node computing it; None: given
+    for name in [v.name for v in graph.input] + [t.name for t in graph.initializer]:
+        producer[name] = None
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if not name:
+                continue
+            if name in producer:
+                first = producer[name]
+                before = "a graph input or initializer" if first is None else _label(graph.node[first])
+                raise OnnxImportError(f"{where}: value {name!r} is computed twice, by {before} and by {_label(node)}")
+            producer[name] = index
+    late = None
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if not name:                              # an omitted optional input
+                continue
+            if name not in producer:
+                raise OnnxImportError(f"{where}: {_label(node)} reads {name!r}, which no node, graph input or "
+                                      f"initializer provides")
+            if late is None and producer[name] is not None and producer[name] >= index:
+                late = (node, name, graph.node[producer[name]])
+    if late is not None:
+        cycle = _find_cycle(graph, producer)
+        if cycle is not None:
+            path = " -> ".join(_label(graph.node[i]) for i in cycle + cycle[:1])
+            raise OnnxImportError(f"{where}: the graph has a cycle: {path}")
+        node, name, source = late
+        raise OnnxImportError(f"{where}: nodes are not in topological order: {_label(node)} reads {name!r}, which "
+                              f"{_label(source)} computes after it (ONNX requires sorted nodes)")
+    for value in graph.output:
+        if value.name not in producer:
+            raise OnnxImportError(f"{where}: graph output {value.name!r} is computed by no node")
+
+
+def _find_cycle(graph, producer) -> list[int] | None:
+    """Indices of the nodes on one cycle, in data-flow order, or None for an acyclic graph (iterative DFS,
+    so a long chain cannot hit Python's recursion limit)."""
+    sources = [sorted({producer[n] for n in node.input if n and producer.get(n) is not None}) for node in graph.node]
+    state = [0] * len(sources)                    # 0 unseen, 1 on the path, 2 done
+    for root in range(len(sources)):
+        if state[root]:
+            continue
+        state[root], path = 1, [(root, iter(sources[root]))]
+        while path:
+            index, rest = path[-1]
+            source = next(rest, None)
+            if source is None:
+                state[index] = 2
+                path.pop()
+            elif state[source] == 1:              # walking against the data flow, back onto the path
+                nodes = [i for i, _ in path]
+                return nodes[nodes.index(source):][::-1]
+            elif state[source] == 0:
+                state[source] = 1
+                path.append((source, iter(sources[source])))
+    return None
+
+
+def _main_tensors(graph):
+    """(description, tensor, is_constant) for the initializers and the tensor attributes of the main graph."""
+    for tensor in graph.initializer:
+        yield f"initializer {tensor.name!r}", tensor, True
+    for node in graph.node:
+        for attr in node.attribute:
+            constant = node.op_type == "Constant" and attr.name == "value"
+            if attr.HasField("t"):
+                yield f"{_label(node)} attribute {attr.name!r}", attr.t, constant
+            for tensor in attr.tensors:
+                yield f"{_label(node)} attribute {attr.name!r}", tensor, False
+
+
+def _check_tensor(tensor, what: str, constant: bool) -> None:
+    if tensor.HasField("segment"):
+        raise OnnxImportError(f"{what}: segmented tensors are not supported")
+    dims = list(tensor.dims)
+    count = check_elements(dims, what)
+    code = tensor.data_type
+    if code not in _ITEMSIZE:
+        if constant:
+            raise OnnxImportError(f"{what}: dtype {_dtype(code)} is not one cnngraph computes with")
+        return                                    # an attribute of a node the importer will refuse anyway
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return                                    # load_external_data checks it against the file
+    if tensor.HasField("raw_data"):
+        need, held = count * _ITEMSIZE[code], len(tensor.raw_data)
+        if held != need:
+            raise OnnxImportError(f"{what}: dims {dims} of {_dtype(code)} need {need} bytes but raw_data holds {held}")
+        return
+    field = _FIELD.get(code, "int32_data")
+    held = len(getattr(tensor, field))
+    if held != count:
+        raise OnnxImportError(f"{what}: dims {dims} need {count} values but {field} holds {held}")
+
+
+def _check_inputs(graph, where: str) -> None:
+    constants = {t.name for t in graph.initializer}
+    for value in graph.input:
+        if value.name in constants:               # a constant unless initializers_as_inputs
+            continue
+        if value.type.WhichOneof("value") != "tensor_type":
+            raise OnnxImportError(f"{where}: graph input {value.name!r} is not a tensor")
+        tensor = value.type.tensor_type
+        if tensor.elem_type != TensorProto.FLOAT:
+            raise OnnxImportError(f"{where}: graph input {value.name!r} is {_dtype(tensor.elem_type)}; cnngraph "
+                                  f"computes in float32 only")
+        dims = [d.dim_value if d.HasField("dim_value") else "?" for d in tensor.shape.dim]
+        check_elements(dims, f"{where}: graph input {value.name!r}")
+
+
+def _check_constant_dtypes(graph, where: str) -> None:
+    wide = {TensorProto.FLOAT16, TensorProto.DOUBLE}
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and node.output:
+                    dtypes[node.output[0]] = attr.t.data_type
+    for node in graph.node:
+        if node.op_type in _TYPE_BLIND and node.domain in ("", "ai.onnx"):
+            continue
+        for name in node.input:
+            if dtypes.get(name) in wide:
+                raise OnnxImportError(f"{where}: {_label(node)} computes with {name!r}, a {_dtype(dtypes[name])} "
+                                      f"constant; cnngraph computes in float32 only (a Cast to float would convert it)")
+
+
+# --- external data ---------------------------------------------------------------------------------------------
+def load_external_data(model, base_dir, where: str) -> int:
+    """Read every tensor's external data into raw_data, refusing anything outside the model's folder.
+
+    This modifies ``model`` (data_location and external_data are cleared); pass a copy to keep the original.
+    ``base_dir`` is the folder of the model file; None when the model came as bytes or a ModelProto, and then
+    external data is refused (nothing says where it is). Call it right after parsing and before onnx.checker,
+    which would otherwise look for the files in the current directory. Returns the number of bytes read.
+
+    A location must be relative, free of '..', resolve (symlinks followed) inside realpath(base_dir), and be
+    a regular file with one hard link; offset/length must lie within the file and match dims x itemsize;
+    two tensors may not read overlapping bytes (one file region cannot be loaded a hundred times). This
+    covers CVE-2022-25882 and CVE-2024-27318 ('..' in various spellings) and the symlink/hardlink escapes
+    onnx itself closed later. Everything is checked before anything is read.
+    """
+    tensors = [(what, t) for what, t in _all_tensors(model.graph, "") if t.data_location == TensorProto.EXTERNAL]
+    if not tensors:
+        return 0
+    if base_dir is None:
+        names = [t.name for _, t in tensors]
+        raise OnnxImportError(f"{where}: {names[:5]} keep their data in external files, which can only be read "
+                              f"when the model is loaded from its file (its folder says where they are)")
+    folder = os.path.realpath(base_dir)
+    plans = [_plan(tensor, f"{where}: {what}", folder) for what, tensor in tensors]
+    _check_overlaps(plans, where)
+    total = 0
+    for tensor, where_data, path, offset, length, _ in plans:
+        data = _read(path, offset, length, where_data)
+        tensor.raw_data = data
+        tensor.data_location = TensorProto.DEFAULT
+        del tensor.external_data[:]
+        total += len(data)
+    return total
+
+
+def _all_tensors(graph, prefix: str):
+    """(description, tensor) for every tensor of the graph and its subgraphs (onnx.checker looks at all)."""
+    for tensor in graph.initializer:
+        yield f"{prefix}initializer {tensor.name!r}", tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield f"{prefix}{_label(node)} attribute {attr.name!r}", attr.t
+            for tensor in attr.tensors:
+                yield f"{prefix}{_label(node)} attribute {attr.name!r}", tensor
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_tensors(sub, f"{prefix}{_label(node)} subgraph {attr.name!r}: ")
+
+
+def _plan(tensor, what: str, folder: str):
+    """(tensor, message prefix, real path, offset, length, file id) once the location, file and range are
+    checked."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    where = f"{what}: external data {location!r}"
+    if not location:
+        raise OnnxImportError(f"{what}: external data without a location")
+    if "\0" in location:
+        raise OnnxImportError(f"{where}: the location contains a NUL byte")
+    windows = PureWindowsPath(location)
+    if os.path.isabs(location) or windows.drive or windows.root:
+        raise OnnxImportError(f"{where}: an absolute path; a location must be relative to the model's folder")
+    if ".." in re.split(r"[\\/]", location):
+        raise OnnxImportError(f"{where}: a '..' component; a location must stay inside the model's folder")
+    path = os.path.realpath(os.path.join(folder, location))
+    if not _inside(folder, path):
+        raise OnnxImportError(f"{where}: resolves to {path}, outside the model's folder {folder} (a symbolic link)")
+    if tensor.data_type not in _ITEMSIZE:
+        raise OnnxImportError(f"{what}: external data of dtype {_dtype(tensor.data_type)} is not supported")
+    need = check_elements(list(tensor.dims), what) * _ITEMSIZE[tensor.data_type]
+    size, file_id = _stat_open(path, where)
+    offset = _whole(info.get("offset", "0"), "offset", where)
+    if offset > size:
+        raise OnnxImportError(f"{where}: offset {offset} is past the end of the file ({size} bytes)")
+    length = _whole(info["length"], "length", where) if "length" in info else size - offset
+    if offset + length > size:
+        raise OnnxImportError(f"{where}: bytes {offset}..{offset + length} go past the end of the file ({size} bytes)")
+    if length != need:
+        raise OnnxImportError(f"{where}: {length} bytes from offset {offset}, but dims {list(tensor.dims)} of "
+                              f"{_dtype(tensor.data_type)} need {need}")
+    return tensor, where, path, offset, length, file_id
+
+
+def _inside(folder: str, path: str) -> bool:
+    try:
+        return os.path.commonpath([folder, path]) == folder
+    except ValueError:                            # another drive (Windows)
+        return False
+
+
+def _whole(text: str, key: str, where: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,19}", text):
+        raise OnnxImportError(f"{where}: {key} {text!r} is not a non-negative whole number")
+    return int(text)
+
+
+def _open(path: str, where: str) -> int:
+    """A read-only descriptor of a regular file: O_NONBLOCK so a FIFO cannot block, O_NOFOLLOW so a symlink
+    swapped in after the path was resolved is not followed."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise OnnxImportError(f"{where}: the file does not exist") from None
+    except OSError as error:
+        raise OnnxImportError(f"{where}: cannot open: {error.strerror or error}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        reason = "not a regular file" if not stat.S_ISREG(info.st_mode) else \
+            f"a file with {info.st_nlink} hard links (it may be a file from outside the folder)"
+        raise OnnxImportError(f"{where}: {reason}")
+    return fd
+
+
+def _stat_open(path: str, where: str) -> tuple[int, tuple]:
+    fd = _open(path, where)
+    info = os.fstat(fd)
+    os.close(fd)
+    return info.st_size, (info.st_dev, info.st_ino)
+
+
+def _check_overlaps(plans, where: str) -> None:
+    """No two tensors read the same bytes: the data read is then at most the size of the files."""
+    ranges = sorted((file_id, offset, offset + length, tensor.name, path)
+                    for tensor, _, path, offset, length, file_id in plans if length)
+    for (file_a, _, end_a, name_a, path), (file_b, start_b, _, name_b, _) in zip(ranges, ranges[1:]):
+        if file_a == file_b and start_b < end_a:
+            raise OnnxImportError(f"{where}: {name_a!r} and {name_b!r} read overlapping bytes of the external file "
+                                  f"{os.path.basename(path)!r}")
+
+
+def _read(path: str, offset: int, length: int, where: str) -> bytes:
+    with os.fdopen(_open(path, where), "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise OnnxImportError(f"{where}: the file shrank while it was read")
+    return data
+
+
+# --- folding ---------------------------------------------------------------------------------------------------
+def check_fold(node, inputs, opset: int, spent: int = 0) -> int:
+    """Before folding ``node`` on constant ``inputs``: refuse what could hang or exhaust memory.
+
+    Returns ``spent`` plus the elements this node's outputs will have, for the caller to pass back on the
+    next call (all folding in one import stays within MAX_FOLDED_ELEMENTS). Raises onnx_fold.FoldError,
+    so the importer lists the node with its reason, as it does fold's own refusals. Refused:
+      * ops with a subgraph (Loop, Scan, If): a constant Loop of 10**12 iterations would never end;
+      * an output over MAX_ELEMENTS, predicted by onnx shape inference on this node alone, which reads the
+        values of small inputs (shape vectors, pads, scales): Add of [1, n] and [n, 1], Pad, Resize,
+        Expand, Gather... The other op folds are then bounded by the size of their inputs;
+      * a MatMul, Gemm, Conv or ConvTranspose of more than MAX_FOLD_WORK multiply-adds.
+    An output whose shape inference cannot tell is not counted.
+    """
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
+        raise FoldError("an op with a subgraph is not folded at import (a loop on constants could run for ever)")
+    shapes = _predicted_shapes(node, inputs, opset)
+    total = spent
+    for name, shape in zip(node.output, shapes):
+        if shape is None:
+            continue
+        count = math.prod(shape)
+        if count > MAX_ELEMENTS:
+            raise FoldError(f"its output {name!r} would have {count} elements (shape {list(shape)}), more than the "
+                            f"{_cap(MAX_ELEMENTS)} cnngraph allows")
+        total += count
+    if total > MAX_FOLDED_ELEMENTS:
+        raise FoldError(f"the constants folded at import would reach {total} elements, more than the "
+                        f"{_cap(MAX_FOLDED_ELEMENTS)} cnngraph allows")
+    work = _work(node, inputs, shapes[0] if shapes else None)
+    if work > MAX_FOLD_WORK:
+        raise FoldError(f"folding it would take {work} multiply-adds, more than the {_cap(MAX_FOLD_WORK)} "
+                        f"cnngraph spends at import")
+    return total
+
+
+def _predicted_shapes(node, inputs, opset: int) -> list:
+    """Output shapes onnx shape inference gives for ``node`` alone (None where it cannot tell). Inputs of up
+    to 64 elements go in with their values; larger ones as a shape only, so nothing large is copied."""
+    names, initializers, graph_inputs = [], [], []
+    try:
+        for i, array in enumerate(inputs):
+            if array is None:
+                names.append("")
+                continue
+            array, name = np.asarray(array), f"in{i}"
+            names.append(name)
+            if array.dtype != object and array.size <= 64:
+                initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            else:                                 # object arrays are shapes with a symbolic dim: int64
+                code = TensorProto.INT64 if array.dtype == object else helper.np_dtype_to_tensor_dtype(array.dtype)
+                graph_inputs.append(helper.make_tensor_value_info(name, code, array.shape))
+        outputs = [f"out{i}" for i in range(len(node.output))]
+        clone = helper.make_node(node.op_type, names, outputs, domain=node.domain)
+        clone.attribute.extend(node.attribute)
+        graph = helper.make_graph([clone], "fold", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outputs],
+                                  initializer=initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain, opset)])
+        inferred = shape_inference.infer_shapes(model).graph.output
+    except Exception:                             # a node shape inference cannot read: fold will say why
+        return [None] * len(node.output)
+    shapes = []
+    for value in inferred:
+        tensor = value.type.tensor_type
+        dims = tensor.shape.dim if value.type.HasField("tensor_type") and tensor.HasField("shape") else None
+        known = dims is not None and all(d.HasField("dim_value") for d in dims)
+        shapes.append(tuple(d.dim_value for d in dims) if known else None)
+    return shapes + [None] * (len(node.output) - len(shapes))
+
+
+def _work(node, inputs, out_shape) -> int:
+    """Multiply-adds of the contractions folding may meet; 0 for other ops."""
+    if node.op_type not in ("MatMul", "Gemm", "Conv", "ConvTranspose") or len(inputs) < 2:
+        return 0
+    x, w = (np.asarray(a) if a is not None else None for a in inputs[:2])
+    if x is None or w is None or x.ndim == 0 or w.ndim == 0:
+        return 0
+    out = math.prod(out_shape) if out_shape is not None else 0
+    if node.op_type in ("MatMul", "Gemm"):
+        return out * max(x.shape[-2:])           # the inner dimension, wherever transA puts it
+    per_channel = w.size // max(w.shape[0], 1)
+    return out * per_channel if node.op_type == "Conv" else x.size * per_channel
+
+
+__all__ = ["OnnxImportError", "MAX_ELEMENTS", "MAX_FOLDED_ELEMENTS", "MAX_FOLD_WORK", "MAX_MODEL_BYTES",
+           "check_elements", "check_model_file", "check_structure", "load_external_data", "check_fold"]
