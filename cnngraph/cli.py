@@ -16,6 +16,7 @@ import argparse
 import io
 import os
 import re
+import shutil
 import statistics
 import sys
 from collections import Counter
@@ -229,7 +230,8 @@ def demo(args) -> int:
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"cnngraph {cg.__version__} demo, batch 1; files in {out_dir}/\n")
+    console.print(f"cnngraph {cg.__version__} demo, batch 1; ONNX files and pictures in {out_dir}/"
+                  + ("" if shutil.which("dot") else " (DOT only: install Graphviz for SVG)") + "\n")
     table = Table(title="before -> after optimization (level 2, every pass verified on random inputs)")
     for column in ("model", "lint", "what the passes did", "MACs", "params", "NumPy speed-up", "ORT speed-up",
                    "max diff vs ORT"):
@@ -244,8 +246,10 @@ def demo(args) -> int:
         feeds = dict(zip(graph.inputs, arrays))
         exports = [cg.export_onnx(g, out_dir / f"{name}{suffix}.onnx") for g, suffix in
                    ((graph, ""), (optimized, ".optimized"))]
-        render(to_dot(graph), out_dir / f"{name}.dot")
-        render(to_dot(optimized, folded_notes(optimized.report)), out_dir / f"{name}.optimized.dot")
+        pictures = (".dot", ".svg") if shutil.which("dot") else (".dot",)      # SVG when Graphviz is there
+        for picture in pictures:
+            render(to_dot(graph), out_dir / f"{name}{picture}")
+            render(to_dot(optimized, folded_notes(optimized.report)), out_dir / f"{name}.optimized{picture}")
         before, after = alternate(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays), 3, 5)
         sessions = [ort_session(model) for model in exports]
         ort_before, ort_after = alternate(lambda: sessions[0].run(None, feeds), lambda: sessions[1].run(None, feeds), 3, 5)
