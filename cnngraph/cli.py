@@ -316,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="cnngraph-demo", help="where files go (default: ./cnngraph-demo)")
     p = command("summary", summary, "a layer table: shapes, parameters, MACs", "cnngraph summary resnet18")
     p.add_argument("model", metavar="MODEL")
+    from passes import PIPELINE
     p = command("optimize", optimize, "optimize and write an ONNX file",
-                "cnngraph optimize model.onnx -o model.opt.onnx --level 3 --verify")
+                "cnngraph optimize model.onnx -o model.opt.onnx --level 3 --verify\npasses (level, name, what): "
+                + "; ".join(f"{step.level} {step.name}: {step.doc}" for step in PIPELINE))
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--level", type=int, default=2, choices=range(4), help="0 none, 1 cleanups, 2 (default) "

@@ -40,10 +40,6 @@ def format_shape(shape: Shape) -> str:
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
-def is_static(dim: Dim) -> bool:
-    return isinstance(dim, int)
-
-
 def product(dims) -> Dim:
     """Product of dims; symbolic factors stay as a ``*``-joined name (``"N*3"``)."""
     number = 1
