@@ -67,15 +67,17 @@ class Kernel:
     epilogue: Callable | None = None  # make(ctx) -> apply(region, channels): run in place on a block of a
                                       # convolution's output (cnhw, channels first), fused into it by the plan
     hosts_epilogue: bool = False    # applies ctx.epilogue to its output blocks
+    constant: bool = False          # make(ctx) returns the value itself: bound to a slot nothing writes
 
 
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, hosts_epilogue=False):
+def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, hosts_epilogue=False,
+           constant=False):
     """Decorator registering ``make`` as the kernel factory of ``op``."""
     def register(make):
-        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view, epilogue, hosts_epilogue)
+        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view, epilogue, hosts_epilogue, constant)
         return make
     return register
 

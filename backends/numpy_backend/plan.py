@@ -78,9 +78,11 @@ class Plan:
         self.epilogues = epilogue_chains(graph)
         absorbed = {e.name for chain in self.epilogues.values() for e in chain}
         for node in graph.layers():
-            if node.op == "Constant":
+            if KERNELS[node.op].constant:
                 home[node.name] = NCHW
-                self.constants[self._slot((node.name, NCHW), shape_of[node.name])] = node.params["value"]
+                value = KERNELS[node.op].make(Context(node.attrs, node.params, [], shape_of[node.name], NCHW,
+                                                      self.scratch))
+                self.constants[self._slot((node.name, NCHW), shape_of[node.name])] = value
             elif node.name not in absorbed:
                 self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]

@@ -1,7 +1,7 @@
 """Kernels of the generic tensor ops imported models contain (cnngraph/layers/tensor_ops.py).
 
-They work in NCHW only: broadcasting and axis arguments then mean what the graph says. A Constant has no
-kernel step: the plan binds its array to a slot that nothing writes (see plan.py).
+Most work in NCHW only, where axis arguments mean what the graph says; the broadcasting ones work in either
+layout (Context.broadcaster). A Constant has no step: the plan binds its value to a slot nothing writes.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from .elementwise import ANY, unary
 from .kernel import kernel
 
 
-@kernel("Constant")
+@kernel("Constant", constant=True)
 def make_constant(ctx):
-    raise AssertionError("constants are bound by the plan, never run")
+    return ctx.params["value"]
 
 
 def _binary(op: str, ufunc):
