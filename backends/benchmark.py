@@ -6,6 +6,8 @@ Protocol (shared/BENCHMARKING.md): onnxruntime as its users run it (ORT_ENABLE_A
 spinning on); because its spinning threads steal the cores from whatever runs next, each side is timed in
 its own block (pause, one untimed run, then timed runs), blocks alternate A B B A …, and the figure quoted
 is the median over pairs of the ratio of block medians. The float32 matmul peak is measured in the same run.
+GFLOP/s is the model's direct-convolution work (2 × multiply-adds) over the time, for both sides: Winograd
+convolutions do fewer multiplications, so the NumPy figure is an effective rate and can pass the peak.
 """
 from __future__ import annotations
 
