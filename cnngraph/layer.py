@@ -63,6 +63,7 @@ class Layer:
     linear: ClassVar[bool] = False           # affine in its data inputs: consecutive linear layers compose
     arity: ClassVar[tuple] = (1, 1)          # (min, max) data inputs; max None = any number
     buffers: ClassVar[tuple] = ()            # parameters PyTorch counts as buffers, not learnable parameters
+    batch_independent: ClassVar[bool] = False  # see per_sample
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -87,6 +88,13 @@ class Layer:
     @classmethod
     def infer(cls, attrs: dict, inputs: list[Operand]) -> TensorType:
         raise NotImplementedError
+
+    @classmethod
+    def per_sample(cls, attrs: dict, rank: int) -> bool:
+        """Whether sample i of the output (along axis 0) depends only on sample i of the data inputs, the first
+        of which has this rank: then a batch can be cut into pieces computed apart (the NumPy backend runs them
+        on separate cores). Ops for which it depends on an attribute (an axis that may be 0) override this."""
+        return cls.batch_independent
 
     @classmethod
     def macs(cls, attrs: dict, inputs: list[Operand], output: TensorType) -> int:

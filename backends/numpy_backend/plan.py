@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from cnngraph.errors import CnnGraphError
 from cnngraph.graph import INPUT
 
+from . import batch_split
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import CNHW, KERNELS, NCHW, Context, Scratch, physical_shape
 
@@ -39,25 +41,46 @@ class Step:
 
 
 class Executor:
-    """A graph compiled for the NumPy backend; call it with input arrays."""
+    """A graph compiled for the NumPy backend; call it with input arrays.
+
+    A batch whose samples never meet (batch_split.batch_symbol) and that has enough work runs as one piece
+    per core, each piece on a plan of its own."""
 
     def __init__(self, graph):
         missing = sorted({n.op for n in graph.layers() if n.op not in KERNELS})
         if missing:
             raise CnnGraphError(f"the NumPy backend has no kernel for {', '.join(missing)}")
         self.graph = graph
+        self.batch_symbol = batch_split.batch_symbol(graph)
+        self.macs_per_sample = graph.macs()
         self._plans: dict[tuple, Plan] = {}
 
     def __call__(self, *arrays):
         data, bindings = coerce_inputs(self.graph, arrays)
-        key = tuple(a.shape for a in data)
+        ranges = [(0, None)]
+        if self.batch_symbol is not None:
+            ranges = batch_split.cuts(bindings[self.batch_symbol], self.macs_per_sample)
+        if len(ranges) == 1:
+            outputs = self._plan(data, bindings, 0).run(data)
+        else:
+            pieces = [[array[start:stop] for array in data] for start, stop in ranges]
+            plans = [self._plan(piece, dict(bindings, **{self.batch_symbol: stop - start}), index)
+                     for index, (piece, (start, stop)) in enumerate(zip(pieces, ranges))]
+            with batch_split.single_threaded_blas():
+                results = batch_split.in_parallel([partial(plan.run, piece) for plan, piece in zip(plans, pieces)])
+            outputs = [np.concatenate(parts, axis=0) for parts in zip(*results)]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _plan(self, data, bindings, piece: int) -> "Plan":
+        """The plan for these input shapes and this piece of the batch (pieces run at once: each needs its
+        own buffers), compiled on first use."""
+        key = (tuple(a.shape for a in data), piece)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= PLANS_PER_EXECUTOR:
                 self._plans.pop(next(iter(self._plans)))
             plan = self._plans[key] = Plan(self.graph, bindings)
-        outputs = plan.run(data)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return plan
 
 
 class Plan:

@@ -8,6 +8,7 @@ from ..shapes import TensorType
 
 class _Elementwise(Layer):
     """Output type = input type. (Names starting with "_" are bases, not registered ops.)"""
+    batch_independent = True
 
     @classmethod
     def infer(cls, attrs, inputs):
@@ -55,6 +56,10 @@ class Softmax(Layer):
 
     def __init__(self, axis: int = -1):
         super().__init__(axis=int(axis))
+
+    @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs["axis"] % rank != 0
 
     @classmethod
     def infer(cls, attrs, inputs):

@@ -32,6 +32,7 @@ def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, int, int, in
 
 
 class Conv2d(Layer):
+    batch_independent = True
     prefix = "conv"
     linear = True
 

@@ -8,6 +8,7 @@ from ..shapes import TensorType, product
 
 
 class Linear(Layer):
+    batch_independent = True
     prefix = "fc"
     linear = True
 

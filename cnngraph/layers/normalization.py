@@ -9,6 +9,7 @@ from ..shapes import TensorType
 
 
 class BatchNorm2d(Layer):
+    batch_independent = True
     prefix = "bn"
     linear = True
     buffers = ("running_mean", "running_var")

@@ -44,6 +44,7 @@ def _pool_macs(attrs, output):
 
 
 class MaxPool2d(Layer):
+    batch_independent = True
     prefix = "pool"
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
@@ -53,6 +54,7 @@ class MaxPool2d(Layer):
 
 
 class AvgPool2d(Layer):
+    batch_independent = True
     prefix = "pool"
     linear = True
 
@@ -66,6 +68,7 @@ class AvgPool2d(Layer):
 
 class GlobalAvgPool2d(Layer):
     """Mean over the spatial axes, keeping them as 1×1 (PyTorch's AdaptiveAvgPool2d(1))."""
+    batch_independent = True
     prefix = "gap"
     linear = True
 

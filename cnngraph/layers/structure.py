@@ -33,6 +33,10 @@ class Flatten(Layer):
         super().__init__(start_dim=int(start_dim), end_dim=int(end_dim))
 
     @classmethod
+    def per_sample(cls, attrs, rank):
+        return rank > 0 and attrs["start_dim"] % rank != 0
+
+    @classmethod
     def infer(cls, attrs, inputs):
         x, = inputs
         if x.rank == 0:
@@ -47,6 +51,7 @@ class Flatten(Layer):
 class Add(Layer):
     """Element-wise sum of two or more values of the same shape (a residual connection); with
     ``broadcast=True``, NumPy/ONNX broadcasting (a bias added to every pixel, as imported models do)."""
+    batch_independent = True
     prefix = "add"
     linear = True
     arity = (2, None)
@@ -74,6 +79,10 @@ class Concat(Layer):
         super().__init__(axis=int(axis))
 
     @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs["axis"] % rank != 0
+
+    @classmethod
     def infer(cls, attrs, inputs):
         first = inputs[0]
         axis = _axis(attrs["axis"], first.rank, "axis", first)
@@ -85,6 +94,7 @@ class Concat(Layer):
 
 
 class Identity(Layer):
+    batch_independent = True
     prefix = "identity"
     linear = True
 
@@ -98,6 +108,7 @@ class Identity(Layer):
 
 class Dropout(Layer):
     """Identity at inference; kept as a layer so a graph reads like the network it came from."""
+    batch_independent = True
     prefix = "dropout"
     linear = True
 

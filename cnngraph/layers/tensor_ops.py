@@ -62,6 +62,7 @@ class Constant(Layer):
 
 
 class _Broadcasting(Layer):
+    batch_independent = True
     arity = (2, 2)
 
     def __init__(self):
@@ -94,6 +95,10 @@ class Transpose(Layer):
         super().__init__(perm=tuple(int(p) for p in perm))
 
     @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs["perm"][0] == 0
+
+    @classmethod
     def infer(cls, attrs, inputs):
         x, = inputs
         perm = attrs["perm"]
@@ -105,6 +110,7 @@ class Transpose(Layer):
 class Reshape(Layer):
     """ONNX's Reshape: 0 copies the input's dim at the same index, one -1 is inferred, a name is a symbolic
     dim (so ``Reshape(("N", -1))`` flattens any batch)."""
+    batch_independent = True
     prefix = "reshape"
     linear = True
 
@@ -154,6 +160,10 @@ class Pad(Layer):
         super().__init__(pads=tuple(int(p) for p in pads), mode=mode, value=float(value))
 
     @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs["pads"][0] == attrs["pads"][rank] == 0
+
+    @classmethod
     def infer(cls, attrs, inputs):
         x, = inputs
         pads = attrs["pads"]
@@ -188,6 +198,10 @@ class ReduceMean(Layer):
             raise ShapeError(f"axes {list(attrs['axes'])} out of range for rank {rank}")
         axes = sorted({a % rank for a in attrs["axes"]}) if attrs["axes"] else list(range(rank))
         return tuple(axes)
+
+    @classmethod
+    def per_sample(cls, attrs, rank):
+        return bool(attrs["axes"]) and all(a % rank != 0 for a in attrs["axes"])
 
     @classmethod
     def infer(cls, attrs, inputs):
@@ -228,6 +242,7 @@ class MatMul(Layer):
 
 class GlobalMaxPool2d(Layer):
     """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool)."""
+    batch_independent = True
     prefix = "gmaxpool"
 
     def __init__(self):
@@ -242,6 +257,7 @@ class GlobalMaxPool2d(Layer):
 class LocalResponseNorm(Layer):
     """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta.
     The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd sizes only."""
+    batch_independent = True
     prefix = "lrn"
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):

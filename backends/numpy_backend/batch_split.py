@@ -1,0 +1,91 @@
+"""Running a batch as pieces, one per core.
+
+BLAS runs the matrix products on every core, but NumPy runs each copy, ufunc and pooling pass on one thread:
+on 2 cores that single-threaded work was about a third of resnet18's time, and splitting it inside each
+kernel lost more to BLAS's idle threads spinning than it gained. When every sample of a graph is computed
+on its own (``Layer.per_sample``), the batch is instead cut into one piece per core; each piece runs a plan
+of its own in its own thread, with BLAS single-threaded (NumPy releases the GIL inside BLAS, copies and
+ufuncs), and the outputs are joined. Everything then runs in parallel, with no locking.
+"""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from cnngraph.layer import lookup
+
+WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+MIN_PIECE_MACS = 20_000_000   # ~0.1 ms of products: smaller pieces gain less than the hand-off costs
+_pool: ThreadPoolExecutor | None = None
+_blas = None
+
+
+def batch_symbol(graph) -> str | None:
+    """The symbolic batch dimension along which the graph's samples never meet, or None.
+
+    Every input has it as its leading dimension; every value computed from an input has it there too, and
+    nowhere else, and comes from an op that is per-sample with these attributes; operands computed from
+    constants alone broadcast along it (lower rank, or a leading 1)."""
+    shapes = [graph.type_of(name).shape for name in graph.inputs]
+    leading = {shape[0] if shape else None for shape in shapes}
+    symbol = leading.pop() if len(leading) == 1 else None
+    if not isinstance(symbol, str) or not symbol.isidentifier():
+        return None
+
+    def carries_batch_only_in_front(shape):
+        return bool(shape) and shape[0] == symbol and not any(
+            isinstance(d, str) and symbol in re.split(r"[*+]", d) for d in shape[1:])
+
+    if not all(carries_batch_only_in_front(shape) for shape in shapes):
+        return None
+    batched = set(graph.inputs)
+    for node in graph.layers():
+        if not any(name in batched for name in node.inputs):
+            continue                                    # computed from constants: the same in every piece
+        first_rank = len(graph.type_of(node.inputs[0]).shape)
+        if (first_rank == 0 or not carries_batch_only_in_front(node.type.shape)
+                or not lookup(node.op).per_sample(node.attrs, first_rank)):
+            return None
+        for name in node.inputs:
+            shape = graph.type_of(name).shape
+            if name in batched and not carries_batch_only_in_front(shape):
+                return None
+            if name not in batched and len(shape) == len(node.type.shape) and shape[0] != 1:
+                return None
+        batched.add(node.name)
+    return symbol if all(name in batched for name in graph.outputs) else None
+
+
+def cuts(batch: int, macs_per_sample: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of the batch, one per core, each with enough work; one range when not worth it."""
+    parts = max(1, min(WORKERS, batch, batch * macs_per_sample // MIN_PIECE_MACS))
+    bounds = [batch * i // parts for i in range(parts + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def in_parallel(tasks) -> list:
+    """Results of the callables, run concurrently (the first in the calling thread); re-raises a failure."""
+    global _pool
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="cnngraph-piece")
+    futures = [_pool.submit(task) for task in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:
+        rest = [future.result() for future in futures]
+    return [first, *rest]
+
+
+@contextmanager
+def single_threaded_blas():
+    """BLAS on one thread per caller for the duration; the previous thread counts come back afterwards."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        yield
