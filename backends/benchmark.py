@@ -1,6 +1,6 @@
 """Time the NumPy backend against onnxruntime on the same model, in the same run.
 
-    python -m backends.benchmark resnet18 --batch 8 1
+    python -m cnngraph.backends.benchmark resnet18 --batch 8 1
 
 Protocol (shared/BENCHMARKING.md): onnxruntime as its users run it (ORT_ENABLE_ALL, 2 intra-op threads,
 spinning on); because its spinning threads steal the cores from whatever runs next, each side is timed in

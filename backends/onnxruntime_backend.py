@@ -13,7 +13,7 @@ import weakref
 from .numpy_backend.inputs import coerce_inputs
 from .onnx_export import DEFAULT_OPSET, export_onnx
 
-_sessions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def make_session(model):

@@ -1,4 +1,5 @@
 """cnngraph: describe a CNN as a graph of layers, check it, optimize it, run it with NumPy or export it to ONNX."""
+from . import models
 from .errors import CnnGraphError, GraphError, InputError, ParameterError, ShapeError
 from .graph import Graph, Node, Value
 from .init import manual_seed
@@ -6,7 +7,6 @@ from .layer import REGISTRY, Layer
 from .layers import *  # noqa: F401,F403  (registers every op)
 from .layers import __all__ as _layer_names
 from .sequential import Sequential
-from . import models  # noqa: E402  (after the layers it builds with)
 
 __version__ = "0.1.0"
 
@@ -14,17 +14,17 @@ __version__ = "0.1.0"
 def run(graph: Graph, *arrays, backend: str = "numpy"):
     """Run a graph on input arrays; one array for a single-output graph, else a tuple in output order."""
     if backend == "onnxruntime":
-        from backends.onnxruntime_backend import run as run_onnxruntime
+        from cnngraph.backends.onnxruntime_backend import run as run_onnxruntime
         return run_onnxruntime(graph, *arrays)
     if backend != "numpy":
         raise ValueError(f"unknown backend {backend!r}; available: 'numpy', 'onnxruntime'")
-    from backends.numpy_backend import run as run_numpy
+    from cnngraph.backends.numpy_backend import run as run_numpy
     return run_numpy(graph, *arrays)
 
 
 def export_onnx(graph: Graph, path=None, opset: int = 18):
     """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto."""
-    from backends.onnx_export import export_onnx as _export
+    from cnngraph.backends.onnx_export import export_onnx as _export
     return _export(graph, path, opset)
 
 
@@ -39,16 +39,17 @@ def optimize(graph: Graph, level: int = 2, verify: bool = False, disable=()) -> 
     """A new optimized graph (the input is untouched); ``result.report`` says what each pass did.
     Levels: 0 nothing, 1 cleanups, 2 fusions and folds that never grow MACs or parameters, 3 also folds that
     cut MACs while growing parameters. ``verify`` checks every pass on random inputs."""
-    from passes import optimize as _optimize
+    from cnngraph.passes import optimize as _optimize
     return _optimize(graph, level=level, verify=verify, disable=disable)
 
 
 def lint(graph: Graph) -> list:
     """Findings a reviewer would point out (linear chains that are one linear map, an activation applied
     twice, a Dropout left in), without changing the graph."""
-    from passes import lint as _lint
+    from cnngraph.passes import lint as _lint
     return _lint(graph)
 
 
-__all__ = ["optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx", "load_onnx",
+__all__ = ["models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
+           "load_onnx",
            "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]

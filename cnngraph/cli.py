@@ -188,9 +188,10 @@ def folded_notes(report) -> dict[str, str]:
 
 def bench(args) -> int:
     """NumPy backend, onnxruntime on the original and onnxruntime on our optimized export: medians."""
-    import cnngraph as cg
-    from backends.benchmark import ort_session, time_block
     from rich.progress import Progress
+
+    import cnngraph as cg
+    from cnngraph.backends.benchmark import ort_session, time_block
 
     graph = load_model(args.model)
     arrays = random_inputs(graph, args.batch)
@@ -224,7 +225,7 @@ def demo(args) -> int:
     """The story in one command: the seed's three networks and resnet18 are linted, optimized with
     verification, run in the NumPy backend and onnxruntime before and after, exported as ONNX and drawn."""
     import cnngraph as cg
-    from backends.benchmark import alternate, ort_session
+    from cnngraph.backends.benchmark import alternate, ort_session
 
     from .draw import render, to_dot
 
@@ -250,9 +251,10 @@ def demo(args) -> int:
         for picture in pictures:
             render(to_dot(graph), out_dir / f"{name}{picture}")
             render(to_dot(optimized, folded_notes(optimized.report)), out_dir / f"{name}.optimized{picture}")
-        before, after = alternate(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays), 3, 5)
+        before, after = alternate(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays), 3, 5)  # noqa: B023
         sessions = [ort_session(model) for model in exports]
-        ort_before, ort_after = alternate(lambda: sessions[0].run(None, feeds), lambda: sessions[1].run(None, feeds), 3, 5)
+        ort_before, ort_after = alternate(lambda: sessions[0].run(None, feeds),  # noqa: B023 (called at once)
+                                          lambda: sessions[1].run(None, feeds), 3, 5)  # noqa: B023
         expected = _tuple(cg.run(graph, *arrays, backend="onnxruntime"))
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_tuple(cg.run(optimized, *arrays)), expected))
         table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report.rewrites) or "nothing to do",
@@ -316,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="cnngraph-demo", help="where files go (default: ./cnngraph-demo)")
     p = command("summary", summary, "a layer table: shapes, parameters, MACs", "cnngraph summary resnet18")
     p.add_argument("model", metavar="MODEL")
-    from passes import PIPELINE
+    from cnngraph.passes import PIPELINE
     p = command("optimize", optimize, "optimize and write an ONNX file",
                 "cnngraph optimize model.onnx -o model.opt.onnx --level 3 --verify\npasses (level, name, what): "
                 + "; ".join(f"{step.level} {step.name}: {step.doc}" for step in PIPELINE))

@@ -64,7 +64,8 @@ def to_dot(graph, folded: dict[str, str] | None = None) -> str:
         lines.append(f"  {_quote(node.name)} [label={_quote(label)}, fillcolor={fill}];")
     for node in graph.nodes:
         for source in dict.fromkeys(node.inputs):
-            lines.append(f"  {_quote(source)} -> {_quote(node.name)} [label={_quote(format_shape(graph.type_of(source).shape))}];")
+            shape = _quote(format_shape(graph.type_of(source).shape))
+            lines.append(f"  {_quote(source)} -> {_quote(node.name)} [label={shape}];")
     for output in graph.outputs:
         sink, label = f"{output}/output", "output\n" + format_shape(graph.type_of(output).shape)
         lines.append(f"  {_quote(sink)} [label={_quote(label)}, shape=oval, fillcolor=lightgray];")

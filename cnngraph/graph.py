@@ -46,7 +46,7 @@ class Node:
 @dataclass(frozen=True)
 class Value:
     """A handle on a value of a graph, returned by ``input`` and ``apply``."""
-    graph: "Graph" = field(repr=False)
+    graph: Graph = field(repr=False)
     name: str
 
     @property
@@ -272,7 +272,7 @@ class Graph:
             self._inputs.remove(name)
         self._touch()
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """An independent graph: nodes, attributes and parameter dicts are copied; arrays are shared (read-only)."""
         other = Graph(self.name)
         other._dag = self._dag.copy()

@@ -15,10 +15,10 @@ import numpy as np
 from .errors import GraphError, ParameterError, ShapeError
 from .shapes import TensorType, format_shape
 
-REGISTRY: dict[str, type["Layer"]] = {}
+REGISTRY: dict[str, type[Layer]] = {}
 
 
-def lookup(op: str) -> type["Layer"]:
+def lookup(op: str) -> type[Layer]:
     try:
         return REGISTRY[op]
     except KeyError:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from .graph import Graph, Value
 from .init import seeded
-from .layers import (Add, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear,
-                     MaxPool2d, ReLU, ReLU6)
+from .layers import Add, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, ReLU6
 from .shapes import product
 
 IMAGENET = (None, 3, 224, 224)

@@ -148,7 +148,7 @@ class _Importer:
         outputs = []
         for value in self.og.output:
             if value.name in self.consts and value.name not in self.poisoned:
-                self._guard(lambda: self.operand(value.name), "output", value.name)
+                self._guard(lambda: self.operand(value.name), "output", value.name)  # noqa: B023 (called at once)
             elif value.name not in self.values and value.name not in self.poisoned:
                 raise OnnxImportError(f"{self.where}: graph output {value.name!r} is not computed by the graph")
             outputs.append(value.name)

@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from typing import Union
 
-Dim = Union[int, str]
+Dim = int | str
 Shape = tuple  # tuple[Dim, ...]
 
 BATCH = "N"

@@ -7,8 +7,8 @@ cg.optimize like the built-in passes: linted after, verified with verify=True, r
 import numpy as np
 
 import cnngraph as cg
-import passes
-from passes import Pass, PassResult
+from cnngraph import passes
+from cnngraph.passes import Pass, PassResult
 
 IDEMPOTENT = ("ReLU", "ReLU6", "Hardtanh")
 

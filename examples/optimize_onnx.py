@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 import cnngraph as cg
-from backends.onnxruntime_backend import make_session
+from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.tolerance import assert_close
 
 path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")

@@ -6,8 +6,8 @@ a refusal so that a report can say why a fusion did not happen.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -34,7 +34,7 @@ def run(graph, level: int = 2) -> PassResult:
 
 
 def _evaluate(graph, node) -> np.ndarray:
-    from backends.numpy_backend import run as run_numpy
+    from cnngraph.backends.numpy_backend import run as run_numpy
     tiny = Graph("fold")
     for name in node.inputs:
         source = graph.node(name)

@@ -15,8 +15,18 @@ import numpy as np
 from cnngraph.errors import CnnGraphError
 from cnngraph.tolerance import tolerance_violation
 
-from . import (commute_reshape, constant_folding, cse, dead_code, fold_batchnorm, fold_branches, fold_linear,
-               fuse_activation, identity, reshape_merge)
+from . import (
+    commute_reshape,
+    constant_folding,
+    cse,
+    dead_code,
+    fold_batchnorm,
+    fold_branches,
+    fold_linear,
+    fuse_activation,
+    identity,
+    reshape_merge,
+)
 from .base import Pass
 
 PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, reshape_merge.PASS, cse.PASS,
@@ -87,7 +97,7 @@ def random_inputs(graph, rng) -> list[np.ndarray]:
 
 def check_same_outputs(before, after, arrays, what: str) -> None:
     """Raise OptimizeError naming ``what`` and the first output that differs beyond the tolerance."""
-    from backends.numpy_backend import run
+    from cnngraph.backends.numpy_backend import run
     expected, got = run(before, *arrays), run(after, *arrays)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = got if isinstance(got, tuple) else (got,)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
 
 import cnngraph as cg
-from backends.numpy_backend import batch_split
-from backends.numpy_backend.plan import Executor
 from cnngraph import models
+from cnngraph.backends.numpy_backend import batch_split
+from cnngraph.backends.numpy_backend.plan import Executor
 from cnngraph.tolerance import assert_close
 
 try:

@@ -255,7 +255,9 @@ def conv_cases(draw):
     else:                                               # depthwise: groups == in_channels, out = k·in
         cin = draw(st.integers(1, 4))
         groups, cout = cin, cin * draw(st.integers(1, 2))
-    int_or_pair = lambda lo, hi: st.one_of(st.integers(lo, hi), st.tuples(st.integers(lo, hi), st.integers(lo, hi)))
+
+    def int_or_pair(lo, hi):
+        return st.one_of(st.integers(lo, hi), st.tuples(st.integers(lo, hi), st.integers(lo, hi)))
     padding_kind = draw(st.sampled_from(["int", "pair", "same", "valid", "asymmetric"]))
     padding = {"int": st.integers(0, 2), "pair": st.tuples(st.integers(0, 2), st.integers(0, 2)),
                "same": st.just("same"), "valid": st.just("valid"),

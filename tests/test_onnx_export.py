@@ -15,10 +15,10 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import cnngraph as cg
-from backends import onnx_export
 from cnngraph import atomic
-from backends import onnxruntime_backend as ort_backend
-from backends.onnx_export import EXPORT_RULES, ExportError, export_onnx
+from cnngraph.backends import onnx_export
+from cnngraph.backends import onnxruntime_backend as ort_backend
+from cnngraph.backends.onnx_export import EXPORT_RULES, ExportError, export_onnx
 from cnngraph.errors import CnnGraphError, InputError
 from cnngraph.layer import REGISTRY
 from cnngraph.tolerance import assert_close

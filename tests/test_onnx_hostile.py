@@ -23,9 +23,15 @@ import cnngraph as cg
 from cnngraph import onnx_safety
 from cnngraph.errors import CnnGraphError
 from cnngraph.onnx_fold import FoldError, fold
-from cnngraph.onnx_import import OnnxImportError as ImporterError     # what cg.load_onnx raises
-from cnngraph.onnx_safety import (OnnxImportError, check_elements, check_fold, check_model_file, check_structure,
-                                  load_external_data)
+from cnngraph.onnx_import import OnnxImportError as ImporterError  # what cg.load_onnx raises
+from cnngraph.onnx_safety import (
+    OnnxImportError,
+    check_elements,
+    check_fold,
+    check_model_file,
+    check_structure,
+    load_external_data,
+)
 
 TIME_LIMIT = 1.0                     # seconds per test
 MEMORY_LIMIT = 64 * 2 ** 20          # bytes a test may allocate through Python/numpy (tracemalloc)

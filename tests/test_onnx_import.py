@@ -8,10 +8,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cnngraph as cg
+from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.errors import CnnGraphError
 from cnngraph.onnx_import import OnnxImportError
 from cnngraph.tolerance import assert_close
-from backends.onnxruntime_backend import make_session
 
 try:                                     # the export tests' random single-op graphs
     from test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
@@ -73,7 +73,7 @@ def assert_same_outputs(graph, back, batches=(1, 3), seed=0):
 def model_graphs():
     for name, make in sorted(cg.models.MODELS.items()):
         if name == "vgg11":
-            yield name, lambda: make(input_shape=(None, 3, 32, 32), num_classes=10)
+            yield name, lambda make=make: make(input_shape=(None, 3, 32, 32), num_classes=10)
         else:
             yield name, make
 

@@ -16,7 +16,7 @@ import pytest
 from onnx import numpy_helper
 
 import cnngraph as cg
-from backends.onnxruntime_backend import make_session
+from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.tolerance import assert_close
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

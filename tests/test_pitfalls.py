@@ -10,11 +10,14 @@ Pitfalls tested elsewhere, by the test that covers them:
                                                       test_onnx_export/test_onnx_import: test_ceil_mode_pooling*
   auto_pad SAME (onnxruntime #495)                    test_onnx_import: test_same_auto_pad_is_made_explicit
   asymmetric pads, MaxPool dilation                   test_onnx_export: build_conv, build_maxpool (random pads, dilations)
-  Softmax at opset 13 (onnx PR #2879)                 test_onnx_import: test_softmax_before_opset_13_*, test_softmax_default_axis_is_last
-  attributes that became inputs                       test_onnx_node_cases (every opset form ONNX ships) and test_onnx_export (opsets 13..newest)
+  Softmax at opset 13 (onnx PR #2879)                 test_onnx_import: test_softmax_before_opset_13_*,
+                                                      test_softmax_default_axis_is_last
+  attributes that became inputs                       test_onnx_node_cases (every opset form ONNX ships),
+                                                      test_onnx_export (opsets 13..newest)
   hard-coded batch (pytorch #41893, onnxsim #101)     test_pytorch_models: test_batch_stays_symbolic; test_onnx_export
   stale value_info (onnx #4367)                       every export is checked with full_check (shape inference against ours)
-  names (onnx/optimizer PR #11, onnx PR #3258)        test_passes: assert_equivalent checks output names; test_onnx_import: names kept
+  names (onnx/optimizer PR #11, onnx PR #3258)        test_passes: assert_equivalent checks output names;
+                                                      test_onnx_import: names kept
   hostile files (CVE-2022-25882, CVE-2024-27318, onnx PR #8321) test_onnx_hostile
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cnngraph as cg
-from backends.onnxruntime_backend import make_session
+from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.tolerance import assert_close
 
 

@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 import cnngraph as cg
-from backends.onnxruntime_backend import make_session
+from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.tolerance import assert_close
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pytorch")
@@ -30,13 +30,13 @@ def model_name(file: str) -> str:
     return file[:-len(".onnx")].rsplit("_", 1)[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(name: str) -> tuple[np.ndarray, np.ndarray]:
     with np.load(os.path.join(DATA, f"{name}.npz")) as data:
         return data["x"], data["y"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onnx_model(file: str) -> onnx.ModelProto:
     return onnx.load(os.path.join(DATA, file))
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnngraph as cg
-from backends.numpy_backend import winograd
+from cnngraph.backends.numpy_backend import winograd
 from cnngraph.tolerance import assert_close
 
 try:

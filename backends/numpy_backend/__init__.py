@@ -8,7 +8,7 @@ from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor
 
-_executors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_executors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compile_graph(graph) -> Executor:

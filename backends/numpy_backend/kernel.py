@@ -8,8 +8,8 @@ plain matrix product on the stored data. Layout-agnostic kernels declare both la
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class Context:
     in_shapes: list
     out_shape: tuple
     layout: str
-    scratch: "Scratch"
+    scratch: Scratch
     epilogue: list = field(default_factory=list)    # apply(region, channels) of absorbed element-wise layers
 
     def physical(self, shape) -> tuple:

@@ -20,11 +20,10 @@ from functools import partial
 import numpy as np
 
 from cnngraph.errors import CnnGraphError
-from cnngraph.graph import INPUT
 
 from . import batch_split
 from .inputs import coerce_inputs, concrete_shape
-from .kernel import CNHW, KERNELS, NCHW, Context, Scratch, physical_shape
+from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
 FOREVER = math.inf
 PLANS_PER_EXECUTOR = 8
@@ -71,7 +70,7 @@ class Executor:
             outputs = [np.concatenate(parts, axis=0) for parts in zip(*results)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _plan(self, data, bindings, piece: int) -> "Plan":
+    def _plan(self, data, bindings, piece: int) -> Plan:
         """The plan for these input shapes and this piece of the batch (pieces run at once: each needs its
         own buffers), compiled on first use."""
         key = (tuple(a.shape for a in data), piece)

@@ -1,8 +1,9 @@
 """Pooling as short loops over kernel taps, each tap a strided view of the whole tensor (no per-pixel Python).
 
 Taps that fall in the padding (or in the extra right/bottom margin ceil_mode needs) are skipped, which is
-what −inf padding does for max pooling and zero padding for average pooling; the average's divisor is a per-pixel map computed once, with PyTorch's
-rule: the window clipped to the padded input when count_include_pad, to the real input otherwise.
+what −inf padding does for max pooling and zero padding for average pooling; the average's divisor is a
+per-pixel map computed once, with PyTorch's rule: the window clipped to the padded input when
+count_include_pad, to the real input otherwise.
 """
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..layer import Layer
-from ..shapes import TensorType
 
 
 class _Elementwise(Layer):

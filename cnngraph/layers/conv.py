@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..init import fan_in_uniform
-from ..layer import Layer, Operand, pair, require_rank, require_activation, require_static, require_window
+from ..layer import Layer, pair, require_activation, require_rank, require_static, require_window
 from ..shapes import TensorType, conv_output_size
 
 

@@ -5,7 +5,6 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer
-from ..shapes import TensorType
 
 
 class BatchNorm2d(Layer):

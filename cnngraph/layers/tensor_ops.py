@@ -7,8 +7,6 @@ one (LocalResponseNorm, Hardtanh, GlobalMaxPool2d ~ AdaptiveMaxPool2d(1)).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import ShapeError
 from ..layer import Layer, Operand, as_float32, require_rank
 from ..shapes import TensorType, product
