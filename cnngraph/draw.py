@@ -23,17 +23,7 @@ def _quote(text: str) -> str:
 
 
 def _summary(node) -> str:
-    a = node.attrs
-    if node.op == "Conv2d":
-        text = f"{a['in_channels']}→{a['out_channels']}, {a['kernel_size'][0]}×{a['kernel_size'][1]}"
-        if a["stride"] != (1, 1):
-            text += f", stride {a['stride'][0]}"
-        return text
-    if node.op == "Linear":
-        return f"{a['in_features']}→{a['out_features']}"
-    if node.op in ("MaxPool2d", "AvgPool2d"):
-        return f"{a['kernel_size'][0]}×{a['kernel_size'][1]}, stride {a['stride'][0]}"
-    return ""
+    return node.layer.summary(node.attrs)
 
 
 def op_label(node) -> str:

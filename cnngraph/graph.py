@@ -21,6 +21,10 @@ from .shapes import TensorType, format_shape, normalize_shape
 INPUT = "Input"
 
 
+class _GraphInput(Layer):
+    """What a graph input is as an op: no computation, every trait false (not registered: not a layer)."""
+
+
 @dataclass
 class Node:
     """One layer application. Parameter arrays are shared, never modified in place: passes make new ones."""
@@ -37,7 +41,7 @@ class Node:
 
     @property
     def layer(self) -> type[Layer]:
-        return lookup(self.op)
+        return _GraphInput if self.op == INPUT else lookup(self.op)
 
     def label(self) -> str:
         return f"{self.name} ({self.op})"

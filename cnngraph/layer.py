@@ -60,10 +60,18 @@ class Layer:
     """
     op: ClassVar[str]
     prefix: ClassVar[str] = "layer"          # default node name: prefix + counter ("conv1")
-    linear: ClassVar[bool] = False           # affine in its data inputs: consecutive linear layers compose
     arity: ClassVar[tuple] = (1, 1)          # (min, max) data inputs; max None = any number
     buffers: ClassVar[tuple] = ()            # parameters PyTorch counts as buffers, not learnable parameters
     batch_independent: ClassVar[bool] = False  # see per_sample
+
+    # --- traits: what passes, lint and draw read of an op (they never list op names) ----------------------
+    linear: ClassVar[bool] = False           # affine in its data inputs: consecutive linear layers compose
+    weighted: ClassVar[bool] = False         # a learned map of features (Conv2d, Linear): linear chains end on these
+    accepts_epilogue: ClassVar[bool] = False  # can carry a fused activation, applied on its output in place
+    fusable_activation: ClassVar[bool] = False  # element-wise, cheap: may run as another op's epilogue
+    idempotent: ClassVar[bool] = False       # f(f(x)) = f(x): applying it twice is a finding
+    reshape_like: ClassVar[bool] = False     # only rearranges elements, in order (Flatten, Reshape)
+    inference_identity: ClassVar[bool] = False  # returns its input at inference (Identity, Dropout)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -100,6 +108,11 @@ class Layer:
     def macs(cls, attrs: dict, inputs: list[Operand], output: TensorType) -> int:
         """Multiply-accumulates per sample (batch dimension 1)."""
         return 0
+
+    @classmethod
+    def summary(cls, attrs: dict) -> str:
+        """The attributes a reader wants to see in lint messages, tables and pictures ("3→16, 3×3")."""
+        return ""
 
     # --- parameters as attributes -----------------------------------------------------------------------
     def __getattr__(self, name):
@@ -172,12 +185,13 @@ def require_window(attrs: dict) -> None:
                          f"and out_channels ({attrs.get('out_channels')})")
 
 
-FUSABLE_ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Hardtanh")
+def fusable_activations() -> list[str]:
+    return sorted(op for op, layer in REGISTRY.items() if layer.fusable_activation)
 
 
 def require_activation(attrs: dict) -> None:
     """A Conv2d or Linear may carry a fused activation: ``activation = {"op": "ReLU", "attrs": {...}}``."""
     fused = attrs.get("activation")
-    if fused is not None and (not isinstance(fused, dict) or fused.get("op") not in FUSABLE_ACTIVATIONS):
-        raise ShapeError(f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)} as "
+    if fused is not None and (not isinstance(fused, dict) or fused.get("op") not in fusable_activations()):
+        raise ShapeError(f"activation must be one of {', '.join(fusable_activations())} as "
                          f"{{'op': ..., 'attrs': {{...}}}}, got {fused!r}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from .base import Pass, PassResult, sole_reader
 
-RESHAPES = ("Flatten", "Reshape")
-
 
 def keeps_last_axis(graph, reshape) -> bool:
     before, after = graph.type_of(reshape.inputs[0]).shape, reshape.type.shape
@@ -25,7 +23,7 @@ def keeps_last_axis(graph, reshape) -> bool:
 def run(graph, level: int = 2) -> PassResult:
     result = PassResult(graph)
     for node in graph.layers():
-        if node.op not in RESHAPES or node.name not in graph:
+        if not node.layer.reshape_like or node.name not in graph:
             continue
         reshape = graph.node(node.name)
         producer = graph.node(reshape.inputs[0])

@@ -8,20 +8,16 @@ ops (onnxruntime PR #2059).
 """
 from __future__ import annotations
 
-from cnngraph.layer import FUSABLE_ACTIVATIONS
-
 from .base import Pass, PassResult, describe, sole_reader
-
-LAYERS = ("Conv2d", "Linear")
 
 
 def run(graph, level: int = 2) -> PassResult:
     result = PassResult(graph)
     for node in graph.layers():
-        if node.op not in FUSABLE_ACTIVATIONS or node.name not in graph:
+        if not node.layer.fusable_activation or node.name not in graph:
             continue
         layer = graph.node(node.inputs[0])
-        if layer.op not in LAYERS:
+        if not layer.layer.accepts_epilogue:
             continue
         label = f"{describe(layer)} -> {describe(node)}"
         reader, why = sole_reader(graph, layer.name)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from .base import Pass, PassResult
 
-REMOVABLE = ("Identity", "Dropout")
-
 
 def run(graph, level: int = 2) -> PassResult:
     result = PassResult(graph)
     for node in graph.layers():
-        if node.op not in REMOVABLE:
+        if not node.layer.inference_identity:
             continue
         if node.name in graph.outputs:
             result.refusals.append(f"{node.name} ({node.op}) kept: it is a graph output")

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 from .base import sole_reader
 
-WEIGHTED = ("Conv2d", "Linear")
-IDEMPOTENT = ("ReLU", "ReLU6", "Hardtanh")
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -26,11 +23,8 @@ class Finding:
 
 
 def _describe(node) -> str:
-    a = node.attrs
-    if node.op == "Linear":
-        return f"{node.name} (Linear {a['in_features']}→{a['out_features']})"
-    kh, kw = a["kernel_size"]
-    return f"{node.name} (Conv2d {a['in_channels']}→{a['out_channels']}, {kh}×{kw})"
+    summary = node.layer.summary({**node.attrs, "stride": (1, 1)}) if node.op == "Conv2d" else node.layer.summary(node.attrs)
+    return f"{node.name} ({node.op} {summary})"
 
 
 def _width(node) -> int:
@@ -44,7 +38,7 @@ def _next_weighted(graph, node):
         reader, _ = sole_reader(graph, current.name)
         if reader is None or not reader.layer.linear or len(reader.inputs) != 1:
             return None
-        if reader.op in WEIGHTED:
+        if reader.layer.weighted:
             return reader
         current = reader
 
@@ -52,7 +46,7 @@ def _next_weighted(graph, node):
 def _linear_chains(graph):
     starts = {}
     for node in graph.layers():
-        if node.op in WEIGHTED and not node.attrs.get("activation"):
+        if node.layer.weighted and not node.attrs.get("activation"):
             following = _next_weighted(graph, node)
             if following is not None:
                 starts[following.name] = node
@@ -99,13 +93,12 @@ def _single_conv(chain) -> str | None:
 def lint(graph) -> list[Finding]:
     findings = [_chain_finding(chain) for chain in _linear_chains(graph)]
     for node in graph.layers():
-        if node.op in IDEMPOTENT and graph.node(node.inputs[0]).op == node.op:
+        if node.layer.idempotent and graph.node(node.inputs[0]).op == node.op:
             findings.append(Finding("double-activation", (node.inputs[0], node.name),
                                     f"{node.name} ({node.op}) is applied right after {node.inputs[0]} ({node.op}): "
                                     f"the second one changes nothing"))
-        elif node.op == "Dropout":
-            findings.append(Finding("dropout", (node.name,), f"{node.name} (Dropout p={node.attrs['p']}) is left in an "
-                                    f"inference graph: it does nothing at inference"))
-        elif node.op == "Identity":
-            findings.append(Finding("identity", (node.name,), f"{node.name} (Identity) does nothing"))
+        elif node.layer.inference_identity:
+            summary = node.layer.summary(node.attrs)
+            findings.append(Finding(node.op.lower(), (node.name,), f"{node.name} ({node.op}{' ' + summary if summary else ''})"
+                                    f" is left in an inference graph: it does nothing at inference"))
     return findings

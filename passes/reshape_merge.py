@@ -10,8 +10,6 @@ from cnngraph.shapes import product
 
 from .base import Pass, PassResult, sole_reader
 
-RESHAPES = ("Flatten", "Reshape")
-
 
 def flatten_of(before, after):
     """(start, end) if ``after`` is ``before`` with axes start..end merged, else None."""
@@ -42,10 +40,10 @@ def _reshape_to(graph, name, source):
 def run(graph, level: int = 2) -> PassResult:
     result = PassResult(graph)
     for node in graph.layers():
-        if node.name not in graph or node.op not in RESHAPES:
+        if node.name not in graph or not node.layer.reshape_like:
             continue
         first = graph.node(node.inputs[0])
-        if first.op in RESHAPES:
+        if first.layer.reshape_like:
             reader, why = sole_reader(graph, first.name)
             if reader is None:
                 result.refusals.append(f"{first.name} -> {node.name} not merged: {why}")

@@ -16,6 +16,8 @@ class _Elementwise(Layer):
 
 
 class ReLU(_Elementwise):
+    fusable_activation = True
+    idempotent = True
     prefix = "relu"
 
     def __init__(self):
@@ -23,6 +25,7 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
+    fusable_activation = True
     prefix = "lrelu"
 
     def __init__(self, negative_slope: float = 0.01):
@@ -30,6 +33,8 @@ class LeakyReLU(_Elementwise):
 
 
 class ReLU6(_Elementwise):
+    fusable_activation = True
+    idempotent = True
     prefix = "relu6"
 
     def __init__(self):
@@ -37,6 +42,7 @@ class ReLU6(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
+    fusable_activation = True
     prefix = "sigmoid"
 
     def __init__(self):
@@ -44,6 +50,7 @@ class Sigmoid(_Elementwise):
 
 
 class Tanh(_Elementwise):
+    fusable_activation = True
     prefix = "tanh"
 
     def __init__(self):

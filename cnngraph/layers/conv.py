@@ -35,6 +35,8 @@ class Conv2d(Layer):
     batch_independent = True
     prefix = "conv"
     linear = True
+    weighted = True
+    accepts_epilogue = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True):
@@ -80,6 +82,12 @@ class Conv2d(Layer):
             raise ShapeError(f"input {x.describe()} is too small for kernel {attrs['kernel_size']} "
                              f"with dilation {attrs['dilation']} and padding {attrs['pads']}")
         return TensorType((x.shape[0], attrs["out_channels"], *sizes))
+
+    @classmethod
+    def summary(cls, attrs):
+        (kh, kw), (sh, sw) = attrs["kernel_size"], attrs["stride"]
+        text = f"{attrs['in_channels']}→{attrs['out_channels']}, {kh}×{kw}"
+        return text + (f", stride {sh}" if (sh, sw) != (1, 1) else "")
 
     @classmethod
     def macs(cls, attrs, inputs, output):

@@ -11,6 +11,8 @@ class Linear(Layer):
     batch_independent = True
     prefix = "fc"
     linear = True
+    weighted = True
+    accepts_epilogue = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         if in_features < 1 or out_features < 1:
@@ -39,6 +41,10 @@ class Linear(Layer):
             raise ShapeError(f"expects {attrs['in_features']} input features, got {x.shape[-1]} "
                              f"from {x.describe()}{hint}")
         return TensorType((*x.shape[:-1], attrs["out_features"]))
+
+    @classmethod
+    def summary(cls, attrs):
+        return f"{attrs['in_features']}→{attrs['out_features']}"
 
     @classmethod
     def macs(cls, attrs, inputs, output):

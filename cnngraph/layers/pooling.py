@@ -38,6 +38,10 @@ def _infer_pool(attrs, inputs):
     return TensorType((*x.shape[:2], *sizes))
 
 
+def _pool_summary(attrs) -> str:
+    return f"{attrs['kernel_size'][0]}×{attrs['kernel_size'][1]}, stride {attrs['stride'][0]}"
+
+
 def _pool_macs(attrs, output):
     _, c, h, w = output.shape
     return c * h * w * attrs["kernel_size"][0] * attrs["kernel_size"][1]
@@ -51,6 +55,7 @@ class MaxPool2d(Layer):
         super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
 
     infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
+    summary = classmethod(lambda cls, attrs: _pool_summary(attrs))
 
 
 class AvgPool2d(Layer):
@@ -63,6 +68,7 @@ class AvgPool2d(Layer):
                          count_include_pad=bool(count_include_pad))
 
     infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
+    summary = classmethod(lambda cls, attrs: _pool_summary(attrs))
     macs = classmethod(lambda cls, attrs, inputs, output: _pool_macs(attrs, output))
 
 

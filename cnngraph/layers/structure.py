@@ -28,6 +28,7 @@ def broadcast_shape(inputs) -> tuple:
 class Flatten(Layer):
     prefix = "flatten"
     linear = True
+    reshape_like = True
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__(start_dim=int(start_dim), end_dim=int(end_dim))
@@ -97,6 +98,7 @@ class Identity(Layer):
     batch_independent = True
     prefix = "identity"
     linear = True
+    inference_identity = True
 
     def __init__(self):
         super().__init__()
@@ -111,11 +113,16 @@ class Dropout(Layer):
     batch_independent = True
     prefix = "dropout"
     linear = True
+    inference_identity = True
 
     def __init__(self, p: float = 0.5):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         super().__init__(p=float(p))
+
+    @classmethod
+    def summary(cls, attrs):
+        return f"p={attrs['p']}"
 
     @classmethod
     def infer(cls, attrs, inputs):

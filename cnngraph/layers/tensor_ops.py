@@ -111,6 +111,7 @@ class Reshape(Layer):
     batch_independent = True
     prefix = "reshape"
     linear = True
+    reshape_like = True
 
     def __init__(self, shape):
         super().__init__(shape=tuple(d if isinstance(d, str) else int(d) for d in shape))
@@ -272,6 +273,8 @@ class LocalResponseNorm(Layer):
 
 
 class Hardtanh(_Elementwise):
+    fusable_activation = True
+    idempotent = True
     """Clamp to [min_val, max_val] (ONNX's Clip; ReLU6 is Hardtanh(0, 6))."""
     prefix = "clip"
 
