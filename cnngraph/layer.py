@@ -72,6 +72,9 @@ class Layer:
     idempotent: ClassVar[bool] = False       # f(f(x)) = f(x): applying it twice is a finding
     reshape_like: ClassVar[bool] = False     # only rearranges elements, in order (Flatten, Reshape)
     inference_identity: ClassVar[bool] = False  # returns its input at inference (Identity, Dropout)
+    constant: ClassVar[bool] = False         # no inputs: its value is its parameter "value", known before running
+    channel_affine: ClassVar[bool] = False   # y = scale·x + shift per channel, given by scale_shift(attrs, params)
+    constant_affine: ClassVar[str] = ""      # with a constant operand c: "scale" (x·c) or "shift" (x + c)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -11,6 +11,7 @@ class BatchNorm2d(Layer):
     batch_independent = True
     prefix = "bn"
     linear = True
+    channel_affine = True
     buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, eps: float = 1e-5):

@@ -56,6 +56,7 @@ class Add(Layer):
     prefix = "add"
     linear = True
     arity = (2, None)
+    constant_affine = "shift"
 
     def __init__(self, broadcast: bool = False):
         super().__init__(**({"broadcast": True} if broadcast else {}))

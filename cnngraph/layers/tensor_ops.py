@@ -40,6 +40,7 @@ class Constant(Layer):
     """A constant tensor (an ONNX initializer that is not a layer's weight): no inputs, one parameter."""
     prefix = "const"
     arity = (0, 0)
+    constant = True
 
     def __init__(self, value):
         value = as_float32(value, what="Constant: value")
@@ -74,6 +75,7 @@ class _Broadcasting(Layer):
 class Mul(_Broadcasting):
     """x · y element-wise, with broadcasting (a per-channel scale when y is a constant)."""
     prefix = "mul"
+    constant_affine = "scale"
 
 
 class Sub(_Broadcasting):
