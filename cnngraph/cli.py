@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import CnnGraphError
@@ -105,15 +105,15 @@ def print_report(report) -> None:
     table = Table(title=f"optimization passes (level {report.level})")
     for column in ("pass", "round", "ms", "layers", "MACs", "params", "rewrites"):
         table.add_column(column, justify="left" if column == "pass" else "right")
-    for r in report.records:
-        if r.rewrites or r.round == 1:
+    for r in report.runs:
+        if r.changed or r.round == 1:
             table.add_row(r.name, str(r.round), f"{r.seconds * 1e3:.1f}", *(_change(a, b) for a, b in
                           zip(r.before, r.after)), str(len(r.rewrites)))
     console.print(table)
-    for line in report.rewrites:
-        console.print(f"  [green]done[/green]  {line}")
-    for line in report.refusals:
-        console.print(f"  [yellow]not done[/yellow]  {line}")
+    for record in report.rewrites:
+        console.print(f"  [green]done[/green]  {escape(str(record))}")
+    for record in report.refusals:
+        console.print(f"  [yellow]not done[/yellow]  {escape(str(record))}")
 
 
 def _change(before: int, after: int) -> str:
@@ -161,7 +161,7 @@ def draw(args) -> int:
     """Draw the layer graph: DOT always, SVG/PNG through Graphviz's dot."""
     import cnngraph as cg
 
-    from .draw import render, to_dot
+    from .draw import folded_notes, render, to_dot
 
     graph = load_model(args.model)
     folded = {}
@@ -171,19 +171,6 @@ def draw(args) -> int:
     render(to_dot(graph, folded), args.output)
     console.print(f"wrote {args.output} ({len(graph.layers())} layers)")
     return 0
-
-
-def folded_notes(report) -> dict[str, str]:
-    """Node name -> "folded: a + b + c" for the nodes the passes made out of several layers (in order)."""
-    members: dict[str, list] = {}
-    for line in report.rewrites:
-        if " -> " not in line or line.startswith(("removed", "erased")):
-            continue
-        source, target = line.rsplit(" -> ", 1)
-        parts = [re.sub(r" \(.*?\)", "", part) for part in re.split(r" -> | \+ ", source)]
-        merged = [member for part in parts for member in members.get(part, [part])]
-        members[target.split(" (")[0]] = list(dict.fromkeys(merged))
-    return {name: "folded: " + " + ".join(parts) for name, parts in members.items() if len(parts) > 1}
 
 
 def bench(args) -> int:
@@ -227,7 +214,7 @@ def demo(args) -> int:
     import cnngraph as cg
     from cnngraph.backends.benchmark import alternate, ort_session
 
-    from .draw import render, to_dot
+    from .draw import folded_notes, render, to_dot
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +244,7 @@ def demo(args) -> int:
                                           lambda: sessions[1].run(None, feeds), 3, 5)  # noqa: B023
         expected = _tuple(cg.run(graph, *arrays, backend="onnxruntime"))
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_tuple(cg.run(optimized, *arrays)), expected))
-        table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report.rewrites) or "nothing to do",
+        table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report) or "nothing to do",
                       _compact_change(graph.macs(), optimized.macs()),
                       _compact_change(graph.param_count(), optimized.param_count()),
                       f"{statistics.median(b / a for a, b in zip(after, before)):.2f}×",
@@ -284,14 +271,16 @@ def _compact_change(before: int, after: int) -> str:
     return f"{_compact(before, digits)} -> {_compact(after, digits)}"
 
 
-def _rewrite_kinds(rewrites) -> str:
-    """"1 layers folded, 2 activation fused" from the report's rewrite lines."""
+REWRITE_KINDS = {"fold_batchnorm": "BatchNorm fold", "fuse_activation": "activation fusion", "fold_linear": "linear fold",
+                 "fold_conv": "linear fold", "fold_branches": "linear fold"}
+
+
+def _rewrite_kinds(report) -> str:
+    """"1 linear fold, 2 activation fusions" from the report's records, by the pass that made them."""
     counts = Counter()
-    for line in rewrites:
-        counts["BatchNorm fold" if "BatchNorm2d folded" in line else
-               "activation fusion" if re.search(r"\((Conv2d|Linear)\+", line) else
-               "linear fold" if re.search(r"\((Conv2d|Linear) \d", line) else "cleanup"] += 1
-    return ", ".join(f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in counts.items())
+    for run in report.runs:
+        counts[REWRITE_KINDS.get(run.name, "cleanup")] += len(run.rewrites)
+    return ", ".join(f"{count} {kind}{'s' if count > 1 else ''}" for kind, count in counts.items() if count)
 
 
 # --- the parser ------------------------------------------------------------------------------------------------

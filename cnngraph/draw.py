@@ -32,6 +32,18 @@ def op_label(node) -> str:
     return f"{node.op}+{fused['op']}" if fused else node.op
 
 
+def folded_notes(report) -> dict[str, str]:
+    """Node name -> "folded: a + b + c" for the nodes the passes made out of several layers, read from the
+    report's records: a rewrite whose result is one node absorbed every node it matched (and what those had
+    absorbed before)."""
+    members: dict[str, list[str]] = {}
+    for record in report.rewrites:
+        if len(record.after) == 1:
+            merged = [m for node in record.before for m in members.get(node.name, [node.name])]
+            members[record.after[0].name] = list(dict.fromkeys(merged))
+    return {name: "folded: " + " + ".join(parts) for name, parts in members.items() if len(parts) > 1}
+
+
 def to_dot(graph, folded: dict[str, str] | None = None) -> str:
     """DOT text for ``graph``; ``folded`` maps a node name to a note on what was folded into it."""
     folded = folded or {}

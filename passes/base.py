@@ -1,8 +1,9 @@
-"""What a pass is: a function from a Graph to a changed Graph, with a record of what it did and did not do.
+"""What a pass is: a function from a Graph to a changed Graph, with records of what it did and did not do.
 
-A pass edits the graph it is given (the pass manager hands it a copy) and returns a PassResult. Its rewrite
-rules follow match -> check -> rewrite; a check that says no returns the reason, which the result records as
-a refusal so that a report can say why a fusion did not happen.
+A pass edits the graph it is given (the pass manager hands it a copy) and returns a PassResult holding its
+records: a Rewrite for each rewrite, a Refusal (with the reason) for each match whose check said no. Whether
+the graph changed is not the pass's to say: the manager reads it from the graph (passes/contract.py) and
+holds the records to it. Most passes are sets of rules run by one driver (passes/rules.py).
 """
 from __future__ import annotations
 
@@ -11,27 +12,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnngraph.errors import CnnGraphError
 from cnngraph.graph import Graph, Node
+
+from .records import Refusal, Rewrite
+
+
+class OptimizeError(CnnGraphError):
+    """A pass broke the graph, changed its outputs, broke its contract, or the pipeline never settled."""
 
 
 @dataclass
 class PassResult:
     graph: Graph
-    rewrites: list[str] = field(default_factory=list)      # "conv1 + relu1 -> relu1 (Conv2d+ReLU)"
-    refusals: list[str] = field(default_factory=list)      # "fc1 -> fc2: fc1 has 2 readers"
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.rewrites)
+    rewrites: list[Rewrite] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Pass:
-    """A named pass: ``run(graph) -> PassResult``; ``level`` is the lowest optimization level that runs it."""
+    """A named pass: ``run(graph, level) -> PassResult``; ``level`` is the lowest optimization level that runs
+    it; ``rules`` lists the rules it is made of (empty for a whole-graph analysis or a pass of your own)."""
     name: str
     level: int
-    run: Callable[[Graph], PassResult]
+    run: Callable[[Graph, int], PassResult]
     doc: str = ""
+    rules: tuple = ()
 
 
 def sole_reader(graph: Graph, value: str) -> tuple[Node | None, str | None]:
@@ -46,10 +52,6 @@ def sole_reader(graph: Graph, value: str) -> tuple[Node | None, str | None]:
 
 
 def constant_value(graph: Graph, value: str) -> np.ndarray | None:
-    """The array of a Constant node, else None."""
+    """The array of a constant (an op whose output is its parameter "value"), else None."""
     node = graph.node(value)
-    return node.params["value"] if node.op == "Constant" else None
-
-
-def describe(node: Node) -> str:
-    return f"{node.name} ({node.op})"
+    return node.params["value"] if node.layer.constant else None

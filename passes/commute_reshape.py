@@ -8,7 +8,7 @@ The rewrite only fires when it lets two Linears meet (the value between them rea
 """
 from __future__ import annotations
 
-from .base import Pass, PassResult, sole_reader
+from .rules import rule, rule_pass
 
 
 def keeps_last_axis(graph, reshape) -> bool:
@@ -20,23 +20,19 @@ def keeps_last_axis(graph, reshape) -> bool:
     return True
 
 
-def run(graph, level: int = 2) -> PassResult:
-    result = PassResult(graph)
-    for node in graph.layers():
-        if not node.layer.reshape_like or node.name not in graph:
-            continue
-        reshape = graph.node(node.name)
-        producer = graph.node(reshape.inputs[0])
-        reader, _ = sole_reader(graph, reshape.name)
-        if (producer.op != "Linear" or producer.attrs.get("activation") or reader is None or reader.op != "Linear"
-                or sole_reader(graph, producer.name)[0] is None or not keeps_last_axis(graph, reshape)):
-            continue
-        moved = graph.add("Linear", [producer.name], reader.attrs, reader.params, name=_free(graph, f"{reader.name}/linear"))
-        graph.replace(reader.name, "Reshape", [moved.name], dict(shape=tuple(reader.type.shape)))
-        graph.erase(reshape.name)
-        result.rewrites.append(f"{reshape.name} ({reshape.op}) moved after {reader.name} (Linear): {producer.name} and "
-                               f"{moved.name} now meet")
-    return result
+@rule(anchor=lambda node: node.layer.reshape_like)
+def commute_reshape(m):
+    """Linear2(R(Linear1(x))) -> R'(Linear2(Linear1(x)))"""
+    graph, reshape, producer = m.graph, m.node, m.input()
+    if producer.op != "Linear" or producer.attrs.get("activation") or m.read_elsewhere(reshape.name):
+        return None
+    reader = graph.node(graph.users(reshape.name)[0])
+    if reader.op != "Linear" or m.read_elsewhere(producer.name) or not keeps_last_axis(graph, reshape):
+        return None
+    moved = graph.add("Linear", [producer.name], reader.attrs, reader.params, name=_free(graph, f"{reader.name}/linear"))
+    graph.replace(reader.name, "Reshape", [moved.name], dict(shape=tuple(reader.type.shape)))
+    graph.erase(reshape.name)
+    return m.rewrote([reshape, reader], [moved.name, reader.name], f"{producer.name} and {moved.name} now meet")
 
 
 def _free(graph, name: str) -> str:
@@ -47,4 +43,4 @@ def _free(graph, name: str) -> str:
     return candidate
 
 
-PASS = Pass("commute_reshape", 2, run, "a reshape between two Linears moved after them")
+PASS = rule_pass("commute_reshape", 2, [commute_reshape], "a reshape between two Linears moved after them")

@@ -1,9 +1,13 @@
-"""Dead-code elimination: erase every node no graph output depends on (graph inputs stay)."""
+"""Dead-code elimination: erase every node no graph output depends on (graph inputs stay).
+
+A whole-graph analysis rather than a rule: liveness flows backwards from the outputs, in one walk.
+"""
 from __future__ import annotations
 
 from cnngraph.graph import INPUT
 
 from .base import Pass, PassResult
+from .records import NodeRef, Rewrite
 
 
 def run(graph, level: int = 2) -> PassResult:
@@ -17,7 +21,7 @@ def run(graph, level: int = 2) -> PassResult:
         node = graph.node(name)
         if name not in live and node.op != INPUT:
             graph.erase(name)
-            result.rewrites.append(f"erased {node.name} ({node.op}): no output depends on it")
+            result.rewrites.append(Rewrite("dead_code", (NodeRef.of(node),), (), "no output depends on it"))
     return result
 
 

@@ -1,24 +1,21 @@
-"""Remove Identity and Dropout (identity at inference): readers read the input directly.
+"""Remove Identity and Dropout (the identity at inference): identity(x) -> x, readers read x directly.
 
 A node that is a graph output stays, so the output keeps its name.
 """
 from __future__ import annotations
 
-from .base import Pass, PassResult
+from .rules import rule, rule_pass
 
 
-def run(graph, level: int = 2) -> PassResult:
-    result = PassResult(graph)
-    for node in graph.layers():
-        if not node.layer.inference_identity:
-            continue
-        if node.name in graph.outputs:
-            result.refusals.append(f"{node.name} ({node.op}) kept: it is a graph output")
-            continue
-        graph.replace_all_uses_with(node.name, node.inputs[0])
-        graph.erase(node.name)
-        result.rewrites.append(f"removed {node.name} ({node.op})")
-    return result
+@rule(anchor=lambda node: node.layer.inference_identity)
+def remove_identity(m):
+    """identity(x) -> x"""
+    node = m.node
+    if node.name in m.graph.outputs:
+        return m.refuse("it is a graph output")
+    m.graph.replace_all_uses_with(node.name, node.inputs[0])
+    m.graph.erase(node.name)
+    return m.rewrote([node], [])
 
 
-PASS = Pass("remove_identity", 1, run, "Identity and Dropout removed")
+PASS = rule_pass("remove_identity", 1, [remove_identity], "Identity and Dropout removed")

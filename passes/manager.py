@@ -1,19 +1,18 @@
-"""The pass manager: run the pipeline to a fixed point on a copy of the graph, prove each step, report.
+"""The pass manager: run the pipeline to a fixed point on a copy of the graph, hold every pass to its
+contract, time and report it.
 
 Levels follow onnxruntime's: 0 nothing, 1 cleanups, 2 fusions and folds that never grow MACs or parameters,
-3 also folds that cut MACs while growing parameters. After every pass Graph.lint() must hold; with
-``verify=True`` every pass is also checked by running the graph before and after it on the same random
-inputs (translation validation), and a difference beyond cnngraph.tolerance raises naming the pass.
+3 also folds that cut MACs while growing parameters (passes/cost.py). After every pass Graph.lint() must
+hold, and the pass's records must agree with what the graph says it did (passes/contract.py); with
+``verify=True`` every pass that changed the graph is also run on the same random inputs as the graph before
+it (translation validation), and a difference beyond cnngraph.tolerance raises naming the pass.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from cnngraph.errors import CnnGraphError
-from cnngraph.tolerance import tolerance_violation
 
 from . import (
     commute_reshape,
@@ -22,63 +21,67 @@ from . import (
     dead_code,
     fold_batchnorm,
     fold_branches,
+    fold_conv,
     fold_linear,
     fuse_activation,
     identity,
     reshape_merge,
 )
-from .base import Pass
+from .base import OptimizeError, Pass, PassResult
+from .contract import Fingerprint, Verifier, check_records
+from .records import Refusal, Rewrite, as_refusal, as_rewrite
 
 PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, reshape_merge.PASS, cse.PASS,
                         fold_batchnorm.PASS, fold_branches.PASS, commute_reshape.PASS, fold_linear.PASS,
-                        fuse_activation.PASS]
+                        fold_conv.PASS, fuse_activation.PASS]
 MAX_ROUNDS = 10
-VERIFY_BATCH = 2
 
-
-class OptimizeError(CnnGraphError):
-    """A pass broke the graph, changed its outputs, or the pipeline never settled."""
+__all__ = ["PIPELINE", "OptimizeError", "Report", "PassRun", "optimize", "register", "unregister"]
 
 
 @dataclass
-class PassRecord:
+class PassRun:
+    """One run of one pass: its records, its time, and the graph's size before and after."""
     name: str
     round: int
     seconds: float
-    before: tuple[int, int, int]            # nodes, MACs, parameters
+    before: tuple[int, int, int]            # layers, MACs, parameters
     after: tuple[int, int, int]
-    rewrites: list[str]
-    refusals: list[str]
+    changed: bool                           # read from the graph, not from the records
+    rewrites: list[Rewrite]
+    refusals: list[Refusal]
 
 
 @dataclass
 class Report:
-    """What optimize() did, pass by pass; str() gives a readable table."""
+    """What optimize() did, pass by pass; str() gives a readable table with every rewrite and refusal."""
     level: int
-    records: list[PassRecord] = field(default_factory=list)
+    runs: list[PassRun] = field(default_factory=list)
 
     @property
-    def rewrites(self) -> list[str]:
-        return [r for record in self.records for r in record.rewrites]
+    def rewrites(self) -> list[Rewrite]:
+        return [r for run in self.runs for r in run.rewrites]
 
     @property
-    def refusals(self) -> list[str]:
-        """Each refusal once (later rounds repeat what earlier ones refused)."""
-        return list(dict.fromkeys(r for record in self.records for r in record.refusals))
+    def refusals(self) -> list[Refusal]:
+        """What stopped a rewrite in the optimized graph: the refusals of the last round, which changed nothing
+        (an earlier round's refusal may have been overcome since)."""
+        last = max((run.round for run in self.runs), default=0)
+        return [r for run in self.runs if run.round == last for r in run.refusals]
 
     def __str__(self) -> str:
-        rows = [("pass", "round", "ms", "nodes", "MACs", "params", "rewrites")]
-        for r in self.records:
-            if r.rewrites or r.round == 1:
-                rows.append((r.name, str(r.round), f"{r.seconds * 1e3:.1f}", _change(r.before[0], r.after[0]),
-                             _change(r.before[1], r.after[1]), _change(r.before[2], r.after[2]), str(len(r.rewrites))))
+        rows = [("pass", "round", "ms", "layers", "MACs", "params", "rewrites")]
+        for r in self.runs:
+            if r.changed or r.round == 1:
+                rows.append((r.name, str(r.round), f"{r.seconds * 1e3:.1f}",
+                             *(_change(a, b) for a, b in zip(r.before, r.after)), str(len(r.rewrites))))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines += [f"  {text}" for text in self.rewrites]
+        lines += [f"  {record}" for record in self.rewrites]
         if self.refusals:
             lines.append("not done:")
-            lines += [f"  {text}" for text in self.refusals]
+            lines += [f"  {record}" for record in self.refusals]
         return "\n".join(lines)
 
 
@@ -90,28 +93,10 @@ def _stats(graph) -> tuple[int, int, int]:
     return len(graph.layers()), graph.macs(), graph.param_count()
 
 
-def random_inputs(graph, rng) -> list[np.ndarray]:
-    shapes = [[d if isinstance(d, int) else VERIFY_BATCH for d in graph.type_of(name).shape] for name in graph.inputs]
-    return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
-
-
-def check_same_outputs(before, after, arrays, what: str) -> None:
-    """Raise OptimizeError naming ``what`` and the first output that differs beyond the tolerance."""
-    from cnngraph.backends.numpy_backend import run
-    expected, got = run(before, *arrays), run(after, *arrays)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    got = got if isinstance(got, tuple) else (got,)
-    for name, a, b in zip(before.outputs, got, expected):
-        violation = tolerance_violation(a, b)
-        if violation > 0:
-            raise OptimizeError(f"{what} changed output {name!r}: max difference {np.max(np.abs(a - b)):.3g} "
-                                f"is {violation:.3g}× the float32 tolerance")
-
-
 def register(new_pass: Pass, before: str | None = None) -> None:
     """Add a pass of your own to the pipeline (at the end, or before the pass named ``before``); it then runs
-    under optimize() like the built-in ones: at its level and above, linted after, verified with verify=True,
-    reported, and disabled by name."""
+    under optimize() like the built-in ones: at its level and above, linted after, held to the contract,
+    verified with verify=True, reported, and disabled by name."""
     if not isinstance(new_pass, Pass):
         raise TypeError(f"register() takes a passes.Pass, got {type(new_pass).__name__}")
     if new_pass.name in passes_by_name():
@@ -130,23 +115,30 @@ def passes_by_name() -> dict[str, Pass]:
     return {p.name: p for p in PIPELINE}
 
 
-def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int = 0):
-    """A new optimized graph (``graph`` is untouched) with the report as ``.report``."""
-    if isinstance(level, bool) or level not in (0, 1, 2, 3):
-        raise ValueError(f"level must be 0, 1, 2 or 3, got {level!r}")
-    unknown = sorted(set(disable) - set(passes_by_name()))
+def _disabled(disable) -> set[str]:
+    """The names in ``disable``: one name, or an iterable of names."""
+    names = {disable} if isinstance(disable, str) else set(disable or ())
+    unknown = sorted(names - set(passes_by_name()))
     if unknown:
         raise ValueError(f"unknown passes {unknown}; passes: {', '.join(passes_by_name())}")
+    return names
+
+
+def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int = 0):
+    """A new optimized graph (``graph`` is untouched) with the report as ``.report``; ``disable`` is a pass
+    name or a list of them."""
+    if isinstance(level, bool) or level not in (0, 1, 2, 3):
+        raise ValueError(f"level must be 0, 1, 2 or 3, got {level!r}")
+    disabled = _disabled(disable)
     work = graph.copy()
     report = Report(level)
-    active = [p for p in PIPELINE if p.level <= level and p.name not in disable]
-    arrays = random_inputs(graph, np.random.default_rng(seed)) if verify else None
+    active = [p for p in PIPELINE if p.level <= level and p.name not in disabled]
+    verifier = Verifier(work, seed) if verify and active else None
     ran: list[str] = []
+    fingerprint, stats = Fingerprint(work, content=verify), _stats(work)
     for round_number in range(1, MAX_ROUNDS + 1):
-        changed = False
+        changed_by = []
         for step in active:
-            before = work.copy() if verify else None
-            stats = _stats(work)
             start = time.perf_counter()
             try:
                 result = step.run(work, level)
@@ -156,12 +148,28 @@ def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int 
                                     f"{error}") from error
             seconds = time.perf_counter() - start
             ran.append(step.name)
-            if verify and result.changed:
-                check_same_outputs(before, work, arrays, f"pass {step.name}")
-            report.records.append(PassRecord(step.name, round_number, seconds, stats, _stats(work),
-                                             result.rewrites, result.refusals))
-            changed |= result.changed
-        if not changed:
+            result = _records(result, step.name)
+            after = Fingerprint(work, content=verify)
+            changed = after != fingerprint
+            if changed and verifier is not None:
+                verifier.check(work, f"pass {step.name}")
+            check_records(step.name, changed, result)
+            before, fingerprint = stats, after
+            stats = _stats(work) if changed else stats
+            report.runs.append(PassRun(step.name, round_number, seconds, before, stats, changed,
+                                       result.rewrites, result.refusals))
+            if changed:
+                changed_by.append(step.name)
+        if not changed_by:
             work.report = report
             return work
-    raise OptimizeError(f"the passes did not settle after {MAX_ROUNDS} rounds: {', '.join(report.rewrites[-5:])}")
+    raise OptimizeError(f"the passes did not settle after {MAX_ROUNDS} rounds; still changing the graph: "
+                        f"{', '.join(dict.fromkeys(changed_by))}; last rewrite: {report.rewrites[-1]}")
+
+
+def _records(result, name: str) -> PassResult:
+    """The pass's result with every entry a record (a pass of your own may record plain strings)."""
+    if not isinstance(result, PassResult):
+        raise OptimizeError(f"pass {name} returned {type(result).__name__}, not a PassResult")
+    return PassResult(result.graph, [as_rewrite(r, name) for r in result.rewrites],
+                      [as_refusal(r, name) for r in result.refusals])

@@ -1,14 +1,14 @@
 """Merge consecutive Flatten/Reshape nodes into one, and drop a reshape that changes nothing.
 
-reshape(reshape(x)) is one reshape of x to the final shape: a Flatten when the final shape merges
-consecutive axes of x, else a Reshape to that shape (symbolic dims kept by name). A reshape whose output
-shape equals its input's becomes an Identity (removed by remove_identity).
+reshape(reshape(x)) -> reshape(x): one reshape of x to the final shape, a Flatten when the final shape merges
+consecutive axes of x, else a Reshape to that shape (symbolic dims kept by name). A reshape whose output shape
+equals its input's becomes an Identity (removed by remove_identity).
 """
 from __future__ import annotations
 
 from cnngraph.shapes import product
 
-from .base import Pass, PassResult, sole_reader
+from .rules import rule, rule_pass
 
 
 def flatten_of(before, after):
@@ -23,38 +23,40 @@ def flatten_of(before, after):
     return None
 
 
-def _reshape_to(graph, name, source):
+def _reshape_to(graph, name, source) -> None:
     """Redefine node ``name`` as the simplest reshape of ``source`` to its own shape."""
     before, after = graph.type_of(source).shape, graph.type_of(name).shape
     if tuple(before) == tuple(after):
         graph.replace(name, "Identity", [source])
-        return "Identity"
+        return
     axes = flatten_of(before, after)
     if axes is not None:
         graph.replace(name, "Flatten", [source], dict(start_dim=axes[0], end_dim=axes[1]))
-        return "Flatten"
-    graph.replace(name, "Reshape", [source], dict(shape=tuple(after)))
-    return "Reshape"
+    else:
+        graph.replace(name, "Reshape", [source], dict(shape=tuple(after)))
 
 
-def run(graph, level: int = 2) -> PassResult:
-    result = PassResult(graph)
-    for node in graph.layers():
-        if node.name not in graph or not node.layer.reshape_like:
-            continue
-        first = graph.node(node.inputs[0])
-        if first.layer.reshape_like:
-            reader, why = sole_reader(graph, first.name)
-            if reader is None:
-                result.refusals.append(f"{first.name} -> {node.name} not merged: {why}")
-                continue
-            op = _reshape_to(graph, node.name, first.inputs[0])
-            graph.erase(first.name)
-            result.rewrites.append(f"{first.name} ({first.op}) + {node.name} ({node.op}) -> {node.name} ({op})")
-        elif tuple(first.type.shape) == tuple(node.type.shape):
-            graph.replace(node.name, "Identity", [first.name])
-            result.rewrites.append(f"{node.name} ({node.op}) changes no shape -> Identity")
-    return result
+@rule(anchor=lambda node: node.layer.reshape_like)
+def merge_reshapes(m):
+    """reshape2(reshape1(x)) -> reshape2'(x), to the shape of reshape2"""
+    second, first = m.node, m.input()
+    if not first.layer.reshape_like:
+        return None
+    if why := m.read_elsewhere(first.name):
+        return m.refuse(why, first, second)
+    _reshape_to(m.graph, second.name, first.inputs[0])
+    m.graph.erase(first.name)
+    return m.rewrote([first, second], [second.name])
 
 
-PASS = Pass("merge_reshapes", 1, run, "consecutive Flatten/Reshape merged")
+@rule(anchor=lambda node: node.layer.reshape_like)
+def drop_noop_reshape(m):
+    """reshape(x) -> Identity(x) when the shapes are equal"""
+    node = m.node
+    if tuple(m.input().type.shape) != tuple(node.type.shape):
+        return None
+    m.graph.replace(node.name, "Identity", [node.inputs[0]])
+    return m.rewrote([node], [node.name], "it changes no shape")
+
+
+PASS = rule_pass("merge_reshapes", 1, [merge_reshapes, drop_noop_reshape], "consecutive Flatten/Reshape merged")

@@ -1,11 +1,13 @@
 """The bugs other optimizers and ONNX tools shipped (../shared/PITFALLS.md), each a test.
 
 Pitfalls tested elsewhere, by the test that covers them:
-  single consumer / graph output (onnxruntime #4110)  test_passes: *_not_folded_across_*, *_not_fused_when_*
-  BatchNorm formula, a bias gained (ncnn #1339)       test_passes: test_batchnorm_after_conv_folds_and_a_missing_bias_appears
-  shared weight, two BatchNorms (TNN #808)            test_passes: test_shared_weight_with_two_batchnorms_is_not_corrupted
-  groups = 4 (onnxruntime #12498)                     test_passes: batchnorm tests with groups=4 and groups=2
-  constant folding cap (onnxsim #178)                 test_passes: test_constant_folding_folds_small_values_and_refuses_large_ones
+  single consumer / graph output (onnxruntime #4110)  tests/passes: *_not_folded_across_*, *_not_fused_when_*, *_read_*
+  BatchNorm formula, a bias gained (ncnn #1339)       passes/test_fold_batchnorm: *_folds_and_a_missing_bias_appears
+  shared weight, two BatchNorms (TNN #808)            passes/test_fold_batchnorm: test_shared_weight_with_two_batchnorms_*
+  groups = 4 (onnxruntime #12498)                     passes/test_fold_batchnorm, test_fold_conv, test_fold_branches: groups
+  constant folding cap (onnxsim #178)                 passes/test_constant_folding: *_refuses_large_ones
+  dilated parallel branches (cnngraph)                passes/test_fold_branches: *_at_tap_offsets_not_pixel_offsets
+  a verifier fooled by a silent pass (cnngraph)       passes/test_contract: test_a_silent_pass_*
   ceil_mode, count_include_pad (pytorch #71549, #183528, onnxruntime #15446)
                                                       test_onnx_export/test_onnx_import: test_ceil_mode_pooling*
   auto_pad SAME (onnxruntime #495)                    test_onnx_import: test_same_auto_pad_is_made_explicit
@@ -16,7 +18,7 @@ Pitfalls tested elsewhere, by the test that covers them:
                                                       test_onnx_export (opsets 13..newest)
   hard-coded batch (pytorch #41893, onnxsim #101)     test_pytorch_models: test_batch_stays_symbolic; test_onnx_export
   stale value_info (onnx #4367)                       every export is checked with full_check (shape inference against ours)
-  names (onnx/optimizer PR #11, onnx PR #3258)        test_passes: assert_equivalent checks output names;
+  names (onnx/optimizer PR #11, onnx PR #3258)        passes/pass_helpers: assert_equivalent checks output names;
                                                       test_onnx_import: names kept
   hostile files (CVE-2022-25882, CVE-2024-27318, onnx PR #8321) test_onnx_hostile
 """
