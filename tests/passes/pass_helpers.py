@@ -2,6 +2,9 @@
 with the naive reference implementation."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
 import cnngraph as cg
@@ -9,8 +12,9 @@ from cnngraph.tolerance import assert_close
 
 try:
     from reference import reference_run
-except ImportError:                                          # tests/ is not on the path: run from the root
-    from tests.reference import reference_run
+except ImportError:                                          # tests/ is not on the path (pytest puts tests/passes)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from reference import reference_run
 
 
 def inputs_for(graph, batch=2, seed=0):
