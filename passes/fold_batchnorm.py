@@ -68,11 +68,11 @@ def fold_affine_after_layer(m):
     affine = _affine(graph, node, layer)
     if affine is None:
         return None
-    why = (m.read_elsewhere(layer.name) or (affine if isinstance(affine, str) else None)
-           or ("an activation is fused into the layer" if layer.attrs.get("activation") else None)
-           or (None if _channel_axis_ok(layer) else "Linear on a value of rank > 2"))
-    if why:
-        return m.refuse(why, layer, node)
+    for why in (m.read_elsewhere(layer.name), affine if isinstance(affine, str) else None,
+                "an activation is fused into the layer" if layer.attrs.get("activation") else None,
+                None if _channel_axis_ok(layer) else "Linear on a value of rank > 2"):
+        if why:
+            return m.refuse(why, layer, node)
     scale, shift = affine
     weight, bias = _weight_and_bias(layer)
     weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))

@@ -33,3 +33,16 @@ def test_a_reshape_read_twice_stays_where_it_is():
     optimized = cg.optimize(graph)
     assert [n.op for n in optimized.layers()] == ["Linear", "Flatten", "Linear"]
     assert_equivalent(graph, optimized)
+
+
+def test_an_activation_fused_into_the_second_linear_moves_with_it():
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, 2, 3, 4))
+    first, second = cg.Linear(4, 5), cg.Linear(5, 3)
+    h = graph.apply(cg.Flatten(1, 2), graph.apply(first, x, name="fc1"), name="r")
+    graph.output(graph.add("Linear", [h], dict(second.attrs, activation={"op": "Tanh", "attrs": {}}), second.params,
+                           name="fc2"))
+    optimized = cg.optimize(graph)
+    assert [n.op for n in optimized.layers()] == ["Linear", "Reshape"]
+    assert optimized.layers()[0].attrs["activation"]["op"] == "Tanh"
+    assert_equivalent(graph, optimized)
