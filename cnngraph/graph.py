@@ -47,8 +47,12 @@ class Node:
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
-        object.__setattr__(self, "attrs", ReadOnlyDict(self.attrs))
+        if not isinstance(self.attrs, ReadOnlyDict):        # a ReadOnlyDict is frozen all the way down already
+            object.__setattr__(self, "attrs", ReadOnlyDict(self.attrs))
         object.__setattr__(self, "params", ReadOnlyDict({k: readonly_array(v) for k, v in self.params.items()}))
+
+    def __deepcopy__(self, memo) -> Node:
+        return self                        # immutable: a deep copy may share it (and keeps its arrays read-only)
 
     @property
     def shape(self) -> tuple:

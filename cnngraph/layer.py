@@ -84,8 +84,10 @@ class Layer:
 
     def __init__(self, **attrs):
         object.__setattr__(self, "attrs", ReadOnlyDict(attrs))
-        object.__setattr__(self, "params", ReadOnlyDict({k: readonly_array(v) for k, v in
-                                                         self.init_params(attrs).items()}))
+        params = self.init_params(attrs)
+        for array in params.values():
+            array.flags.writeable = False       # init_params makes new arrays, only ours: frozen without a copy
+        object.__setattr__(self, "params", ReadOnlyDict({k: readonly_array(v) for k, v in params.items()}))
 
     # --- the schema: override in subclasses -------------------------------------------------------------
     @classmethod
@@ -94,6 +96,7 @@ class Layer:
 
     @classmethod
     def init_params(cls, attrs: dict) -> dict[str, np.ndarray]:
+        """New float32 arrays (PyTorch's default initialisation); the layer makes them read-only in place."""
         return {}
 
     @classmethod
