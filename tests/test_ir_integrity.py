@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import inspect
 import re
+import tracemalloc
 import weakref
 
 import numpy as np
@@ -139,6 +140,33 @@ def test_a_copy_shares_arrays_safely():
     assert not np.any(h.node("conv1").params["weight"])
     x = images()
     assert not np.allclose(cg.run(g, x), cg.run(h, x))
+
+
+def test_an_imported_models_weights_are_not_copied_twice():
+    """The importer hands read-only float32 arrays over the initializers' bytes and the graph keeps them without a
+    copy; a weight the importer must transpose (Gemm with transB=0) is copied once. Measured as the peak of Python
+    and NumPy allocations during load_onnx, in units of the weights: 1.27 (the weights once, one transposed copy,
+    an initializer's bytes read once more while checking); 1.47 when the transposed weight is copied twice (the
+    importer's ascontiguousarray, then the graph's read-only copy); 2.87 when the graph copies every weight."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    arrays = {f"w{i}": rng.standard_normal((512, 512, 1, 1), dtype=np.float32) for i in range(4)}   # 1 MB each
+    arrays["fc"] = rng.standard_normal((512 * 4, 128), dtype=np.float32)                            # 1 MB, (in, out)
+    nodes = [helper.make_node("Conv", [f"c{i}", f"w{i}"], [f"c{i + 1}"], kernel_shape=[1, 1]) for i in range(4)]
+    nodes += [helper.make_node("Flatten", ["c4"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=0)]
+    model = helper.make_model(helper.make_graph(
+        nodes, "big", [helper.make_tensor_value_info("c0", TensorProto.FLOAT, ["N", 512, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128])],
+        [numpy_helper.from_array(a, name) for name, a in arrays.items()]), opset_imports=[helper.make_opsetid("", 17)])
+    weights = sum(a.nbytes for a in arrays.values())
+    tracemalloc.start()
+    try:
+        g = cg.load_onnx(model)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(a.nbytes for n in g.layers() for a in n.params.values()) == weights
+    assert peak < 1.4 * weights, f"peak {peak / weights:.2f}× the weights"
 
 
 # --- every change goes through the graph and bumps its version ----------------------------------------------
