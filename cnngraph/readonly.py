@@ -62,6 +62,17 @@ def readonly_array(value, dtype=np.float32) -> np.ndarray:
     return array
 
 
+def freeze_in_place(value) -> np.ndarray:
+    """An array only the caller holds (with any array it views), made read-only without a copy: how a front end
+    that computed its own weights (the ONNX importer's folded constants) hands them over without doubling them."""
+    array = np.asarray(value)
+    owner = array
+    while isinstance(owner, np.ndarray):
+        owner.flags.writeable = False
+        owner = owner.base
+    return array
+
+
 def _writable_base(array: np.ndarray) -> bool:
     """Whether the array views memory that someone can still write through another array."""
     base = array.base
