@@ -276,8 +276,8 @@ class Graph:
                     for user in self._dag.successors(name):
                         heapq.heappush(pending, (position[user], user))
         except CnnGraphError:
-            self._nodes.update(old_nodes)
-            self._set_edges(old_inputs)
+            self._nodes.update(old_nodes)        # the types as before (the rewired nodes still read the new inputs,
+            self._set_edges(old_inputs)          # as the edges do), then the inputs and edges as before
             raise
 
     def _check_acyclic(self, new_inputs: dict[str, tuple]) -> None:

@@ -45,14 +45,6 @@ class Operand:
         return f"{self.name} with shape {format_shape(self.shape)}"
 
 
-def as_float32(value, *, what: str) -> np.ndarray:
-    """Parameters are float32; numeric arrays are converted, anything else is refused."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiu":
-        raise ParameterError(f"{what}: expected a numeric array, got dtype {array.dtype}")
-    return np.asarray(array, dtype=np.float32, order="C")          # 0-d stays 0-d (ascontiguousarray makes it 1-d)
-
-
 class Layer:
     """A layer: attributes (hyper-parameters) plus named float32 parameter arrays.
 

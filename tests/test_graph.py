@@ -235,6 +235,21 @@ def test_refused_set_inputs_leaves_the_graph_unchanged():
     g.lint()
 
 
+def test_set_inputs_refused_downstream_restores_every_type_it_changed():
+    """conv and relu take the new shape, then add refuses it: all three nodes must be as before."""
+    g = cg.Graph("g")
+    x, y = g.input("x", (None, 3, 8, 8)), g.input("y", (None, 3, 6, 6))
+    z = g.input("z", (None, 5, 6, 6))
+    conv = g.apply(cg.Conv2d(3, 5, 3), x)
+    g.output(g.apply(cg.Add(), g.apply(cg.ReLU(), conv), z))
+    before, version = snapshot(g), g.version
+    with pytest.raises(cg.ShapeError, match="add1"):
+        g.set_inputs(conv, [y])
+    assert snapshot(g) == before and g.users("y") == []
+    assert g.version >= version
+    g.lint()
+
+
 def test_set_inputs_reinfers_the_types_downstream():
     """Changing a node's input may change its output type; the readers' stored types must follow (stale
     shapes after a rewrite: onnx/onnx #4367), so lint still passes."""
