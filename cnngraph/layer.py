@@ -7,12 +7,14 @@ ops up here by name.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from .errors import GraphError, ParameterError, ShapeError
+from .readonly import ReadOnlyDict, readonly_array
 from .shapes import TensorType, format_shape
 
 REGISTRY: dict[str, type[Layer]] = {}
@@ -43,20 +45,12 @@ class Operand:
         return f"{self.name} with shape {format_shape(self.shape)}"
 
 
-def as_float32(value, *, what: str) -> np.ndarray:
-    """Parameters are float32; numeric arrays are converted, anything else is refused."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiu":
-        raise ParameterError(f"{what}: expected a numeric array, got dtype {array.dtype}")
-    return np.asarray(array, dtype=np.float32, order="C")          # 0-d stays 0-d (ascontiguousarray makes it 1-d)
-
-
 class Layer:
     """A layer: attributes (hyper-parameters) plus named float32 parameter arrays.
 
     Subclasses set the class variables below and implement ``param_shapes``, ``infer`` and, when they own
-    parameters, ``init_params``. Parameters are read and set as attributes (``conv.weight``); setting one
-    checks its shape.
+    parameters, ``init_params``. Parameters are read and set as attributes (``conv.weight = w`` checks the
+    shape and stores a read-only float32 copy of ``w``); ``attrs`` and ``params`` are read-only mappings.
     """
     op: ClassVar[str]
     prefix: ClassVar[str] = "layer"          # default node name: prefix + counter ("conv1")
@@ -84,8 +78,11 @@ class Layer:
             REGISTRY[cls.op] = cls
 
     def __init__(self, **attrs):
-        object.__setattr__(self, "attrs", attrs)
-        object.__setattr__(self, "params", self.init_params(attrs))
+        object.__setattr__(self, "attrs", ReadOnlyDict(attrs))
+        params = self.init_params(attrs)
+        for array in params.values():
+            array.flags.writeable = False       # init_params makes new arrays, only ours: frozen without a copy
+        object.__setattr__(self, "params", ReadOnlyDict({k: readonly_array(v) for k, v in params.items()}))
 
     # --- the schema: override in subclasses -------------------------------------------------------------
     @classmethod
@@ -94,6 +91,7 @@ class Layer:
 
     @classmethod
     def init_params(cls, attrs: dict) -> dict[str, np.ndarray]:
+        """New float32 arrays (PyTorch's default initialisation); the layer makes them read-only in place."""
         return {}
 
     @classmethod
@@ -131,7 +129,8 @@ class Layer:
         if name not in expected:
             raise ParameterError(f"{self.op}: no parameter named {name!r} with these attributes "
                                  f"(parameters: {', '.join(expected) or 'none'})")
-        self.params[name] = check_param(self.op, name, value, expected[name])
+        object.__setattr__(self, "params", ReadOnlyDict(self.params, **{
+            name: check_param(self.op, name, value, expected[name])}))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.attrs.items())
@@ -146,12 +145,15 @@ class Layer:
 
 
 def check_param(label: str, name: str, value, shape: tuple) -> np.ndarray:
-    """The parameter as a float32 array of the expected shape; ``label`` names the layer in the error."""
-    array = as_float32(value, what=f"{label}: {name}")
+    """The parameter as a read-only float32 array of the expected shape (the caller's array is copied unless
+    it already is one: see ``readonly_array``); ``label`` names the layer in the error. Checked before copying."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise ParameterError(f"{label}: {name}: expected a numeric array, got dtype {array.dtype}")
     if array.shape != tuple(shape):
         raise ParameterError(f"{label}: {name} must have shape {format_shape(tuple(shape))}, "
                              f"got {format_shape(array.shape)}")
-    return array
+    return readonly_array(array)
 
 
 def pair(value, what: str) -> tuple[int, int]:
@@ -195,6 +197,6 @@ def fusable_activations() -> list[str]:
 def require_activation(attrs: dict) -> None:
     """A Conv2d or Linear may carry a fused activation: ``activation = {"op": "ReLU", "attrs": {...}}``."""
     fused = attrs.get("activation")
-    if fused is not None and (not isinstance(fused, dict) or fused.get("op") not in fusable_activations()):
+    if fused is not None and (not isinstance(fused, Mapping) or fused.get("op") not in fusable_activations()):
         raise ShapeError(f"activation must be one of {', '.join(fusable_activations())} as "
                          f"{{'op': ..., 'attrs': {{...}}}}, got {fused!r}")

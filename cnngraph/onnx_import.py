@@ -47,6 +47,7 @@ from .errors import CnnGraphError
 from .graph import Graph
 from .onnx_fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
 from .onnx_safety import OnnxImportError, check_fold, check_model_file, check_structure, load_external_data
+from .readonly import freeze_in_place, readonly_array
 from .shapes import average_pool_divisor, pool_output_size, product
 
 
@@ -241,7 +242,7 @@ class _Importer:
             array = self.const(name, f"constant {name!r}")
             if array.dtype.kind not in "fiub":
                 raise _Unsupported(f"constant {name!r} has dtype {array.dtype}")
-            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=array.astype(np.float32)), name=name)
+            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=readonly_array(freeze_in_place(array))), name=name)
             self.values.add(name)
         return self.value(name)
 
@@ -259,7 +260,7 @@ class _Importer:
         if extra:
             raise _Unsupported(f"its extra outputs {extra} are read")
         name = node.output[0]
-        params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (params or {}).items()}
+        params = {k: readonly_array(freeze_in_place(v)) for k, v in (params or {}).items()}   # kept without a copy
         self.graph.add(op, inputs, attrs, params, name=name)
         self.values.add(name)
 

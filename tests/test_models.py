@@ -195,7 +195,7 @@ def m3_from(m2):
     l1, l2 = m2.node("L1").params, m2.node("L2").params
     weight, bias = compose_convs(l1["weight"], l1["bias"], l2["weight"], l2["bias"])
     m3 = models.seed_m3(input_shape=m2.type_of("input").shape, num_classes=bias.shape[0])
-    m3.node("L").params = {"weight": weight, "bias": bias}
+    m3.set_params("L", weight=weight, bias=bias)
     m3.lint()
     return m3
 

@@ -8,11 +8,13 @@ from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor
 
-_executors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_executors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # graph -> (version, executor of a copy)
 
 
 def compile_graph(graph) -> Executor:
-    """The graph compiled for this backend, reused while the graph is unchanged (Graph.version)."""
+    """The graph compiled for this backend, cached on (graph identity, Graph.version): every edit of the graph
+    bumps its version, so no executor outlives an edit. The executor holds a snapshot, not the graph, so the
+    cache entry dies with the graph."""
     cached = _executors.get(graph)
     if cached is not None and cached[0] == graph.version:
         return cached[1]

@@ -40,7 +40,8 @@ class Step:
 
 
 class Executor:
-    """A graph compiled for the NumPy backend; call it with input arrays.
+    """A graph compiled for the NumPy backend as it is now (later edits of the graph do not reach it: cg.run
+    compiles again); call it with input arrays.
 
     A batch whose samples never meet (batch_split.batch_symbol) and that has enough work runs as one piece
     per core, each piece on a plan of its own."""
@@ -49,7 +50,9 @@ class Executor:
         missing = sorted({n.op for n in graph.layers() if n.op not in KERNELS})
         if missing:
             raise CnnGraphError(f"the NumPy backend has no kernel for {', '.join(missing)}")
-        self.graph = graph
+        # A snapshot (nodes and arrays are immutable, so it costs no parameter memory): plans compiled later,
+        # for other batch sizes, see the same graph, and the cache in __init__.py does not keep the graph alive.
+        self.graph = graph.copy()
         self.batch_symbol = batch_split.batch_symbol(graph)
         self.macs_per_sample = graph.macs()
         self._plans: dict[tuple, Plan] = {}

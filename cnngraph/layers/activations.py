@@ -16,6 +16,7 @@ class _Elementwise(Layer):
 
 
 class ReLU(_Elementwise):
+    """max(x, 0) element-wise, as ``torch.nn.ReLU()``; any input shape, output of the same shape. No arguments."""
     fusable_activation = True
     idempotent = True
     prefix = "relu"
@@ -25,6 +26,11 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
+    """x if x ≥ 0 else negative_slope·x element-wise, as ``torch.nn.LeakyReLU``; output of the input's shape.
+
+    Args:
+        negative_slope: the slope for negative inputs (default 0.01).
+    """
     fusable_activation = True
     prefix = "lrelu"
 
@@ -33,6 +39,7 @@ class LeakyReLU(_Elementwise):
 
 
 class ReLU6(_Elementwise):
+    """min(max(x, 0), 6) element-wise, as ``torch.nn.ReLU6()`` (MobileNet's activation). No arguments."""
     fusable_activation = True
     idempotent = True
     prefix = "relu6"
@@ -42,6 +49,7 @@ class ReLU6(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
+    """1 / (1 + exp(−x)) element-wise, as ``torch.nn.Sigmoid()``. No arguments."""
     fusable_activation = True
     prefix = "sigmoid"
 
@@ -50,6 +58,7 @@ class Sigmoid(_Elementwise):
 
 
 class Tanh(_Elementwise):
+    """tanh(x) element-wise, as ``torch.nn.Tanh()``. No arguments."""
     fusable_activation = True
     prefix = "tanh"
 
@@ -58,6 +67,11 @@ class Tanh(_Elementwise):
 
 
 class Softmax(Layer):
+    """exp(x) / Σ exp(x) along one axis, as ``torch.nn.Softmax(dim)``; output of the input's shape.
+
+    Args:
+        axis: the axis normalised over (PyTorch's ``dim``; default −1, the last axis).
+    """
     prefix = "softmax"
 
     def __init__(self, axis: int = -1):

@@ -32,14 +32,36 @@ def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, int, int, in
 
 
 class Conv2d(Layer):
+    """2-D convolution (cross-correlation) as ``torch.nn.Conv2d``: input (N, in_channels, H, W), output
+    (N, out_channels, H', W') with H' = ⌊(H + pad_top + pad_bottom − dilation·(kh − 1) − 1) / stride⌋ + 1.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output (number of filters).
+        kernel_size: kh and kw, an int or a pair (kh, kw).
+        stride: an int or a pair (default 1).
+        padding: zeros added around the input: an int, a pair (ph, pw), four numbers (top, left, bottom,
+            right), "valid" (none) or "same" (output size = input size; stride 1 only). Default 0.
+        dilation: spacing between kernel taps, an int or a pair (default 1).
+        groups: in_channels and out_channels split into this many groups convolved apart (in_channels for
+            a depthwise convolution); both must be divisible by it. Default 1.
+        bias: whether the layer has a bias (default True).
+
+    Parameters (PyTorch's layout, float32, PyTorch's default uniform initialisation):
+        weight: (out_channels, in_channels / groups, kh, kw).
+        bias: (out_channels,), when ``bias``.
+    Set them with ``conv.weight = array`` (shape-checked) before adding the layer to a graph, or with
+    ``graph.set_params(name, weight=...)`` after.
+    """
     batch_independent = True
     prefix = "conv"
     linear = True
     weighted = True
     accepts_epilogue = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, ...] | str = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True):
         kernel, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
         if min(kernel + stride + dilation) < 1:
             raise ValueError(f"Conv2d: kernel_size, stride and dilation must be >= 1, got {kernel}, {stride}, {dilation}")

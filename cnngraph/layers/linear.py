@@ -8,6 +8,18 @@ from ..shapes import TensorType, product
 
 
 class Linear(Layer):
+    """Fully connected layer as ``torch.nn.Linear``: y = x · weightᵀ + bias over the last axis; input
+    (..., in_features), output (..., out_features). A Flatten usually comes before it in a CNN.
+
+    Args:
+        in_features: size of the input's last axis.
+        out_features: size of the output's last axis.
+        bias: whether the layer has a bias (default True).
+
+    Parameters (PyTorch's layout, float32):
+        weight: (out_features, in_features).
+        bias: (out_features,), when ``bias``.
+    """
     batch_independent = True
     prefix = "fc"
     linear = True

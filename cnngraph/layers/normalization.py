@@ -8,6 +8,21 @@ from ..layer import Layer
 
 
 class BatchNorm2d(Layer):
+    """Batch normalisation at inference, as ``torch.nn.BatchNorm2d`` in eval mode: per channel c,
+    y = (x − running_mean[c]) / √(running_var[c] + eps) · weight[c] + bias[c]; input (N, num_features, ...),
+    output of the same shape.
+
+    Args:
+        num_features: channels of the input (C).
+        eps: added to the variance for numerical stability (default 1e-5).
+
+    Parameters (each of shape (num_features,), float32; the running statistics are buffers in PyTorch and
+    are not counted as learnable parameters):
+        weight: γ, the scale (initially 1).
+        bias: β, the shift (initially 0).
+        running_mean: the mean subtracted (initially 0).
+        running_var: the variance divided by (initially 1).
+    """
     batch_independent = True
     prefix = "bn"
     linear = True

@@ -48,10 +48,22 @@ def _pool_macs(attrs, output):
 
 
 class MaxPool2d(Layer):
+    """Maximum over sliding windows, as ``torch.nn.MaxPool2d``: input (N, C, H, W), output (N, C, H', W');
+    padded positions never win (they count as −∞).
+
+    Args:
+        kernel_size: window height and width, an int or a pair.
+        stride: an int or a pair; default (None) is kernel_size.
+        padding: an int or a pair, at most half the window (as in PyTorch); default 0.
+        dilation: spacing between window taps, an int or a pair (default 1).
+        ceil_mode: round the output size up instead of down (a window that would start inside the right
+            padding is dropped, as in PyTorch); default False.
+    """
     batch_independent = True
     prefix = "pool"
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False):
         super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
 
     infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
@@ -59,11 +71,22 @@ class MaxPool2d(Layer):
 
 
 class AvgPool2d(Layer):
+    """Mean over sliding windows, as ``torch.nn.AvgPool2d``: input (N, C, H, W), output (N, C, H', W').
+
+    Args:
+        kernel_size: window height and width, an int or a pair.
+        stride: an int or a pair; default (None) is kernel_size.
+        padding: zero padding, an int or a pair, at most half the window; default 0.
+        ceil_mode: round the output size up instead of down; default False.
+        count_include_pad: divide by the whole window, padding included (True, PyTorch's default) or by
+            the taps inside the input only (False).
+    """
     batch_independent = True
     prefix = "pool"
     linear = True
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True):
         super().__init__(**_pool_attrs("AvgPool2d", kernel_size, stride, padding, 1), ceil_mode=bool(ceil_mode),
                          count_include_pad=bool(count_include_pad))
 
@@ -73,7 +96,8 @@ class AvgPool2d(Layer):
 
 
 class GlobalAvgPool2d(Layer):
-    """Mean over the spatial axes, keeping them as 1×1 (PyTorch's AdaptiveAvgPool2d(1))."""
+    """Mean over the spatial axes, keeping them as 1×1 (PyTorch's AdaptiveAvgPool2d(1)): input (N, C, H, W),
+    output (N, C, 1, 1). No arguments."""
     batch_independent = True
     prefix = "gap"
     linear = True

@@ -26,6 +26,12 @@ def broadcast_shape(inputs) -> tuple:
 
 
 class Flatten(Layer):
+    """Merge axes start_dim..end_dim into one, as ``torch.nn.Flatten``: (N, C, H, W) → (N, C·H·W) by default.
+
+    Args:
+        start_dim: first axis merged (default 1: the batch axis is kept).
+        end_dim: last axis merged (default −1, the last axis).
+    """
     prefix = "flatten"
     linear = True
     reshape_like = True
@@ -50,8 +56,12 @@ class Flatten(Layer):
 
 
 class Add(Layer):
-    """Element-wise sum of two or more values of the same shape (a residual connection); with
-    ``broadcast=True``, NumPy/ONNX broadcasting (a bias added to every pixel, as imported models do)."""
+    """Element-wise sum of two or more values of the same shape (a residual connection): ``g.apply(Add(), a, b)``.
+
+    Args:
+        broadcast: allow NumPy/ONNX broadcasting between the inputs (a bias added to every pixel, as imported
+            models do); default False, which requires equal shapes.
+    """
     batch_independent = True
     prefix = "add"
     linear = True
@@ -73,6 +83,11 @@ class Add(Layer):
 
 
 class Concat(Layer):
+    """Join one or more values along an axis, as ``torch.cat``; the others must match.
+
+    Args:
+        axis: the axis joined along (default 1, the channels of (N, C, H, W)).
+    """
     prefix = "concat"
     linear = True
     arity = (1, None)
@@ -96,6 +111,7 @@ class Concat(Layer):
 
 
 class Identity(Layer):
+    """Returns its input, as ``torch.nn.Identity()``; removed by the optimizer. No arguments."""
     batch_independent = True
     prefix = "identity"
     linear = True
@@ -110,7 +126,12 @@ class Identity(Layer):
 
 
 class Dropout(Layer):
-    """Identity at inference; kept as a layer so a graph reads like the network it came from."""
+    """``torch.nn.Dropout`` at inference: the identity, kept as a layer so a graph reads like the network it
+    came from (lint points it out; the optimizer removes it).
+
+    Args:
+        p: the training-time drop probability, in [0, 1] (default 0.5); recorded, not used at inference.
+    """
     batch_independent = True
     prefix = "dropout"
     linear = True

@@ -7,8 +7,10 @@ one (LocalResponseNorm, Hardtanh, GlobalMaxPool2d ~ AdaptiveMaxPool2d(1)).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
-from ..layer import Layer, Operand, as_float32, require_rank
+from ..layer import Layer, Operand, require_rank
 from ..shapes import TensorType, product
 from .activations import _Elementwise
 from .structure import broadcast_shape
@@ -37,15 +39,19 @@ def _split(dims) -> tuple[int, list[str]]:
 
 
 class Constant(Layer):
-    """A constant tensor (an ONNX initializer that is not a layer's weight): no inputs, one parameter."""
+    """A constant tensor (an ONNX initializer that is not a layer's weight): no inputs, one parameter.
+
+    Args:
+        value: the array (any shape); stored as a read-only float32 copy, parameter ``value``.
+    """
     prefix = "const"
     arity = (0, 0)
     constant = True
 
-    def __init__(self, value):
-        value = as_float32(value, what="Constant: value")
+    def __init__(self, value: np.ndarray):
+        value = np.asarray(value)
         super().__init__(shape=tuple(value.shape))
-        self.value = value
+        self.value = value                      # checked: a read-only float32 copy
 
     @classmethod
     def param_shapes(cls, attrs):
@@ -61,6 +67,7 @@ class Constant(Layer):
 
 
 class _Broadcasting(Layer):
+    """Two inputs, NumPy/ONNX broadcasting; no arguments."""
     batch_independent = True
     arity = (2, 2)
 
@@ -73,25 +80,32 @@ class _Broadcasting(Layer):
 
 
 class Mul(_Broadcasting):
-    """x · y element-wise, with broadcasting (a per-channel scale when y is a constant)."""
+    """x · y element-wise, with broadcasting (a per-channel scale when y is a constant). No arguments."""
     prefix = "mul"
     constant_affine = "scale"
 
 
 class Sub(_Broadcasting):
+    """x − y element-wise, with broadcasting. No arguments."""
     prefix = "sub"
     linear = True
 
 
 class Div(_Broadcasting):
+    """x / y element-wise, with broadcasting. No arguments."""
     prefix = "div"
 
 
 class Transpose(Layer):
+    """Permute the axes, as ``torch.permute``: output axis i is input axis perm[i].
+
+    Args:
+        perm: a permutation of the input's axes.
+    """
     prefix = "transpose"
     linear = True
 
-    def __init__(self, perm):
+    def __init__(self, perm: tuple[int, ...]):
         super().__init__(perm=tuple(int(p) for p in perm))
 
     @classmethod
@@ -108,14 +122,18 @@ class Transpose(Layer):
 
 
 class Reshape(Layer):
-    """ONNX's Reshape: 0 copies the input's dim at the same index, one -1 is inferred, a name is a symbolic
-    dim (so ``Reshape(("N", -1))`` flattens any batch)."""
+    """ONNX's Reshape: the same elements, in order, in a new shape.
+
+    Args:
+        shape: the output shape; 0 copies the input's dim at the same index, one −1 is inferred, a name is
+            a symbolic dim (so ``Reshape(("N", -1))`` flattens any batch).
+    """
     batch_independent = True
     prefix = "reshape"
     linear = True
     reshape_like = True
 
-    def __init__(self, shape):
+    def __init__(self, shape: tuple[int | str, ...]):
         super().__init__(shape=tuple(d if isinstance(d, str) else int(d) for d in shape))
 
     @classmethod
@@ -149,13 +167,18 @@ class Reshape(Layer):
 
 
 class Pad(Layer):
-    """ONNX's Pad: ``pads`` = begin of every axis, then end of every axis; negative values crop.
-    mode "constant" (with ``value``), "reflect" or "edge". Affine when the fill value is finite."""
+    """ONNX's Pad. Affine when the fill value is finite.
+
+    Args:
+        pads: the begin of every axis, then the end of every axis (2 × rank numbers); negative values crop.
+        mode: "constant" (fill with ``value``), "reflect" or "edge"; default "constant".
+        value: the fill value of mode "constant" (default 0).
+    """
     prefix = "pad"
     linear = True
     MODES = ("constant", "reflect", "edge")
 
-    def __init__(self, pads, mode: str = "constant", value: float = 0.0):
+    def __init__(self, pads: tuple[int, ...], mode: str = "constant", value: float = 0.0):
         if mode not in self.MODES:
             raise ValueError(f"Pad: mode must be one of {self.MODES}, got {mode!r}")
         super().__init__(pads=tuple(int(p) for p in pads), mode=mode, value=float(value))
@@ -186,11 +209,16 @@ class Pad(Layer):
 
 
 class ReduceMean(Layer):
-    """Mean over ``axes`` (all axes when empty), keeping them as size 1 when ``keepdims``."""
+    """Mean over some axes, as ``torch.mean(x, dim, keepdim)``.
+
+    Args:
+        axes: the axes averaged over; empty (the default) means all axes.
+        keepdims: keep the averaged axes as size 1 (default True).
+    """
     prefix = "mean"
     linear = True
 
-    def __init__(self, axes=(), keepdims: bool = True):
+    def __init__(self, axes: tuple[int, ...] = (), keepdims: bool = True):
         super().__init__(axes=tuple(int(a) for a in axes), keepdims=bool(keepdims))
 
     @classmethod
@@ -214,7 +242,8 @@ class ReduceMean(Layer):
 
 
 class MatMul(Layer):
-    """NumPy's matmul of two values (batched, broadcasting); a product with a constant matrix is a Linear."""
+    """NumPy's matmul of two values (batched, broadcasting); a product with a constant matrix is a Linear.
+    No arguments."""
     prefix = "matmul"
     arity = (2, 2)
 
@@ -242,7 +271,8 @@ class MatMul(Layer):
 
 
 class GlobalMaxPool2d(Layer):
-    """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool)."""
+    """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool): input
+    (N, C, H, W), output (N, C, 1, 1). No arguments."""
     batch_independent = True
     prefix = "gmaxpool"
 
@@ -256,8 +286,16 @@ class GlobalMaxPool2d(Layer):
 
 
 class LocalResponseNorm(Layer):
-    """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta.
-    The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd sizes only."""
+    """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta, on
+    an input (N, C, ...). The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd
+    sizes only.
+
+    Args:
+        size: channels in the window.
+        alpha: the multiplicative factor (default 1e-4).
+        beta: the exponent (default 0.75).
+        k: the additive term (default 1).
+    """
     batch_independent = True
     prefix = "lrn"
 
@@ -275,9 +313,14 @@ class LocalResponseNorm(Layer):
 
 
 class Hardtanh(_Elementwise):
+    """Clamp to [min_val, max_val] element-wise, as ``torch.nn.Hardtanh`` (ONNX's Clip; ReLU6 is Hardtanh(0, 6)).
+
+    Args:
+        min_val: the lower bound (default −1).
+        max_val: the upper bound (default 1); at least min_val.
+    """
     fusable_activation = True
     idempotent = True
-    """Clamp to [min_val, max_val] (ONNX's Clip; ReLU6 is Hardtanh(0, 6))."""
     prefix = "clip"
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
