@@ -1,6 +1,6 @@
 """cnngraph: describe a CNN as a graph of layers, check it, optimize it, run it with NumPy or export it to ONNX."""
 from . import models
-from .errors import CnnGraphError, GraphError, InputError, ParameterError, ShapeError
+from .errors import CnnGraphError, ExportError, GraphError, InputError, OnnxImportError, ParameterError, ShapeError
 from .graph import Graph, Node, Value
 from .init import manual_seed
 from .layer import REGISTRY, Layer
@@ -24,14 +24,14 @@ def run(graph: Graph, *arrays, backend: str = "numpy"):
 
 def export_onnx(graph: Graph, path=None, opset: int = 18):
     """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto."""
-    from cnngraph.backends.onnx_export import export_onnx as _export
+    from .onnx.export import export_onnx as _export
     return _export(graph, path, opset)
 
 
 def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
     """Read an ONNX model (path, bytes or ModelProto) into a Graph; unsupported ops are listed in one error.
     Graph inputs with an initializer are constants unless ``initializers_as_inputs``."""
-    from .onnx_import import load_onnx as _load
+    from .onnx.importer import load_onnx as _load
     return _load(path_or_model, initializers_as_inputs=initializers_as_inputs)
 
 
@@ -52,4 +52,5 @@ def lint(graph: Graph) -> list:
 
 __all__ = ["models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
            "load_onnx",
-           "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
+           "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", "OnnxImportError",
+           "ExportError", *_layer_names]

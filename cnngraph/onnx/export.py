@@ -32,17 +32,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cnngraph import atomic
-from cnngraph.errors import CnnGraphError
-from cnngraph.graph import Node
-from cnngraph.shapes import average_pool_divisor
+from .. import atomic
+from ..errors import ExportError
+from ..graph import Node
+from ..shapes import average_pool_divisor
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 18
-
-
-class ExportError(CnnGraphError, ValueError):
-    """The graph (or the requested opset) cannot be written as an ONNX model."""
 
 
 def max_opset() -> int:

@@ -4,7 +4,7 @@ our exporter writes.
 Each ONNX node becomes one of our nodes named after its output value (so graph outputs keep their names).
 Initializers and Constant nodes are constants: a layer reading one takes it as a parameter (float32, bit for
 bit); a generic op reading one reads a Constant node named after it. Nodes whose inputs are all constants are
-folded (cnngraph/onnx_fold.py), Shape included, with a symbolic batch kept as a name: that is how the
+folded (fold.py), Shape included, with a symbolic batch kept as a name: that is how the
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape arithmetic of exporters and the ConstantOfShape weights of
 old models become plain constants. The model is checked with onnx.checker first.
 
@@ -43,11 +43,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import CnnGraphError
-from .graph import Graph
-from .onnx_fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
-from .onnx_safety import OnnxImportError, check_fold, check_model_file, check_structure, load_external_data
-from .shapes import average_pool_divisor, pool_output_size, product
+from ..errors import CnnGraphError, OnnxImportError
+from ..graph import Graph
+from ..shapes import average_pool_divisor, pool_output_size, product
+from .fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
+from .safety import check_fold, check_model_file, check_structure, load_external_data
 
 
 class _Unsupported(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .shapes import product
+from ..shapes import product
 
 MAX_ELEMENTS = 2 ** 28            # 1 GiB of float32: far beyond any weight a CNN layer has
 

@@ -29,16 +29,12 @@ from pathlib import PureWindowsPath
 import numpy as np
 from onnx import AttributeProto, TensorProto, helper, numpy_helper, shape_inference
 
-from .errors import CnnGraphError
-from .onnx_fold import MAX_ELEMENTS, FoldError
+from ..errors import OnnxImportError
+from .fold import MAX_ELEMENTS, FoldError
 
 MAX_FOLDED_ELEMENTS = 2 ** 29     # all constants one import may compute by folding (2 GiB of float32)
 MAX_FOLD_WORK = 2 ** 30           # multiply-adds one folded MatMul/Gemm/Conv may cost (seconds, not hours)
 MAX_MODEL_BYTES = 2 ** 31         # protobuf cannot parse a larger message; weights that big live outside
-
-
-class OnnxImportError(CnnGraphError, ValueError):
-    """The file is not a (valid) ONNX model, or it uses ops or forms this importer does not support."""
 
 
 # bytes per element of the dtypes cnngraph computes with (or folds on the way to float32)

@@ -1,0 +1,9 @@
+"""ONNX, both directions: one mapping between ONNX's ops and cnngraph's IR, kept in one folder.
+
+    importer.py   ONNX model -> Graph (cg.load_onnx): one handler per ONNX op
+    fold.py       constant folding at import (shape arithmetic, ConstantOfShape weights)
+    safety.py     checks that keep a malformed or hostile file from crashing, hanging or exhausting memory
+    export.py     Graph -> ONNX model (cg.export_onnx): one rule per op of ours; the onnxruntime backend runs it
+
+Importing this package imports the onnx package; ``import cnngraph`` alone does not.
+"""
