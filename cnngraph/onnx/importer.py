@@ -47,7 +47,11 @@ from ..errors import CnnGraphError, OnnxImportError
 from ..graph import Graph
 from ..shapes import average_pool_divisor, pool_output_size, product
 from .fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
-from .safety import check_fold, check_model_file, check_structure, load_external_data
+from .safety import check_fold, check_model_file, check_node_sizes, check_structure, load_external_data
+from .schema import check_attributes, check_input_types, check_opset, type_name
+from .shared import axis_index
+
+SEARCH_TAPS = 2 ** 20             # the largest window-sum tap table (outputs × kernel per axis) matched to a pool
 
 
 class _Unsupported(Exception):
@@ -89,9 +93,12 @@ def _one_line(error) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _check(model: onnx.ModelProto, where: str) -> None:
+def _check_graph_found(model: onnx.ModelProto, where: str) -> None:
     if not model.graph.node and not model.graph.output:
         raise OnnxImportError(f"{where}: not an ONNX model (no graph found; truncated or another format?)")
+
+
+def _check(model: onnx.ModelProto, where: str) -> None:
     try:
         onnx.checker.check_model(model)
     except Exception as error:                                   # ValidationError, ValueError
@@ -105,14 +112,13 @@ def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
     ``initializers_as_inputs``, which keeps them as inputs of the graph.
     """
     model, where, folder = _read_model(path_or_model)
+    _check_graph_found(model, where)
+    opset = check_opset(model, where)
     if folder is None and isinstance(path_or_model, onnx.ModelProto):
         model = onnx.ModelProto.FromString(path_or_model.SerializeToString())   # loading data must not touch it
     load_external_data(model, folder, where)
     check_structure(model, where)
     _check(model, where)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None:
-        raise OnnxImportError(f"{where}: the model imports no version of the standard ONNX domain")
     return _Importer(model.graph, opset, where, initializers_as_inputs).run()
 
 
@@ -148,6 +154,10 @@ class _Importer:
         outputs = []
         for value in self.og.output:
             if value.name in self.consts and value.name not in self.poisoned:
+                dtype = self.consts[value.name].dtype
+                if dtype != np.float32:                  # ONNX's Shape gives int64, say: no float32 stand-in
+                    raise OnnxImportError(f"{self.where}: graph output {value.name!r} is a constant of type "
+                                          f"{'int64' if dtype.kind == 'O' else dtype}; cnngraph's values are float32")
                 self._guard(lambda: self.operand(value.name), "output", value.name)  # noqa: B023 (called at once)
             elif value.name not in self.values and value.name not in self.poisoned:
                 raise OnnxImportError(f"{self.where}: graph output {value.name!r} is not computed by the graph")
@@ -171,6 +181,7 @@ class _Importer:
             which = dim.WhichOneof("value")
             dims.append(dim.dim_value if which == "dim_value" else dim.dim_param if which == "dim_param" else None)
         self.graph.input(value.name, dims)
+        self._guard(lambda: check_node_sizes(self.graph, value.name), "input", value.name)
         self.values.add(value.name)
 
     def _node(self, node) -> None:
@@ -188,6 +199,8 @@ class _Importer:
         if any(name in self.poisoned for name in node.input):
             self.poisoned.update(node.output)
             return
+        if standard:                                     # what the spec says the node may be, before any use
+            self._guard(lambda: self._check_node(node), node.op_type, label)
         if foldable:
             self._guard(lambda: self._fold(node), node.op_type, label, node)
             return
@@ -203,6 +216,16 @@ class _Importer:
                 self.poisoned.update(node.output)
         except CnnGraphError as error:
             raise OnnxImportError(f"{self.where}: node {label!r} ({op_type}): {error}") from None
+
+    def _check_node(self, node) -> None:
+        check_attributes(node)
+        check_input_types(node, [self.type_name(name) for name in node.input], self.opset)
+
+    def type_name(self, name: str) -> str | None:
+        """ONNX's type of a value: a constant's own, float for our graph's values (cnngraph computes in float32)."""
+        if name in self.consts:
+            return type_name(self.consts[name].dtype)
+        return "tensor(float)" if name in self.values else None
 
     def _fold(self, node) -> None:
         inputs = [self.consts[name] if name else None for name in node.input]
@@ -239,9 +262,10 @@ class _Importer:
         """A value of the graph for ``name``; a constant becomes a Constant node named after it (once)."""
         if name in self.consts and name not in self.values:
             array = self.const(name, f"constant {name!r}")
-            if array.dtype.kind not in "fiub":
-                raise _Unsupported(f"constant {name!r} has dtype {array.dtype}")
-            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=array.astype(np.float32)), name=name)
+            if array.dtype != np.float32:                # a Shape's int64, say: our values are float32
+                raise _Unsupported(f"constant {name!r} is {array.dtype}; cnngraph's values are float32")
+            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=array), name=name)
+            check_node_sizes(self.graph, name)
             self.values.add(name)
         return self.value(name)
 
@@ -261,6 +285,7 @@ class _Importer:
         name = node.output[0]
         params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (params or {}).items()}
         self.graph.add(op, inputs, attrs, params, name=name)
+        check_node_sizes(self.graph, name)
         self.values.add(name)
 
     def add_step(self, node, op: str, inputs, attrs=None, params=None) -> str:
@@ -270,7 +295,9 @@ class _Importer:
             index += 1
             name = f"{node.output[0]}/{op}_{index}"
         self.names.add(name)
-        return self.graph.add(op, inputs, attrs, params, name=name).name
+        self.graph.add(op, inputs, attrs, params, name=name)
+        check_node_sizes(self.graph, name)
+        return name
 
 
 # --- handlers: one per ONNX op ---------------------------------------------------------------------------------
@@ -343,6 +370,8 @@ def _gemm(imp, node):
     """alpha·A'·B' + beta·C: a Linear when B (and C) are constants, else MatMul and friends."""
     a = imp.attrs(node)
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    if not (np.isfinite(alpha) and np.isfinite(beta)):      # alpha·(A·B) is not A·(alpha·B) for infinities
+        raise _Unsupported(f"alpha {alpha} and beta {beta} must be finite")
     x = imp.value(node.input[0])
     if len(imp.shape(x)) != 2:
         raise _Unsupported("the input must be 2-D")
@@ -351,6 +380,8 @@ def _gemm(imp, node):
     c = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if node.input[1] in imp.consts:
         b = imp.const(node.input[1], "B")
+        if b.ndim != 2:
+            raise OnnxImportError(f"B ({node.input[1]!r}) has shape {list(b.shape)}; Gemm takes a matrix")
         weight = b if a.get("transB", 0) else b.T
         weight = weight if alpha == 1.0 else weight * np.float32(alpha)
         out = int(weight.shape[0])
@@ -480,6 +511,8 @@ def _batchnorm(imp, node):
         raise _Unsupported("spatial = 0 (per-position statistics)")
     x = imp.value(node.input[0])
     weight, bias, mean, var = (imp.const(n, what) for n, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
+    if weight.ndim != 1:
+        raise OnnxImportError(f"scale ({node.input[1]!r}) has shape {list(weight.shape)}; one value per channel expected")
     params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
     imp.add(node, "BatchNorm2d", [x], dict(num_features=int(weight.shape[0]), eps=_nice_float(a.get("epsilon", 1e-5))),
             params)
@@ -546,10 +579,11 @@ def _squeeze_unsqueeze(imp, node):
     axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
     if node.op_type == "Unsqueeze":
         rank = len(shape) + len(axes)
-        for axis in sorted(a % rank for a in axes):
+        for axis in sorted(axis_index(a, rank, "Unsqueeze's axis") for a in axes):
             shape.insert(axis, 1)
     else:
-        drop = {a % len(shape) for a in axes} if axes else {i for i, d in enumerate(shape) if d == 1}
+        drop = ({axis_index(a, len(shape), "Squeeze's axis") for a in axes} if axes
+                else {i for i, d in enumerate(shape) if d == 1})
         if any(shape[i] != 1 for i in drop):
             raise _Unsupported(f"squeezes axes {sorted(drop)} of {shape}, which are not all 1")
         shape = [d for i, d in enumerate(shape) if i not in drop]
@@ -605,7 +639,7 @@ def _constant(imp, node):
         key = next(iter(a.keys() & {"value_float", "value_floats", "value_int", "value_ints"}))
         imp.consts[node.output[0]] = np.array(a[key], dtype=np.float32 if "float" in key else np.int64)
     else:
-        raise _Unsupported(f"the {', '.join(a)} form")
+        raise _Unsupported(f"the {', '.join(a)} form" if a else "no value attribute")
 
 
 def _shape(imp, node):
@@ -647,9 +681,12 @@ def _pad(imp, node):
         fill = 0.0 if value is None else float(value.item())
         axes = imp.optional_const(node, 3, "axes")
         if axes is not None:                                  # pads for the listed axes only (opset 18)
+            axes = [axis_index(int(v), rank, "Pad's axis") for v in axes.reshape(-1)]
+            if len(pads) != 2 * len(axes):
+                raise OnnxImportError(f"{len(pads)} pads for {len(axes)} axes; Pad takes two per axis")
             full = [0] * (2 * rank)
-            for i, axis in enumerate(int(v) % rank for v in axes.reshape(-1)):
-                full[axis], full[rank + axis] = pads[i], pads[len(pads) // 2 + i]
+            for i, axis in enumerate(axes):
+                full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
             pads = full
     if mode not in ("constant", "reflect", "edge"):
         raise _Unsupported(f"mode {mode!r}")
@@ -746,10 +783,17 @@ def _mul(imp, node):
 
 
 def _window_average(imp, node, d, scale) -> bool:
-    """Adds the AvgPool2d whose PyTorch divisors are ``scale``; False when none matches."""
+    """Adds the AvgPool2d whose PyTorch divisors are ``scale``; False when none matches.
+
+    The exporter writes these window sums for PyTorch pools, whose end pads plus overhang stay under the
+    kernel; larger pads, or tap tables over SEARCH_TAPS, are left a convolution (correct, not recognised),
+    so the search below costs at most 2·kh·kw small candidates."""
     size, (kh, kw), stride, conv_pads = imp.shape(d["x"])[2:], d["kernel"], d["stride"], d["pads"]
     if d["dilation"] != (1, 1) or not all(isinstance(s, int) for s in size):
         raise _Unsupported("window sums with dilation or a symbolic spatial size")
+    if conv_pads[2] >= kh or conv_pads[3] >= kw or scale.ndim != 4 or any(
+            n * k > SEARCH_TAPS for n, k in zip(scale.shape[2:], (kh, kw))):
+        return False
     top, left = conv_pads[0], conv_pads[1]
     # prefer PyTorch-style symmetric pads when several forms compute the same thing
     candidates = sorted(((include, bottom, right) for include in (True, False) for bottom in range(conv_pads[2] + 1)
@@ -757,7 +801,7 @@ def _window_average(imp, node, d, scale) -> bool:
     for include, bottom, right in candidates:
         pads = (top, left, bottom, right)
         out = [pool_output_size(size[i], d["kernel"][i], stride[i], pads[i], pads[2 + i], 1, True) for i in range(2)]
-        if min(out) < 1:
+        if (1, 1, *out) != scale.shape:
             continue
         overhang = [max(0, (out[i] - 1) * stride[i] + d["kernel"][i] - (size[i] + pads[i] + pads[2 + i]))
                     for i in range(2)]
@@ -768,7 +812,7 @@ def _window_average(imp, node, d, scale) -> bool:
         if np.any(divisor == 0):
             continue
         expected = (1.0 / divisor).astype(np.float32)[None, None]
-        if expected.shape == scale.shape and np.array_equal(expected, scale):
+        if np.array_equal(expected, scale):
             attrs = dict(kernel_size=(kh, kw), stride=stride, pads=pads, dilation=(1, 1), ceil_mode=True,
                          count_include_pad=include)
             imp.add(node, "AvgPool2d", [d["x"]], attrs)

@@ -17,6 +17,7 @@ node, value or path. The importer calls them in this order (see each function's 
     check_structure(model, where)               before onnx.checker, so our clearer messages come first
     check_fold(node, inputs, opset, spent)      before folding each node on constants
     check_elements(shape, label)                before materialising any array whose shape a model chose
+    check_node_sizes(graph, name)               after each node the importer adds, before any plan exists
 """
 from __future__ import annotations
 
@@ -97,6 +98,40 @@ def check_model_file(path) -> None:
     if info.st_size > MAX_MODEL_BYTES:
         raise OnnxImportError(f"{where}: {info.st_size} bytes is more than the 2 GiB a protobuf can hold, so "
                               f"not an ONNX model (large weights belong in external data)")
+
+
+def check_node_sizes(graph, name: str) -> None:
+    """After the importer adds node ``name`` to ``graph`` and before any plan is compiled: its output has no
+    dimension of 0 and at most MAX_ELEMENTS elements per sample; a sliding window's padded input (the copy a
+    convolution makes) and its tap table along each axis (output size × kernel size) too. Sizes are Python
+    ints here, so nothing of that size is ever allocated."""
+    node = graph.node(name)
+    _check_size(node.type.shape, "its output")
+    attrs = node.attrs
+    if "kernel_size" in attrs and "pads" in attrs:
+        x = graph.type_of(node.inputs[0]).shape
+        top, left, bottom, right = attrs["pads"]
+        _check_size((*x[:2], _add(x[2], top + bottom), _add(x[3], left + right)), "its padded input")
+        for axis in range(2):
+            out, kernel = node.type.shape[2 + axis], attrs["kernel_size"][axis]
+            if isinstance(out, int) and out * kernel > MAX_ELEMENTS:
+                raise OnnxImportError(f"its window covers {kernel} taps at each of {out} positions along axis "
+                                      f"{2 + axis}: more than the {_cap(MAX_ELEMENTS)} cnngraph allows")
+
+
+def _add(dim, pads: int):
+    return dim + pads if isinstance(dim, int) else dim
+
+
+def _check_size(shape, what: str) -> None:
+    static = [d for d in shape if isinstance(d, int)]
+    if 0 in static:
+        raise OnnxImportError(f"{what} would have shape {list(shape)}: a dimension of 0 (cnngraph does not compute "
+                              f"with empty tensors)")
+    count = math.prod(static)
+    if count > MAX_ELEMENTS:
+        raise OnnxImportError(f"{what} would have {count} elements per sample (shape {list(shape)}), more than the "
+                              f"{_cap(MAX_ELEMENTS)} cnngraph allows")
 
 
 # --- structure -------------------------------------------------------------------------------------------------
@@ -236,6 +271,9 @@ def _check_inputs(graph, where: str) -> None:
                                   f"computes in float32 only")
         dims = [d.dim_value if d.HasField("dim_value") else "?" for d in tensor.shape.dim]
         check_elements(dims, f"{where}: graph input {value.name!r}")
+        if 0 in dims:
+            raise OnnxImportError(f"{where}: graph input {value.name!r} has shape {dims}: a dimension of 0 (cnngraph "
+                                  f"does not compute with empty tensors)")
 
 
 def _check_constant_dtypes(graph, where: str) -> None:
@@ -480,5 +518,6 @@ def _work(node, inputs, out_shape) -> int:
     return out * per_channel if node.op_type == "Conv" else x.size * per_channel
 
 
-__all__ = ["OnnxImportError", "MAX_ELEMENTS", "MAX_FOLDED_ELEMENTS", "MAX_FOLD_WORK", "MAX_MODEL_BYTES",
-           "check_elements", "check_model_file", "check_structure", "load_external_data", "check_fold"]
+__all__ = ["MAX_ELEMENTS", "MAX_FOLDED_ELEMENTS", "MAX_FOLD_WORK", "MAX_MODEL_BYTES",
+           "check_elements", "check_model_file", "check_structure", "load_external_data", "check_fold",
+           "check_node_sizes"]
