@@ -2,8 +2,10 @@
 
     importer.py   ONNX model -> Graph (cg.load_onnx): one handler per ONNX op
     fold.py       constant folding at import (shape arithmetic, ConstantOfShape weights)
+    schema.py     what the spec says a node may be (opset range, input types, flags, sizes), checked at import
     safety.py     checks that keep a malformed or hostile file from crashing, hanging or exhausting memory
     export.py     Graph -> ONNX model (cg.export_onnx): one rule per op of ours; the onnxruntime backend runs it
+    shared.py     arithmetic both directions use: axes, window sizes and overhangs, Reshape <-> Flatten, names
 
 Importing this package imports the onnx package; ``import cnngraph`` alone does not.
 """

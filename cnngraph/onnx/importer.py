@@ -49,7 +49,7 @@ from ..shapes import average_pool_divisor, pool_output_size, product
 from .fold import FOLDERS, FoldError, fold, is_symbolic, shape_array
 from .safety import check_fold, check_model_file, check_node_sizes, check_structure, load_external_data
 from .schema import check_attributes, check_input_types, check_opset, type_name
-from .shared import axis_index
+from .shared import axis_index, merged_axes, onnx_window_count, overhang, unique_name
 
 SEARCH_TAPS = 2 ** 20             # the largest window-sum tap table (outputs × kernel per axis) matched to a pool
 
@@ -290,10 +290,7 @@ class _Importer:
 
     def add_step(self, node, op: str, inputs, attrs=None, params=None) -> str:
         """A node of our graph that one ONNX node expands to before its last one: "<output>/<op>"."""
-        name, index = f"{node.output[0]}/{op}", 0
-        while name in self.names or name in self.graph:
-            index += 1
-            name = f"{node.output[0]}/{op}_{index}"
+        name = unique_name(f"{node.output[0]}/{op}", lambda n: n in self.names or n in self.graph)
         self.names.add(name)
         self.graph.add(op, inputs, attrs, params, name=name)
         check_node_sizes(self.graph, name)
@@ -546,26 +543,11 @@ def _reshape(imp, node):
     if imp.attrs(node).get("allowzero", 0) and 0 in target:          # without a 0, allowzero changes nothing
         raise _Unsupported("allowzero = 1 with a 0 in the shape (an empty tensor)")
     shape = imp.shape(x)
-    merged = _as_flatten(shape, target)
+    merged = merged_axes(shape, target)
     if merged is not None:
         imp.add(node, "Flatten", [x], dict(start_dim=merged[0], end_dim=merged[1]))
     else:
         imp.add(node, "Reshape", [x], dict(shape=tuple(target)))
-
-
-def _as_flatten(shape, target):
-    """(start, end) when reshaping ``shape`` to ``target`` merges the consecutive axes start..end, else None."""
-    rank, length = len(shape), len(target)
-    if rank == 0 and target == [1]:
-        return (0, -1)
-    if target.count(-1) > 1 or not 1 <= length <= rank:
-        return None
-    for start in range(length):
-        end = start + rank - length
-        out = (*shape[:start], product(shape[start:end + 1]), *shape[end + 1:])
-        if all(t == out[i] or t == -1 or (t == 0 and shape[i] == out[i]) for i, t in enumerate(target)):
-            return (start, end)
-    return None
 
 
 def _squeeze_unsqueeze(imp, node):
@@ -660,11 +642,6 @@ def _identity(imp, node):
 
 
 # --- pooling ---------------------------------------------------------------------------------------------------
-def _onnx_size(size, kernel, stride, pad_begin, pad_end, dilation, ceil: bool) -> int:
-    span = size + pad_begin + pad_end - (kernel - 1) * dilation - 1
-    return (-(-span // stride) if ceil else span // stride) + 1
-
-
 def _pad(imp, node):
     """A Pad; a zero or -inf spatial Pad read by one pooling node is first offered to it (the exporter's
     ceil_mode forms), which merges it when that is exact and writes it as a Pad otherwise."""
@@ -733,7 +710,8 @@ def _pool(imp, node):
     size = imp.shape(x)[2:]
     if pre_pad is not None:
         padded = [size[i] + pre_pad[i] + pre_pad[2 + i] for i in range(2)]
-        expected = [_onnx_size(padded[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+        expected = [onnx_window_count(padded[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil)
+                    for i in range(2)]
         if maximum:
             pads = tuple(p + q for p, q in zip(pads, pre_pad))
             recovered = _recover_ceil(size, kernel, stride, dilation, pads, pre_pad, expected) if not ceil else None
@@ -742,10 +720,10 @@ def _pool(imp, node):
         else:
             pads, include = pre_pad, True
     else:
-        expected = [_onnx_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+        expected = [onnx_window_count(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil)
+                    for i in range(2)]
         if not maximum and ceil and include and any(
-                (expected[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 > size[i] + pads[i] + pads[2 + i]
-                for i in range(2)):
+                overhang(size[i], expected[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)):
             raise _Unsupported("a ceil_mode average counting padding whose last window overhangs it "
                                "(runtimes disagree on its divisor, pytorch #183528)")
     got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
@@ -764,9 +742,8 @@ def _recover_ceil(size, kernel, stride, dilation, merged, pre_pad, expected):
         return None
     pads = (merged[0], merged[1], merged[2] - pre_pad[2], merged[3] - pre_pad[3])
     got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], True) for i in range(2)]
-    overhang = [max(0, (got[i] - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - (size[i] + pads[i] + pads[2 + i]))
-                for i in range(2)]
-    return pads if got == expected and overhang == [pre_pad[2], pre_pad[3]] else None
+    beyond = [overhang(size[i], got[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)]
+    return pads if got == expected and beyond == [pre_pad[2], pre_pad[3]] else None
 
 
 def _mul(imp, node):
@@ -803,9 +780,8 @@ def _window_average(imp, node, d, scale) -> bool:
         out = [pool_output_size(size[i], d["kernel"][i], stride[i], pads[i], pads[2 + i], 1, True) for i in range(2)]
         if (1, 1, *out) != scale.shape:
             continue
-        overhang = [max(0, (out[i] - 1) * stride[i] + d["kernel"][i] - (size[i] + pads[i] + pads[2 + i]))
-                    for i in range(2)]
-        if (bottom + overhang[0], right + overhang[1]) != (conv_pads[2], conv_pads[3]):
+        beyond = [overhang(size[i], out[i], d["kernel"][i], stride[i], pads[i], pads[2 + i]) for i in range(2)]
+        if (bottom + beyond[0], right + beyond[1]) != (conv_pads[2], conv_pads[3]):
             continue
         divisor = np.outer(*(average_pool_divisor(size[i], out[i], d["kernel"][i], stride[i], pads[i],
                                                   pads[2 + i], include) for i in range(2)))
