@@ -712,6 +712,17 @@ def test_folding_stays_within_one_budget_per_import():
         check_fold(node, [lazy((1, 2 ** 27)), lazy((1, 2 ** 27))], 18, onnx_safety.MAX_FOLDED_ELEMENTS - 2 ** 26)
 
 
+def test_a_constant_of_shape_is_predicted_from_its_shape_input():
+    """Its output shape is read from its input (no model built for onnx's shape inference): same count, same
+    refusals; a negative dim goes to onnx's inference, and to the fold's own refusal."""
+    node = helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos")
+    assert check_fold(node, [np.array([2, 3], np.int64)], 18) == 6
+    with pytest.raises(FoldError, match="1000000000000 elements"):
+        check_fold(node, [np.array([10 ** 6, 10 ** 6], np.int64)], 18)
+    with pytest.raises(FoldError, match="negative"):
+        fold(node, [np.array([2, -3], np.int64)], 18)
+
+
 def test_check_fold_accepts_what_it_cannot_predict():
     """Symbolic shapes, unknown ops and nodes shape inference cannot read are left to fold itself."""
     shape = np.array(["N", 3], dtype=object)

@@ -219,7 +219,7 @@ class _Importer:
 
     def _check_node(self, node) -> None:
         check_attributes(node)
-        check_input_types(node, [self.type_name(name) for name in node.input], self.opset)
+        check_input_types(node, [self.type_name(name) if name else None for name in node.input], self.opset)
 
     def type_name(self, name: str) -> str | None:
         """ONNX's type of a value: a constant's own, float for our graph's values (cnngraph computes in float32)."""

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 import onnx
-from onnx import TensorProto, defs, helper
+from onnx import AttributeProto, TensorProto, defs, helper
 
 from ..errors import OnnxImportError
 from .fold import MAX_ELEMENTS
@@ -30,6 +30,7 @@ FLAGS = ("transA", "transB", "ceil_mode", "count_include_pad", "storage_order", 
 SIZES = ("kernel_shape", "strides", "dilations", "pads", "group", "size", "output_padding", "output_shape")
 POSITIVE = ("kernel_shape", "strides", "dilations", "group", "size")
 AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+CHECKED = frozenset(FLAGS + SIZES + ("auto_pad",))
 
 
 def newest_opset() -> int:
@@ -49,10 +50,10 @@ def check_opset(model: onnx.ModelProto, where: str) -> int:
 
 
 # --- types -----------------------------------------------------------------------------------------------------
-def type_name(dtype) -> str:
+@functools.cache
+def type_name(dtype: np.dtype) -> str:
     """ONNX's name of a NumPy dtype, as in type constraints: float32 -> 'tensor(float)'. Object arrays are
     shapes holding a symbolic dimension: int64."""
-    dtype = np.dtype(dtype)
     if dtype.kind == "O":
         return "tensor(int64)"
     try:
@@ -81,25 +82,38 @@ def _formals(op_type: str, opset: int):
 
 def check_input_types(node, types: list, opset: int) -> None:
     """Each present input's type (a type_name, or None where unknown) against the op's constraints."""
-    formals = _formals(node.op_type, opset)
-    if formals is None:
+    problem = _type_problem(node.op_type, opset, tuple(types))
+    if problem is None:
         return
+    index, type_str, expected, other = problem
+    name, found = node.input[index], _short(types[index])
+    if other is None:
+        raise OnnxImportError(f"input {index} ({name!r}) is {found}; {node.op_type} takes {expected} there")
+    raise OnnxImportError(f"input {index} ({name!r}) is {found} but input {other} ({node.input[other]!r}) is "
+                          f"{expected}; {node.op_type} needs both of one type ({type_str})")
+
+
+@functools.cache
+def _type_problem(op_type: str, opset: int, types: tuple):
+    """The first input whose type the op refuses, as (index, type variable, what was expected, the input it
+    disagrees with or None); None when all fit. Cached: a model repeats a few (op, types) pairs many times."""
+    formals = _formals(op_type, opset)
+    if formals is None:
+        return None
     inputs, allowed = formals
     bound: dict[str, tuple[str, int]] = {}
-    for index, (name, found) in enumerate(zip(node.input, types)):
-        if not name or found is None or not inputs or (index >= len(inputs) and not inputs[-1][1]):
+    for index, found in enumerate(types):
+        if found is None or not inputs or (index >= len(inputs) and not inputs[-1][1]):
             continue
         type_str, variadic, homogeneous = inputs[min(index, len(inputs) - 1)]
         options = allowed.get(type_str, frozenset({type_str}))
         if found not in options:
-            listed = ", ".join(sorted(_short(t) for t in options))
-            raise OnnxImportError(f"input {index} ({name!r}) is {_short(found)}; {node.op_type} takes {listed} there")
+            return index, type_str, ", ".join(sorted(_short(t) for t in options)), None
         if type_str in allowed and (homogeneous or not variadic):
             first = bound.setdefault(type_str, (found, index))
             if first[0] != found:
-                raise OnnxImportError(f"input {index} ({name!r}) is {_short(found)} but input {first[1]} "
-                                      f"({node.input[first[1]]!r}) is {_short(first[0])}; {node.op_type} needs "
-                                      f"both of one type ({type_str})")
+                return index, type_str, _short(first[0]), first[1]
+    return None
 
 
 # --- attributes ------------------------------------------------------------------------------------------------
@@ -107,22 +121,13 @@ def check_attributes(node) -> None:
     """Flags are 0 or 1; sizes within MAX_ELEMENTS, kernels, strides, dilations and groups at least 1 and
     window pads at least 0 (before any arithmetic divides by them); auto_pad one of its four values, never
     with pads."""
-    given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    for key in FLAGS:
-        if key in given and given[key] not in (0, 1):
-            raise OnnxImportError(f"attribute {key} = {given[key]!r}: a flag must be 0 or 1")
-    for key in SIZES:
-        values = given.get(key)
-        values = [values] if isinstance(values, int) else values
-        if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-            continue
-        if any(abs(v) > MAX_ELEMENTS for v in values):
-            raise OnnxImportError(f"attribute {key} = {values}: larger than 2**28, the most cnngraph allows for "
-                                  f"any size")
-        if key in POSITIVE and min(values, default=1) < 1:
-            raise OnnxImportError(f"attribute {key} = {values}: each must be at least 1")
-        if key == "pads" and node.op_type != "Pad" and min(values, default=0) < 0:
-            raise OnnxImportError(f"attribute pads = {values}: a window's pads must be at least 0")
+    given = {a.name: _value(a) for a in node.attribute if a.name in CHECKED}
+    for key, value in given.items():
+        if key in FLAGS:
+            if value not in (0, 1):
+                raise OnnxImportError(f"attribute {key} = {value!r}: a flag must be 0 or 1")
+        elif key != "auto_pad":
+            _check_sizes(node, key, [value] if isinstance(value, int) else value)
     if "auto_pad" in given:
         mode = given["auto_pad"]
         mode = mode.decode(errors="replace") if isinstance(mode, bytes) else str(mode)
@@ -130,6 +135,27 @@ def check_attributes(node) -> None:
             raise OnnxImportError(f"attribute auto_pad = {mode!r}: not one of {', '.join(AUTO_PAD)}")
         if mode != "NOTSET" and "pads" in given:
             raise OnnxImportError(f"auto_pad {mode} and explicit pads {given['pads']}: ONNX allows one or the other")
+
+
+def _check_sizes(node, key: str, values) -> None:
+    if not isinstance(values, list) or not values or not all(isinstance(v, int) for v in values):
+        return
+    low, high = min(values), max(values)
+    if max(high, -low) > MAX_ELEMENTS:
+        raise OnnxImportError(f"attribute {key} = {values}: larger than 2**28, the most cnngraph allows for any size")
+    if low < 1 and key in POSITIVE:
+        raise OnnxImportError(f"attribute {key} = {values}: each must be at least 1")
+    if low < 0 and key == "pads" and node.op_type != "Pad":
+        raise OnnxImportError(f"attribute pads = {values}: a window's pads must be at least 0")
+
+
+def _value(attr):
+    """An INT, INTS or STRING attribute's value (what the checks read), faster than helper.get_attribute_value."""
+    if attr.type == AttributeProto.INT:
+        return attr.i
+    if attr.type == AttributeProto.INTS:
+        return list(attr.ints)
+    return attr.s if attr.type == AttributeProto.STRING else helper.get_attribute_value(attr)
 
 
 __all__ = ["MIN_OPSET", "newest_opset", "check_opset", "type_name", "check_input_types", "check_attributes"]
