@@ -1,7 +1,7 @@
 """Malformed and hostile ONNX models: each is refused with a cnngraph error naming the problem (node, value,
 path), fast and without a large allocation, never a crash deep inside, a hang or a huge array.
 
-The checks of cnngraph/onnx/safety.py are tested directly; the same models also go end to end through
+The checks of cnngraph/onnx/safety.py and external.py are tested directly; the same models also go end to end through
 cg.load_onnx, which calls them before reading data, before onnx.checker and before every fold.
 
 Every test runs under a memory watch (autouse fixture below), so a check that regresses into a big
@@ -26,14 +26,9 @@ import cnngraph as cg
 from cnngraph.errors import CnnGraphError, OnnxImportError
 from cnngraph.onnx import importer as onnx_importer
 from cnngraph.onnx import safety as onnx_safety
+from cnngraph.onnx.external import load_external_data
 from cnngraph.onnx.fold import FoldError, fold
-from cnngraph.onnx.safety import (
-    check_elements,
-    check_fold,
-    check_model_file,
-    check_structure,
-    load_external_data,
-)
+from cnngraph.onnx.safety import check_elements, check_fold, check_model_file, check_structure
 
 MEMORY_LIMIT = 64 * 2 ** 20          # bytes a test may allocate through Python/numpy (tracemalloc)
 RSS_LIMIT = 256 * 2 ** 20            # growth of the process's peak resident size, for C-level allocations
