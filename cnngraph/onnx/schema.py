@@ -7,12 +7,14 @@ wrong, each of which once reached the importer:
     (a bias of ±1e9). Each input's dtype is checked against the op's type constraints, and inputs sharing a
     type variable (Conv's X, W and B are all T) must agree;
   * flags: transB = 2**62 is true for Python and false for onnxruntime (which casts it to a 32-bit int);
-  * sizes: kernel, stride, dilation and pad attributes of 2**31 or more; auto_pad with explicit pads.
+  * sizes: kernel, stride, dilation and pad attributes of 2**31 or more; auto_pad with explicit pads;
+  * coefficients (alpha, beta, epsilon...) that are nan or infinite: no two runtimes agree on what they give.
 Each check raises OnnxImportError with a message the importer prefixes with the model and the node.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import onnx
@@ -31,6 +33,7 @@ SIZES = ("kernel_shape", "strides", "dilations", "pads", "group", "size", "outpu
 POSITIVE = ("kernel_shape", "strides", "dilations", "group", "size")
 AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 CHECKED = frozenset(FLAGS + SIZES + ("auto_pad",))
+VALUES = ("value", "value_float", "min", "max")   # float attributes that are values (a -inf fill), not coefficients
 
 
 def newest_opset() -> int:
@@ -121,6 +124,9 @@ def check_attributes(node) -> None:
     """Flags are 0 or 1; sizes within MAX_ELEMENTS, kernels, strides, dilations and groups at least 1 and
     window pads at least 0 (before any arithmetic divides by them); auto_pad one of its four values, never
     with pads."""
+    for attr in node.attribute:
+        if attr.type == AttributeProto.FLOAT and attr.name not in VALUES and not math.isfinite(attr.f):
+            raise OnnxImportError(f"attribute {attr.name} = {attr.f}: a coefficient must be finite")
     given = {a.name: _value(a) for a in node.attribute if a.name in CHECKED}
     for key, value in given.items():
         if key in FLAGS:
