@@ -86,6 +86,26 @@ def light_prefix(name: str, output: str, size: int) -> onnx.ModelProto:
     return prefix
 
 
+def with_random_weights(model: onnx.ModelProto, rng) -> onnx.ModelProto:
+    """The model with random initializers in place of its ConstantOfShape placeholders (equal channels hide
+    bugs): He-scaled weights, vectors (biases, scales, variances) in [0.5, 1.5)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    shapes = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type != "ConstantOfShape":
+            kept.append(node)
+            continue
+        shape = tuple(int(d) for d in shapes[node.input[0]])
+        value = (rng.normal(0.0, np.sqrt(2.0 / math.prod(shape[1:])), size=shape) if len(shape) >= 2
+                 else rng.uniform(0.5, 1.5, size=shape))
+        model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    model.ir_version = max(model.ir_version, 4)          # initializers need not be graph inputs from IR 4
+    return model
+
+
 @functools.cache
 def seed_bytes(name: str) -> bytes:
     if name in LIGHT_PREFIXES:
@@ -100,6 +120,7 @@ SEEDS = PYTORCH + tuple(LIGHT_PREFIXES)
 # --- mutations: each changes the model in place and says what it did ------------------------------------------
 INTS = (0, 1, 2, 3, 5, 7, -1, -2, 100, 2 ** 31 - 1, 2 ** 31, 2 ** 32 + 1, 2 ** 62, -2 ** 31, 2 ** 63 - 1)
 FLOATS = (0.0, -1.0, 0.5, 3.0, 1e-3, 1e3, float("inf"), float("-inf"), float("nan"), 6.0)
+WEIGHTS = (0.0, -1.0, 1e3, -1e3, float("nan"))
 STRINGS = (b"NOTSET", b"SAME_UPPER", b"SAME_LOWER", b"VALID", b"bogus", b"reflect", b"edge", b"constant", b"wrap")
 NEW_ATTRIBUTES = ("pads", "strides", "dilations", "kernel_shape", "group", "axis", "axes", "ceil_mode", "auto_pad",
                   "count_include_pad", "storage_order", "transA", "transB", "alpha", "perm", "keepdims", "to")
@@ -236,6 +257,8 @@ def change_initializer_dims(model, rng) -> str:
 
 
 def change_initializer_values(model, rng) -> str:
+    """Some weights (a variance, a scale...) set to 0, negative, large or nan. Not to infinities: inf − inf
+    in a dot product gives nan or ±inf depending on the order of the sum, so no two runtimes agree."""
     floats = [t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT]
     if not floats:
         return relabel_initializer(model, rng)
@@ -243,7 +266,7 @@ def change_initializer_values(model, rng) -> str:
     array = numpy_helper.to_array(tensor).copy()
     flat = array.reshape(-1)
     if flat.size:
-        value = pick(rng, FLOATS)
+        value = pick(rng, WEIGHTS)
         flat[rng.integers(flat.size, size=max(1, flat.size // 10))] = value
     tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
     return f"initializer {tensor.name!r} gets some {value if flat.size else 'no'} values"

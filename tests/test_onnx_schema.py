@@ -21,11 +21,9 @@ from cnngraph.onnx.schema import MIN_OPSET, newest_opset
 from cnngraph.tolerance import assert_close
 
 try:
-    from test_onnx_fuzz import light_prefix
-    from test_onnx_zoo import randomized
+    from test_onnx_fuzz import light_prefix, with_random_weights
 except ImportError:                      # run from another folder
-    from tests.test_onnx_fuzz import light_prefix
-    from tests.test_onnx_zoo import randomized
+    from tests.test_onnx_fuzz import light_prefix, with_random_weights
 
 
 def value(name, dims, dtype=TensorProto.FLOAT):
@@ -81,7 +79,7 @@ def test_the_oldest_supported_opsets_import_as_onnxruntime_runs_them(opset):
     down by onnx's version converter, with random weights in place of their ConstantOfShape placeholders."""
     rng = np.random.default_rng(opset)
     for name, output, size in (("shufflenet", "r9", 224), ("inception_v1", "r8", 32)):
-        model = version_converter.convert_version(randomized(light_prefix(name, output, size), rng), opset)
+        model = version_converter.convert_version(with_random_weights(light_prefix(name, output, size), rng), opset)
         graph = cg.load_onnx(model)
         x = rng.standard_normal(graph.type_of(graph.inputs[0]).shape).astype(np.float32)
         expected = make_session(model).run(None, {graph.inputs[0]: x})[0]

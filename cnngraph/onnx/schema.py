@@ -72,7 +72,8 @@ def _short(name: str) -> str:
 
 @functools.cache
 def _formals(op_type: str, opset: int):
-    """(inputs as (type string, variadic), {type variable: allowed type strings}) of the op at this opset."""
+    """The op's inputs at this opset as (type string, variadic, homogeneous), and {type variable: allowed type
+    strings}; None for an op onnx does not know (the importer lists it as unsupported)."""
     try:
         schema = defs.get_schema(op_type, opset, "")
     except defs.SchemaError:
@@ -148,7 +149,8 @@ def _check_sizes(node, key: str, values) -> None:
         return
     low, high = min(values), max(values)
     if max(high, -low) > MAX_ELEMENTS:
-        raise OnnxImportError(f"attribute {key} = {values}: larger than 2**28, the most cnngraph allows for any size")
+        raise OnnxImportError(f"attribute {key} = {values}: larger than 2**{MAX_ELEMENTS.bit_length() - 1}, the most "
+                              f"cnngraph allows for any size")
     if low < 1 and key in POSITIVE:
         raise OnnxImportError(f"attribute {key} = {values}: each must be at least 1")
     if low < 0 and key == "pads" and node.op_type != "Pad":
