@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import weakref
 
+from cnngraph.onnx.export import DEFAULT_OPSET, export_onnx
+
 from .numpy_backend.inputs import coerce_inputs
-from .onnx_export import DEFAULT_OPSET, export_onnx
 
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

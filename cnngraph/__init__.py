@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import models
-from .errors import CnnGraphError, GraphError, InputError, ParameterError, ShapeError
+from .errors import CnnGraphError, ExportError, GraphError, InputError, OnnxImportError, ParameterError, ShapeError
 from .graph import Graph, Node, Value
 from .init import manual_seed
 from .layer import REGISTRY, Layer
@@ -39,7 +39,7 @@ def run(graph: Graph, *arrays: np.ndarray, backend: str = "numpy") -> np.ndarray
 
 def export_onnx(graph: Graph, path: str | os.PathLike | None = None, opset: int = 18) -> onnx.ModelProto:
     """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto."""
-    from cnngraph.backends.onnx_export import export_onnx as _export
+    from .onnx.export import export_onnx as _export
     return _export(graph, path, opset)
 
 
@@ -47,7 +47,7 @@ def load_onnx(path_or_model: str | os.PathLike | bytes | onnx.ModelProto, *,
               initializers_as_inputs: bool = False) -> Graph:
     """Read an ONNX model (path, bytes or ModelProto) into a Graph; unsupported ops are listed in one error.
     Graph inputs with an initializer are constants unless ``initializers_as_inputs``."""
-    from .onnx_import import load_onnx as _load
+    from .onnx.importer import load_onnx as _load
     return _load(path_or_model, initializers_as_inputs=initializers_as_inputs)
 
 
@@ -68,4 +68,5 @@ def lint(graph: Graph) -> list[Finding]:
 
 __all__ = ["models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
            "load_onnx",
-           "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", *_layer_names]
+           "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", "OnnxImportError",
+           "ExportError", *_layer_names]

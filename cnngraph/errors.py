@@ -19,3 +19,11 @@ class ParameterError(CnnGraphError, ValueError):
 
 class InputError(CnnGraphError, ValueError):
     """An array given to run() does not match the graph's input (rank, size, dtype)."""
+
+
+class OnnxImportError(CnnGraphError, ValueError):
+    """The file is not a (valid) ONNX model, or it uses ops or forms the importer does not support."""
+
+
+class ExportError(CnnGraphError, ValueError):
+    """The graph (or the requested opset) cannot be written as an ONNX model."""

@@ -16,11 +16,11 @@ from onnx.reference import ReferenceEvaluator
 
 import cnngraph as cg
 from cnngraph import atomic
-from cnngraph.backends import onnx_export
 from cnngraph.backends import onnxruntime_backend as ort_backend
-from cnngraph.backends.onnx_export import EXPORT_RULES, ExportError, export_onnx
-from cnngraph.errors import CnnGraphError, InputError
+from cnngraph.errors import CnnGraphError, ExportError, InputError
 from cnngraph.layer import REGISTRY
+from cnngraph.onnx import export as onnx_export
+from cnngraph.onnx.export import EXPORT_RULES, export_onnx
 from cnngraph.tolerance import assert_close
 
 NEWEST = onnx.defs.onnx_opset_version()

@@ -9,8 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnngraph as cg
 from cnngraph.backends.onnxruntime_backend import make_session
-from cnngraph.errors import CnnGraphError
-from cnngraph.onnx_import import OnnxImportError
+from cnngraph.errors import CnnGraphError, OnnxImportError
 from cnngraph.tolerance import assert_close
 
 try:                                     # the export tests' random single-op graphs

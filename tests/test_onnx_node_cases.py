@@ -21,8 +21,8 @@ from onnx.backend.test.case.node import collect_testcases
 
 import cnngraph as cg
 from cnngraph.errors import CnnGraphError
-from cnngraph.onnx_fold import FOLDERS
-from cnngraph.onnx_import import HANDLERS
+from cnngraph.onnx.fold import FOLDERS
+from cnngraph.onnx.importer import HANDLERS
 from cnngraph.tolerance import assert_close
 
 # ops whose every input is data; for the others only input 0 is

@@ -1,7 +1,8 @@
 """Pooling as short loops over kernel taps, each tap a strided view of the whole tensor (no per-pixel Python).
 
 Taps that fall in the padding (or in the extra right/bottom margin ceil_mode needs) are skipped, which is
-what −inf padding does for max pooling and zero padding for average pooling; the average's divisor is a
+what −inf padding does for max pooling and zero padding for average pooling; a max-pool window that lies
+entirely in the padding (possible with dilation) gives the lowest float32, as onnxruntime does; the average's divisor is a
 per-pixel map computed once, with PyTorch's rule: the window clipped to the padded input when
 count_include_pad, to the real input otherwise.
 """
@@ -73,7 +74,7 @@ def separable_pool(ctx, fill: float, combine):
 
 @kernel("MaxPool2d", layouts=(CNHW,))
 def make_maxpool(ctx):
-    return separable_pool(ctx, -np.inf, np.maximum)
+    return separable_pool(ctx, np.finfo(np.float32).min, np.maximum)   # onnxruntime's start value
 
 
 @kernel("AvgPool2d", layouts=(CNHW,))

@@ -32,17 +32,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cnngraph import atomic
-from cnngraph.errors import CnnGraphError
-from cnngraph.graph import Node
-from cnngraph.shapes import average_pool_divisor
+from .. import atomic
+from ..errors import ExportError
+from ..graph import Node
+from ..shapes import average_pool_divisor
+from .shared import flatten_target, onnx_window_count, overhang, unique_name
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 18
-
-
-class ExportError(CnnGraphError, ValueError):
-    """The graph (or the requested opset) cannot be written as an ONNX model."""
 
 
 def max_opset() -> int:
@@ -60,12 +57,9 @@ class Emitter:
         self.used: set[str] = set(graph.topo_order())      # value names = node names, taken first
 
     def unique(self, name: str) -> str:
-        candidate, index = name, 0
-        while candidate in self.used:
-            index += 1
-            candidate = f"{name}_{index}"
-        self.used.add(candidate)
-        return candidate
+        name = unique_name(name, self.used.__contains__)
+        self.used.add(name)
+        return name
 
     def initializer(self, name: str, array) -> str:
         name = self.unique(name)
@@ -124,10 +118,9 @@ class _Axis:
     def __init__(self, size, kernel, stride, pad_begin, pad_end, dilation, out):
         self.size, self.kernel, self.stride, self.dilation, self.out = size, kernel, stride, dilation, out
         self.pad_begin, self.pad_end = pad_begin, pad_end
-        span = size + pad_begin + pad_end - (kernel - 1) * dilation - 1
-        self.floor, self.ceil = span // stride + 1, -(-span // stride) + 1      # ONNX's two formulas
-        # cells the last window reaches past the padded input (ceil_mode only)
-        self.overhang = max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - (size + pad_begin + pad_end))
+        self.floor, self.ceil = (onnx_window_count(size, kernel, stride, pad_begin, pad_end, dilation, ceil)
+                                 for ceil in (False, True))          # ONNX's two formulas
+        self.overhang = overhang(size, out, kernel, stride, pad_begin, pad_end, dilation)
 
     def divisor(self, count_include_pad: bool) -> np.ndarray:
         """PyTorch's per-position divisor: taps inside the padded input (or the input alone)."""
@@ -224,29 +217,12 @@ def _flatten(e: Emitter, n):
     if start == 1 and end == rank - 1:                           # (N, ...) -> (N, prod): ONNX Flatten
         e.emit(n, "Flatten", [n.inputs[0]], axis=1)
         return
-    target = _reshape_target(shape, start, end)
+    target = flatten_target(shape, start, end)
     if target is None:                                           # too many symbolic dims: compute the shape
         target_name = _dynamic_flatten_shape(e, n, start, end)
     else:
         target_name = e.int64(n, "shape", target)
     e.emit(n, "Reshape", [n.inputs[0], target_name])
-
-
-def _reshape_target(shape, start: int, end: int):
-    """Reshape's shape for merging dims start..end: 0 copies a dim (the batch), one -1 stands for a symbolic
-    size; None when that is not enough (the caller then computes the shape at run time)."""
-    out_dims = list(shape[:start]) + [None] + list(shape[end + 1:])
-    target = []
-    for index, dim in enumerate(out_dims):
-        same_index = index < start or (index > start and end == start)
-        if same_index:
-            target.append(0)                                     # copy: the batch is never written down
-        elif index == start:
-            merged = shape[start:end + 1]
-            target.append(int(np.prod(merged)) if all(isinstance(d, int) and d > 0 for d in merged) else -1)
-        else:
-            target.append(dim if isinstance(dim, int) and dim > 0 else -1)
-    return target if target.count(-1) <= 1 else None
 
 
 def _dynamic_flatten_shape(e: Emitter, n, start: int, end: int) -> str:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .shapes import product
+from ..errors import CnnGraphError
+from ..shapes import product
+from .shared import axis_index
 
 MAX_ELEMENTS = 2 ** 28            # 1 GiB of float32: far beyond any weight a CNN layer has
 
@@ -62,7 +64,7 @@ def _unsqueeze(node, inputs, opset):
     x = inputs[0]
     axes = _axes(node, inputs, opset, 13)
     rank = x.ndim + len(axes)
-    for axis in sorted(a % rank for a in axes):
+    for axis in sorted(axis_index(a, rank, "Unsqueeze's axis") for a in axes):
         x = np.expand_dims(x, axis)
     return x
 
@@ -70,7 +72,7 @@ def _unsqueeze(node, inputs, opset):
 def _squeeze(node, inputs, opset):
     axes = _axes(node, inputs, opset, 13)
     x = inputs[0]
-    return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
+    return np.squeeze(x, axis=None if axes is None else tuple(axis_index(a, x.ndim, "Squeeze's axis") for a in axes))
 
 
 def _slice(node, inputs, opset):
@@ -88,14 +90,14 @@ def _slice(node, inputs, opset):
     for start, end, axis, step in zip(starts, ends, axes, steps):
         if step == 0:
             raise FoldError("Slice with step 0")
-        index[axis % x.ndim] = slice(start, end, step)         # Python clamps as ONNX does
+        index[axis_index(axis, x.ndim, "Slice's axis")] = slice(start, end, step)   # Python clamps as ONNX does
     return x[tuple(index)]
 
 
 def _gather(node, inputs, opset):
     data, indices = inputs
     indices = np.asarray(_ints(indices, "indices"), dtype=np.int64).reshape(indices.shape)
-    return np.take(data, indices, axis=int(_attrs(node).get("axis", 0)))
+    return np.take(data, indices, axis=axis_index(int(_attrs(node).get("axis", 0)), data.ndim, "Gather's axis"))
 
 
 def _concat(node, inputs, opset):
@@ -150,10 +152,13 @@ def _reduce_prod(node, inputs, opset):
             raise FoldError("a product of symbolic dims other than over a whole 1-D shape")
         return np.array([product(list(x))], dtype=object)
     axes = _axes(node, inputs, opset, 18)
-    return np.prod(x, axis=None if not axes else tuple(axes), keepdims=bool(_attrs(node).get("keepdims", 1)))
+    return np.prod(x, axis=None if not axes else tuple(axes), keepdims=bool(_attrs(node).get("keepdims", 1)),
+                   dtype=x.dtype)
 
 
 def _range(node, inputs, opset):
+    if any(is_symbolic(a) or np.asarray(a).size != 1 for a in inputs):
+        raise FoldError("Range's start, limit and delta must be numbers (scalars), not symbolic dimensions")
     start, limit, delta = (np.asarray(a).reshape(()) for a in inputs)
     if delta == 0:
         raise FoldError("Range with delta 0")
@@ -210,7 +215,7 @@ def fold(node, inputs: list, opset: int) -> list[np.ndarray]:
     if folder is not None:
         try:
             return [_array(folder(node, inputs, opset))]
-        except FoldError:
+        except (FoldError, CnnGraphError):
             raise
         except Exception as error:                   # a malformed node: numpy's message says what is wrong
             raise FoldError(f"cannot evaluate it: {error}") from None

@@ -1,0 +1,13 @@
+"""ONNX, both directions: one mapping between ONNX's ops and cnngraph's IR, kept in one folder.
+
+    importer.py   ONNX model -> Graph (cg.load_onnx), node by node
+    handlers.py   one handler per ONNX op (pool_handlers.py: padding and pooling, ceil_mode forms read back)
+    fold.py       constant folding at import (shape arithmetic, ConstantOfShape weights)
+    schema.py     what the spec says a node may be (opset range, input types, flags, sizes), checked at import
+    safety.py     checks that keep a malformed or hostile file from crashing, hanging or exhausting memory
+    external.py   external data read only from inside the model's folder, offsets and lengths checked
+    export.py     Graph -> ONNX model (cg.export_onnx): one rule per op of ours; the onnxruntime backend runs it
+    shared.py     arithmetic both directions use: axes, window sizes and overhangs, Reshape <-> Flatten, names
+
+Importing this package imports the onnx package; ``import cnngraph`` alone does not.
+"""
