@@ -36,6 +36,7 @@ from .. import atomic
 from ..errors import ExportError
 from ..graph import Node
 from ..shapes import average_pool_divisor
+from .mapping import EXPORTERS
 from .shared import flatten_target, onnx_window_count, overhang, unique_name
 
 MIN_OPSET = 13
@@ -314,7 +315,7 @@ def _with_activation(rule: Callable) -> Callable:
         inner = Node(e.unique(f"{n.name}/{n.op}"), n.op, n.inputs,
                      {k: v for k, v in n.attrs.items() if k != "activation"}, n.params, n.type)
         rule(e, inner)
-        EXPORT_RULES[fused["op"]](e, Node(n.name, fused["op"], (inner.name,), fused["attrs"], {}, n.type))
+        export_rule(fused["op"])(e, Node(n.name, fused["op"], (inner.name,), fused["attrs"], {}, n.type))
     return export
 
 
@@ -357,6 +358,11 @@ EXPORT_RULES: dict[str, Callable[[Emitter, object], None]] = {
 }
 
 
+def export_rule(op: str):
+    """How op ``op`` is written: declared with the op (mapping.EXPORTERS) or, until moved there, here."""
+    return EXPORTERS.get(op) or EXPORT_RULES.get(op)
+
+
 # --- the model -------------------------------------------------------------------------------------------------
 def _value_info(name: str, tensor_type) -> onnx.ValueInfoProto:
     dims = [d if isinstance(d, int) else str(d) for d in tensor_type.shape]
@@ -379,11 +385,11 @@ def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     if not graph.outputs:
         raise ExportError(f"graph {graph.name!r} has no outputs to export")
     emitter = Emitter(graph, opset)
-    missing = sorted({n.op for n in graph.layers() if n.op not in EXPORT_RULES})
+    missing = sorted({n.op for n in graph.layers() if export_rule(n.op) is None})
     if missing:
         raise ExportError(f"no ONNX export rule for {', '.join(missing)}")
     for node in graph.layers():
-        EXPORT_RULES[node.op](emitter, node)
+        export_rule(node.op)(emitter, node)
     outputs = set(graph.outputs)
     inputs = [_value_info(name, graph.type_of(name)) for name in graph.inputs]
     value_info = [_value_info(n.name, n.type) for n in graph.layers() if n.name not in outputs and n.op != "Constant"]

@@ -22,10 +22,12 @@ from onnx import numpy_helper
 
 from ..errors import CnnGraphError, OnnxImportError
 from ..graph import Graph
+from ..readonly import freeze_in_place, readonly_array
 from . import handlers
 from .external import load_external_data
 from .fold import FOLDERS, FoldError, fold, is_symbolic
 from .handlers import Unsupported
+from .mapping import IMPORTERS
 from .pool_handlers import POOL_HANDLERS
 from .safety import check_fold, check_model_file, check_node_sizes, check_structure
 from .schema import check_attributes, check_input_types, check_opset, type_name
@@ -159,7 +161,7 @@ class _Importer:
         label = node.name or (node.output[0] if node.output else node.op_type)
         standard = node.domain in ("", "ai.onnx")
         op_type = node.op_type if standard else f"{node.domain}.{node.op_type}"
-        handler = HANDLERS.get(node.op_type) if standard else None
+        handler = (IMPORTERS.get(node.op_type) or HANDLERS.get(node.op_type)) if standard else None
         present = [name for name in node.input if name]
         foldable = standard and present and all(name in self.consts for name in present) and node.op_type != "Constant"
         if handler is None and not foldable:             # listed even after an unsupported node
@@ -235,7 +237,8 @@ class _Importer:
             array = self.const(name, f"constant {name!r}")
             if array.dtype != np.float32:                # a Shape's int64, say: our values are float32
                 raise Unsupported(f"constant {name!r} is {array.dtype}; cnngraph's values are float32")
-            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=array), name=name)
+            self.graph.add("Constant", [], dict(shape=array.shape), dict(value=readonly_array(freeze_in_place(array))),
+                           name=name)
             check_node_sizes(self.graph, name)
             self.values.add(name)
         return self.value(name)
@@ -254,7 +257,7 @@ class _Importer:
         if extra:
             raise Unsupported(f"its extra outputs {extra} are read")
         name = node.output[0]
-        params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (params or {}).items()}
+        params = {k: readonly_array(freeze_in_place(v)) for k, v in (params or {}).items()}   # kept without a copy
         self.graph.add(op, inputs, attrs, params, name=name)
         check_node_sizes(self.graph, name)
         self.values.add(name)
