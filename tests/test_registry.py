@@ -1,7 +1,7 @@
 """Adding an op is one checklist: every registered op has a NumPy kernel and an ONNX export rule."""
 import cnngraph as cg
 from cnngraph.backends.numpy_backend import KERNELS
-from cnngraph.onnx.export import EXPORT_RULES
+from cnngraph.onnx.mapping import EXPORTERS as EXPORT_RULES
 
 
 def test_every_registered_op_has_a_numpy_kernel_and_an_export_rule():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, pair, require_activation, require_rank, require_static, require_window
+from ..onnx.mapping import exports
 from ..shapes import TensorType, conv_output_size
 
 
@@ -116,3 +117,13 @@ class Conv2d(Layer):
         kh, kw = attrs["kernel_size"]
         _, cout, ho, wo = output.shape
         return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------------
+
+@exports("Conv2d")
+def _conv_to_onnx(e, n):
+    a = n.attrs
+    inputs = [n.inputs[0], e.param(n, "weight")] + ([e.param(n, "bias")] if a["bias"] else [])
+    e.emit(n, "Conv", inputs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=list(a["pads"]), dilations=list(a["dilation"]), group=a["groups"])
