@@ -195,6 +195,15 @@ def reshape(x, target, bindings):
     return x.reshape(shape)
 
 
+class _Bound:
+    """What an op's reference reads of a node: its fields, plus the run's bindings of symbolic dims (Reshape)."""
+    def __init__(self, node, bindings):
+        self.node, self.bindings = node, bindings
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+
 class _Fused:
     """What an activation's reference reads of a node: its attributes."""
     def __init__(self, attrs):
@@ -250,6 +259,7 @@ REFERENCE_OPS = {
     "MatMul": lambda node, a, b: matmul(a, b),
     "Transpose": lambda node, x: np.transpose(x, node.attrs["perm"]).copy(),
     "Pad": lambda node, x: pad(x, node.attrs["pads"], node.attrs["mode"], node.attrs["value"]),
+    "Reshape": lambda node, x: reshape(x, node.attrs["shape"], node.bindings),
     "ReduceMean": lambda node, x: np.mean(x, axis=tuple(node.attrs["axes"]) or None, keepdims=node.attrs["keepdims"]),
     "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
@@ -277,10 +287,7 @@ def reference_run(graph, *arrays):
             assert node.name in values, f"input {node.name!r} not in graph.inputs"
             _check_shape(node, values[node.name])
             continue
-        if node.op == "Reshape":
-            result = reshape(values[node.inputs[0]], node.attrs["shape"], bindings)
-        else:
-            result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
+        result = REFERENCE_OPS[node.op](_Bound(node, bindings), *(values[i] for i in node.inputs))
         fused = node.attrs.get("activation")
         if fused:                                            # Conv2d/Linear with a fused activation
             result = REFERENCE_OPS[fused["op"]](_Fused(fused["attrs"]), result)

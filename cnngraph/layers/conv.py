@@ -60,6 +60,10 @@ class Conv2d(Layer):
     weighted = True
     accepts_epilogue = True
 
+    @classmethod
+    def example(cls):
+        return cls(3, 4, 3, padding=1), [(None, 3, 6, 6)]
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, ...] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True):

@@ -29,6 +29,10 @@ class Linear(Layer):
     weighted = True
     accepts_epilogue = True
 
+    @classmethod
+    def example(cls):
+        return cls(5, 3), [(None, 5)]
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         if in_features < 1 or out_features < 1:
             raise ValueError("Linear: in_features and out_features must be >= 1")

@@ -30,6 +30,10 @@ class BatchNorm2d(Layer):
     channel_affine = True
     buffers = ("running_mean", "running_var")
 
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 4, 5)]
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         if num_features < 1 or eps < 0:
             raise ValueError("BatchNorm2d: num_features must be >= 1 and eps >= 0")

@@ -66,6 +66,10 @@ class MaxPool2d(Layer):
     batch_independent = True
     prefix = "pool"
 
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 3, 4, 6)]
+
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False):
         super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
@@ -88,6 +92,10 @@ class AvgPool2d(Layer):
     batch_independent = True
     prefix = "pool"
     linear = True
+
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 3, 4, 6)]
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True):

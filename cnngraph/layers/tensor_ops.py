@@ -49,6 +49,10 @@ class Constant(Layer):
     arity = (0, 0)
     constant = True
 
+    @classmethod
+    def example(cls):
+        return cls(np.arange(6, dtype=np.float32).reshape(2, 3)), []
+
     def __init__(self, value: np.ndarray):
         value = np.asarray(value)
         super().__init__(shape=tuple(value.shape))
@@ -106,6 +110,10 @@ class Transpose(Layer):
     prefix = "transpose"
     linear = True
 
+    @classmethod
+    def example(cls):
+        return cls((0, 2, 3, 1)), [(None, 3, 4, 5)]
+
     def __init__(self, perm: tuple[int, ...]):
         super().__init__(perm=tuple(int(p) for p in perm))
 
@@ -133,6 +141,10 @@ class Reshape(Layer):
     prefix = "reshape"
     linear = True
     reshape_like = True
+
+    @classmethod
+    def example(cls):
+        return cls((0, 5, 12)), [(None, 3, 4, 5)]
 
     def __init__(self, shape: tuple[int | str, ...]):
         super().__init__(shape=tuple(d if isinstance(d, str) else int(d) for d in shape))
@@ -178,6 +190,10 @@ class Pad(Layer):
     prefix = "pad"
     linear = True
     MODES = ("constant", "reflect", "edge")
+
+    @classmethod
+    def example(cls):
+        return cls((0, 0, 1, 1, 0, 0, 1, 1)), [(None, 3, 4, 5)]
 
     def __init__(self, pads: tuple[int, ...], mode: str = "constant", value: float = 0.0):
         if mode not in self.MODES:
@@ -248,6 +264,10 @@ class MatMul(Layer):
     prefix = "matmul"
     arity = (2, 2)
 
+    @classmethod
+    def example(cls):
+        return cls(), [(None, 3, 4), (None, 4, 5)]
+
     def __init__(self):
         super().__init__()
 
@@ -299,6 +319,10 @@ class LocalResponseNorm(Layer):
     """
     batch_independent = True
     prefix = "lrn"
+
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 4, 5)]
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         if int(size) < 1:
