@@ -123,8 +123,7 @@ class Conv2d(Layer):
         return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("Conv2d")
 def _conv_to_onnx(e, n):
     a = n.attrs

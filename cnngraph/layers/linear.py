@@ -72,8 +72,7 @@ class Linear(Layer):
         return rows * attrs["in_features"] * attrs["out_features"]
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("Linear")
 def _linear_to_onnx(e, n):
     """Gemm(transB) for 2-D inputs; else MatMul on the last axis with the transposed weight [+ Add]."""

@@ -68,8 +68,7 @@ class BatchNorm2d(Layer):
         return scale, shift
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("BatchNorm2d")
 def _batchnorm_to_onnx(e, n):
     params = [e.param(n, k) for k in ("weight", "bias", "running_mean", "running_var")]

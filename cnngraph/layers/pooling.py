@@ -129,8 +129,7 @@ class GlobalAvgPool2d(Layer):
         return 0 if not all(isinstance(d, int) for d in x.shape[1:]) else x.shape[1] * x.shape[2] * x.shape[3]
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 def _onnx_pool_attrs(n, ceil_mode: int) -> dict:
     a = n.attrs
     return dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]), pads=list(a["pads"]),

@@ -155,8 +155,7 @@ class Dropout(Layer):
         return inputs[0].type
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("Flatten")
 def _flatten_to_onnx(e, n):
     """Flatten(axis=1) for (N, ...) -> (N, prod); else a Reshape, its shape computed at run time when too many

@@ -358,8 +358,7 @@ __all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "Redu
            "LocalResponseNorm", "Hardtanh"]
 
 
-# --- ONNX export -----------------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("Constant")
 def _constant_to_onnx(e, n):
     """An initializer under the node's name (an Identity of one when the constant is a graph output)."""
