@@ -240,6 +240,7 @@ REFERENCE_OPS = {
     "ReLU6": lambda node, x: np.minimum(np.maximum(x, 0.0), 6.0),
     "Sigmoid": lambda node, x: 1.0 / (1.0 + np.exp(-x)),
     "Tanh": lambda node, x: np.tanh(x),
+    "Softsign": lambda node, x: x / (1.0 + np.abs(x)),
     "Softmax": lambda node, x: softmax(x, node.attrs["axis"]),
     "BatchNorm2d": lambda node, x: batch_norm(x, _param(node, "weight"), _param(node, "bias"),
                                               _param(node, "running_mean"), _param(node, "running_var"),

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer
-from ..onnx.mapping import exports
+from ..onnx.mapping import exports, imports
 
 
 class _Elementwise(Layer):
@@ -69,6 +69,16 @@ class Tanh(_Elementwise):
         super().__init__()
 
 
+class Softsign(_Elementwise):
+    """x / (1 + |x|) element-wise, as ``torch.nn.Softsign()``: a tanh-like curve with polynomial tails. No
+    arguments."""
+    fusable_activation = True
+    prefix = "softsign"
+
+    def __init__(self):
+        super().__init__()
+
+
 class Softmax(Layer):
     """exp(x) / Σ exp(x) along one axis, as ``torch.nn.Softmax(dim)``; output of the input's shape.
 
@@ -92,8 +102,7 @@ class Softmax(Layer):
         return x.type
 
 
-# --- ONNX export ----------------------------------------------------------------------------------------------
-
+# --- ONNX export -----------------------------------------------------------------------------------------------
 def _unary(op_type: str):
     def rule(e, n):
         e.emit(n, op_type, n.inputs)
@@ -103,6 +112,7 @@ def _unary(op_type: str):
 exports("ReLU")(_unary("Relu"))
 exports("Sigmoid")(_unary("Sigmoid"))
 exports("Tanh")(_unary("Tanh"))
+exports("Softsign")(_unary("Softsign"))
 
 
 @exports("LeakyReLU")
@@ -121,3 +131,9 @@ def _relu6_to_onnx(e, n):
 @exports("Softmax")
 def _softmax_to_onnx(e, n):
     e.emit(n, "Softmax", n.inputs, axis=n.attrs["axis"])        # the opset-13 form: along axis only
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+@imports("Softsign")
+def _softsign_from_onnx(imp, node):
+    imp.add(node, "Softsign", [imp.value(node.input[0])])
