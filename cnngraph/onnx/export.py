@@ -20,7 +20,8 @@ Pooling with ceil_mode: ONNX's ceil formula keeps a last window that starts in t
 it (pytorch #71549), and runtimes disagree on the divisor of a last average window that overhangs the padded
 input (pytorch #183528). So ceil_mode=1 is written only where it gives PyTorch's sizes on both axes, the
 overhang is made explicit for averages that count padding, and the rare case where one axis needs ceil and
-the other floor is written as Pad(-inf) + MaxPool, or as a depthwise Conv of ones times PyTorch's divisors.
+the other floor is written as Pad(-inf) + MaxPool, or as a depthwise Conv of ones times PyTorch's divisors
+(cnngraph/layers/pooling.py, with pool_windows.py).
 Every value's type is written (value_info), so check_model(full_check=True) compares ONNX's shape inference
 with ours node by node.
 """
