@@ -99,6 +99,12 @@ class Layer:
         raise NotImplementedError
 
     @classmethod
+    def example(cls) -> tuple[Layer, list[tuple]]:
+        """A small instance and the shapes of its inputs (batch symbolic): what the tests that cover every op
+        build. Ops whose constructor needs arguments override it."""
+        return cls(), [(None, 3, 4, 5)] * cls.arity[0]
+
+    @classmethod
     def per_sample(cls, attrs: dict, rank: int) -> bool:
         """Whether sample i of the output (along axis 0) depends only on sample i of the data inputs, the first
         of which has this rank: then a batch can be cut into pieces computed apart (the NumPy backend runs them

@@ -195,6 +195,15 @@ def reshape(x, target, bindings):
     return x.reshape(shape)
 
 
+class _Bound:
+    """What an op's reference reads of a node: its fields, plus the run's bindings of symbolic dims (Reshape)."""
+    def __init__(self, node, bindings):
+        self.node, self.bindings = node, bindings
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+
 class _Fused:
     """What an activation's reference reads of a node: its attributes."""
     def __init__(self, attrs):
@@ -231,6 +240,7 @@ REFERENCE_OPS = {
     "ReLU6": lambda node, x: np.minimum(np.maximum(x, 0.0), 6.0),
     "Sigmoid": lambda node, x: 1.0 / (1.0 + np.exp(-x)),
     "Tanh": lambda node, x: np.tanh(x),
+    "Softsign": lambda node, x: x / (1.0 + np.abs(x)),
     "Softmax": lambda node, x: softmax(x, node.attrs["axis"]),
     "BatchNorm2d": lambda node, x: batch_norm(x, _param(node, "weight"), _param(node, "bias"),
                                               _param(node, "running_mean"), _param(node, "running_var"),
@@ -250,6 +260,7 @@ REFERENCE_OPS = {
     "MatMul": lambda node, a, b: matmul(a, b),
     "Transpose": lambda node, x: np.transpose(x, node.attrs["perm"]).copy(),
     "Pad": lambda node, x: pad(x, node.attrs["pads"], node.attrs["mode"], node.attrs["value"]),
+    "Reshape": lambda node, x: reshape(x, node.attrs["shape"], node.bindings),
     "ReduceMean": lambda node, x: np.mean(x, axis=tuple(node.attrs["axes"]) or None, keepdims=node.attrs["keepdims"]),
     "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
@@ -277,10 +288,7 @@ def reference_run(graph, *arrays):
             assert node.name in values, f"input {node.name!r} not in graph.inputs"
             _check_shape(node, values[node.name])
             continue
-        if node.op == "Reshape":
-            result = reshape(values[node.inputs[0]], node.attrs["shape"], bindings)
-        else:
-            result = REFERENCE_OPS[node.op](node, *(values[i] for i in node.inputs))
+        result = REFERENCE_OPS[node.op](_Bound(node, bindings), *(values[i] for i in node.inputs))
         fused = node.attrs.get("activation")
         if fused:                                            # Conv2d/Linear with a fused activation
             result = REFERENCE_OPS[fused["op"]](_Fused(fused["attrs"]), result)

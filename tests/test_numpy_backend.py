@@ -422,11 +422,11 @@ def test_batch_norm(channels, h, w, eps, batch, seed):
     check(g, randn(rng, (batch, channels, h, w), scale=2.0))
 
 
-ACTIVATIONS = [lambda: cg.ReLU(), lambda: cg.LeakyReLU(), lambda: cg.LeakyReLU(0.3), lambda: cg.ReLU6(),
-               lambda: cg.Sigmoid(), lambda: cg.Tanh()]
+ACTIVATIONS = {op: (lambda cls=cls: cls.example()[0]) for op, cls in cg.REGISTRY.items() if cls.fusable_activation}
+ACTIVATIONS["LeakyReLU(0.3)"] = lambda: cg.LeakyReLU(0.3)
 
 
-@pytest.mark.parametrize("make", ACTIVATIONS, ids=["relu", "lrelu", "lrelu0.3", "relu6", "sigmoid", "tanh"])
+@pytest.mark.parametrize("make", ACTIVATIONS.values(), ids=list(ACTIVATIONS))
 @settings(max_examples=25, **SETTINGS)
 @given(shape=st.sampled_from([(2, 3), (1, 2, 3, 4), (3, 1, 5, 2)]), scale=st.sampled_from([0.1, 1.0, 10.0, 60.0]),
        seed=seeds)
@@ -507,6 +507,17 @@ def test_concat_of_the_same_value_and_of_layers():
 def test_simple_layers(make, shape):
     g = single_layer_graph(make(), (None, *shape[1:]))
     check(g, randn(np.random.default_rng(5), shape))
+
+
+@pytest.mark.parametrize("op", sorted(cg.REGISTRY))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_op_on_its_example(op, batch):
+    """Every registered op, as its layer's example (Layer.example), at two batch sizes."""
+    layer, shapes = cg.REGISTRY[op].example()
+    g = cg.Graph("example")
+    g.output(g.apply(layer, *(g.input(f"x{i}", shape) for i, shape in enumerate(shapes))))
+    rng = np.random.default_rng(6)
+    check(g, *(randn(rng, [d if isinstance(d, int) else batch for d in shape], 2.0) for shape in shapes))
 
 
 # =============================================================================================================

@@ -46,9 +46,16 @@ def _leaky_relu(x, out, attrs):
     out += negative
 
 
+def _softsign(x, out, attrs):
+    denominator = np.abs(x)                  # one temporary: out may be x (in place, or an epilogue)
+    denominator += 1.0
+    np.divide(x, denominator, out=out)
+
+
 unary("ReLU", lambda x, out, attrs: np.maximum(x, 0.0, out=out))
 unary("ReLU6", lambda x, out, attrs: np.clip(x, 0.0, 6.0, out=out))
 unary("Tanh", lambda x, out, attrs: np.tanh(x, out=out))
+unary("Softsign", _softsign)
 unary("Sigmoid", _sigmoid)
 unary("LeakyReLU", _leaky_relu)
 

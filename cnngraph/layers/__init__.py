@@ -1,26 +1,11 @@
-"""The layer catalogue: importing this package registers every op."""
-from .activations import LeakyReLU, ReLU, ReLU6, Sigmoid, Softmax, Tanh
-from .conv import Conv2d
-from .linear import Linear
-from .normalization import BatchNorm2d
-from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
-from .structure import Add, Concat, Dropout, Flatten, Identity
-from .tensor_ops import (
-                         Constant,
-                         Div,
-                         GlobalMaxPool2d,
-                         Hardtanh,
-                         LocalResponseNorm,
-                         MatMul,
-                         Mul,
-                         Pad,
-                         ReduceMean,
-                         Reshape,
-                         Sub,
-                         Transpose,
-)
+"""The layer catalogue: importing this package registers every op, and exports each family's layers by name
+(cnngraph.ReLU, ...): a new layer class in a family module is exported without a change here."""
+from ..layer import REGISTRY
+from . import activations, conv, linear, normalization, pooling, structure, tensor_ops
 
-__all__ = ["Conv2d", "Linear", "ReLU", "LeakyReLU", "ReLU6", "Sigmoid", "Tanh", "Softmax", "BatchNorm2d",
-           "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Add", "Concat", "Identity", "Dropout",
-           "Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "ReduceMean", "MatMul", "GlobalMaxPool2d",
-           "LocalResponseNorm", "Hardtanh"]
+FAMILIES = (activations, conv, linear, normalization, pooling, structure, tensor_ops)
+
+_layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
+           if isinstance(cls, type) and cls.__module__ == family.__name__ and REGISTRY.get(cls.op) is cls}
+globals().update(_layers)
+__all__ = list(_layers)

@@ -1,8 +1,11 @@
 """Element-wise activations and Softmax: the non-linearities that stop a fold of linear layers."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..layer import Layer
+from ..onnx.mapping import exports, imports
 
 
 class _Elementwise(Layer):
@@ -66,6 +69,16 @@ class Tanh(_Elementwise):
         super().__init__()
 
 
+class Softsign(_Elementwise):
+    """x / (1 + |x|) element-wise, as ``torch.nn.Softsign()``: a tanh-like curve with polynomial tails. No
+    arguments."""
+    fusable_activation = True
+    prefix = "softsign"
+
+    def __init__(self):
+        super().__init__()
+
+
 class Softmax(Layer):
     """exp(x) / Σ exp(x) along one axis, as ``torch.nn.Softmax(dim)``; output of the input's shape.
 
@@ -87,3 +100,40 @@ class Softmax(Layer):
         if not -x.rank <= attrs["axis"] < x.rank:
             raise ShapeError(f"axis {attrs['axis']} is out of range for {x.describe()}")
         return x.type
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+def _unary(op_type: str):
+    def rule(e, n):
+        e.emit(n, op_type, n.inputs)
+    return rule
+
+
+exports("ReLU")(_unary("Relu"))
+exports("Sigmoid")(_unary("Sigmoid"))
+exports("Tanh")(_unary("Tanh"))
+exports("Softsign")(_unary("Softsign"))
+
+
+@exports("LeakyReLU")
+def _leaky_relu_to_onnx(e, n):
+    e.emit(n, "LeakyRelu", n.inputs, alpha=n.attrs["negative_slope"])
+
+
+@exports("ReLU6")
+def _relu6_to_onnx(e, n):
+    """Clip(x, 0, 6): Clip's bounds are inputs from opset 11 on (every opset we write), scalars of x's type."""
+    low = e.initializer(f"{n.name}.min", np.array(0.0, np.float32))
+    high = e.initializer(f"{n.name}.max", np.array(6.0, np.float32))
+    e.emit(n, "Clip", [n.inputs[0], low, high])
+
+
+@exports("Softmax")
+def _softmax_to_onnx(e, n):
+    e.emit(n, "Softmax", n.inputs, axis=n.attrs["axis"])        # the opset-13 form: along axis only
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+@imports("Softsign")
+def _softsign_from_onnx(imp, node):
+    imp.add(node, "Softsign", [imp.value(node.input[0])])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, pair, require_activation, require_rank, require_static, require_window
+from ..onnx.mapping import exports
 from ..shapes import TensorType, conv_output_size
 
 
@@ -58,6 +59,10 @@ class Conv2d(Layer):
     linear = True
     weighted = True
     accepts_epilogue = True
+
+    @classmethod
+    def example(cls):
+        return cls(3, 4, 3, padding=1), [(None, 3, 6, 6)]
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, ...] | str = 0,
@@ -116,3 +121,12 @@ class Conv2d(Layer):
         kh, kw = attrs["kernel_size"]
         _, cout, ho, wo = output.shape
         return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+@exports("Conv2d")
+def _conv_to_onnx(e, n):
+    a = n.attrs
+    inputs = [n.inputs[0], e.param(n, "weight")] + ([e.param(n, "bias")] if a["bias"] else [])
+    e.emit(n, "Conv", inputs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=list(a["pads"]), dilations=list(a["dilation"]), group=a["groups"])

@@ -1,9 +1,12 @@
 """Linear (fully connected), as PyTorch defines it: y = x · Wᵀ + b with weight (out, in) over the last axis."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, require_activation
+from ..onnx.mapping import exports
 from ..shapes import TensorType, product
 
 
@@ -25,6 +28,10 @@ class Linear(Layer):
     linear = True
     weighted = True
     accepts_epilogue = True
+
+    @classmethod
+    def example(cls):
+        return cls(5, 3), [(None, 5)]
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         if in_features < 1 or out_features < 1:
@@ -63,3 +70,20 @@ class Linear(Layer):
         rows = product(output.shape[1:-1]) if output.rank > 2 else 1
         rows = rows if isinstance(rows, int) else 1
         return rows * attrs["in_features"] * attrs["out_features"]
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+@exports("Linear")
+def _linear_to_onnx(e, n):
+    """Gemm(transB) for 2-D inputs; else MatMul on the last axis with the transposed weight [+ Add]."""
+    x, bias = n.inputs[0], n.attrs["bias"]
+    if len(e.graph.type_of(x).shape) == 2:                       # y = x·Wᵀ + b in one Gemm
+        weight = e.param(n, "weight")
+        e.emit(n, "Gemm", [x, weight] + ([e.param(n, "bias")] if bias else []), transB=1)
+        return
+    weight_t = e.param(n, "weight_t", np.ascontiguousarray(n.params["weight"].T))
+    if not bias:
+        e.emit(n, "MatMul", [x, weight_t])
+        return
+    product = e.helper_node(n, "MatMul", [x, weight_t])
+    e.emit(n, "Add", [product, e.param(n, "bias")])

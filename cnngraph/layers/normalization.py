@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer
+from ..onnx.mapping import exports
 
 
 class BatchNorm2d(Layer):
@@ -28,6 +29,10 @@ class BatchNorm2d(Layer):
     linear = True
     channel_affine = True
     buffers = ("running_mean", "running_var")
+
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 4, 5)]
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         if num_features < 1 or eps < 0:
@@ -61,3 +66,10 @@ class BatchNorm2d(Layer):
         scale = params["weight"] * inv_std
         shift = params["bias"] - params["running_mean"] * scale
         return scale, shift
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+@exports("BatchNorm2d")
+def _batchnorm_to_onnx(e, n):
+    params = [e.param(n, k) for k in ("weight", "bias", "running_mean", "running_var")]
+    e.emit(n, "BatchNormalization", [n.inputs[0], *params], epsilon=n.attrs["eps"])

@@ -5,8 +5,12 @@ chains of layers can be folded into one.
 """
 from __future__ import annotations
 
-from ..errors import ShapeError
+import numpy as np
+
+from ..errors import ExportError, ShapeError
 from ..layer import Layer, pair, require_rank, require_static, require_window
+from ..onnx.mapping import exports
+from ..onnx.pool_windows import end_pads, pool_axes, rounding
 from ..shapes import TensorType, pool_output_size
 
 
@@ -62,6 +66,10 @@ class MaxPool2d(Layer):
     batch_independent = True
     prefix = "pool"
 
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 3, 4, 6)]
+
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False):
         super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
@@ -84,6 +92,10 @@ class AvgPool2d(Layer):
     batch_independent = True
     prefix = "pool"
     linear = True
+
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 3, 4, 6)]
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True):
@@ -115,3 +127,70 @@ class GlobalAvgPool2d(Layer):
     def macs(cls, attrs, inputs, output):
         x, = inputs
         return 0 if not all(isinstance(d, int) for d in x.shape[1:]) else x.shape[1] * x.shape[2] * x.shape[3]
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+def _onnx_pool_attrs(n, ceil_mode: int) -> dict:
+    a = n.attrs
+    return dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]), pads=list(a["pads"]),
+                ceil_mode=ceil_mode)
+
+
+@exports("MaxPool2d")
+def _maxpool_to_onnx(e, n):
+    axes, x = pool_axes(e.graph, n), n.inputs[0]
+    form = rounding(axes)
+    if form == "mixed":
+        # extend the end with -inf explicitly, then floor (onnxruntime refuses pads >= kernel); the implicit
+        # padding is -inf too, so that it now lies beyond the extension changes no maximum
+        x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", end_pads(axes)),
+                                     e.initializer(f"{n.name}.pad_value", np.array(-np.inf, np.float32))])
+    e.emit(n, "MaxPool", [x], dilations=list(n.attrs["dilation"]), **_onnx_pool_attrs(n, int(form == "ceil")))
+
+
+@exports("AvgPool2d")
+def _avgpool_to_onnx(e, n):
+    """AveragePool; ``dilations`` exists from opset 19 only (written when not (1, 1), refused below 19)."""
+    a, axes, x = n.attrs, pool_axes(e.graph, n), n.inputs[0]
+    dilation = tuple(a.get("dilation", (1, 1)))
+    form = rounding(axes)
+    if form == "mixed":
+        _avgpool_as_sum(e, n, axes)
+        return
+    attrs = dict(_onnx_pool_attrs(n, int(form == "ceil")), count_include_pad=int(a["count_include_pad"]))
+    if dilation != (1, 1):
+        if e.opset < 19:
+            raise ExportError(f"{n.label()}: AveragePool has dilations only from opset 19, "
+                              f"got dilation {dilation} at opset {e.opset}")
+        attrs["dilations"] = list(dilation)
+    if form == "ceil" and a["count_include_pad"] and any(axis.overhang for axis in axes):
+        # The last window runs past the padded input: PyTorch counts the padding in the divisor but not that
+        # overhang, and runtimes disagree on it (pytorch #183528, onnxruntime PR #29629). Zero padding made
+        # explicit, with count_include_pad=0, says the same in a form every runtime reads alike.
+        if any(a["pads"]):
+            top, left, bottom, right = a["pads"]
+            x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", [0, 0, top, left, 0, 0, bottom, right])])
+        attrs.update(pads=[0, 0, 0, 0], count_include_pad=0)
+    e.emit(n, "AveragePool", [x], **attrs)
+
+
+def _avgpool_as_sum(e, n, axes):
+    """Window sums (a depthwise convolution with ones, zero padding extended to floor rounding) times PyTorch's
+    reciprocal divisors: the form for sizes no ceil_mode expresses."""
+    a, channels = n.attrs, n.type.shape[1]
+    if not isinstance(channels, int):
+        raise ExportError(f"{n.label()}: needs a static channel count to export this ceil_mode pooling")
+    kh, kw = a["kernel_size"]
+    top, left, bottom, right = a["pads"]
+    ones = np.ones((channels, 1, kh, kw), np.float32)
+    sums = e.helper_node(n, "Conv", [n.inputs[0], e.initializer(f"{n.name}.ones", ones)], group=channels,
+                         kernel_shape=[kh, kw], strides=list(a["stride"]), dilations=[ax.dilation for ax in axes],
+                         pads=[top, left, bottom + axes[0].overhang, right + axes[1].overhang])
+    divisor = np.outer(axes[0].divisor(a["count_include_pad"]), axes[1].divisor(a["count_include_pad"]))
+    scale = (1.0 / divisor).astype(np.float32)[None, None]
+    e.emit(n, "Mul", [sums, e.initializer(f"{n.name}.scale", scale)])
+
+
+@exports("GlobalAvgPool2d")
+def _global_avgpool_to_onnx(e, n):
+    e.emit(n, "GlobalAveragePool", n.inputs)

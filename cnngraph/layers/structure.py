@@ -1,8 +1,12 @@
 """Layers that reshape, join or pass values through: Flatten, Add, Concat, Identity, Dropout."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..layer import Layer
+from ..onnx.mapping import exports
+from ..onnx.shared import flatten_target
 from ..shapes import TensorType, product, total
 
 
@@ -151,4 +155,48 @@ class Dropout(Layer):
         return inputs[0].type
 
 
+# --- ONNX export -----------------------------------------------------------------------------------------------
+@exports("Flatten")
+def _flatten_to_onnx(e, n):
+    """Flatten(axis=1) for (N, ...) -> (N, prod); else a Reshape, its shape computed at run time when too many
+    dims are symbolic."""
+    shape = e.graph.type_of(n.inputs[0]).shape
+    rank = len(shape)
+    if rank == 0:
+        e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", [1])])
+        return
+    start, end = n.attrs["start_dim"] % rank, n.attrs["end_dim"] % rank
+    if start == 1 and end == rank - 1:
+        e.emit(n, "Flatten", [n.inputs[0]], axis=1)
+        return
+    target = flatten_target(shape, start, end)
+    target_name = _dynamic_flatten_shape(e, n, start, end) if target is None else e.int64(n, "shape", target)
+    e.emit(n, "Reshape", [n.inputs[0], target_name])
 
+
+def _dynamic_flatten_shape(e, n, start: int, end: int) -> str:
+    """Shape(x)[:start] ++ [prod(Shape(x)[start:end+1])] ++ Shape(x)[end+1:], with opset-13+ Slice inputs;
+    ReduceProd reduces a 1-D tensor over all axes, so it needs axes in neither of its forms."""
+    full = e.helper_node(n, "Shape", [n.inputs[0]])
+    big = np.iinfo(np.int64).max
+
+    def piece(begin, stop, key):
+        return e.helper_node(n, "Slice", [full, e.int64(n, f"{key}_begin", [begin]), e.int64(n, f"{key}_end", [stop])])
+    merged = e.helper_node(n, "ReduceProd", [piece(start, end + 1, "merged")], keepdims=1)
+    parts = ([piece(0, start, "head")] if start > 0 else []) + [merged] + [piece(end + 1, big, "tail")]
+    return e.helper_node(n, "Concat", parts, axis=0)
+
+
+@exports("Add")
+def _add_to_onnx(e, n):
+    e.emit(n, "Add" if len(n.inputs) == 2 else "Sum", n.inputs)
+
+
+@exports("Concat")
+def _concat_to_onnx(e, n):
+    e.emit(n, "Concat", n.inputs, axis=n.attrs["axis"])
+
+
+@exports("Identity", "Dropout")
+def _identity_to_onnx(e, n):
+    e.emit(n, "Identity", n.inputs)                              # Dropout at inference: passes its input through

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ExportError, ShapeError
 from ..layer import Layer, Operand, require_rank
+from ..onnx.mapping import exports
 from ..shapes import TensorType, product
 from .activations import _Elementwise
 from .structure import broadcast_shape
@@ -47,6 +48,10 @@ class Constant(Layer):
     prefix = "const"
     arity = (0, 0)
     constant = True
+
+    @classmethod
+    def example(cls):
+        return cls(np.arange(6, dtype=np.float32).reshape(2, 3)), []
 
     def __init__(self, value: np.ndarray):
         value = np.asarray(value)
@@ -105,6 +110,10 @@ class Transpose(Layer):
     prefix = "transpose"
     linear = True
 
+    @classmethod
+    def example(cls):
+        return cls((0, 2, 3, 1)), [(None, 3, 4, 5)]
+
     def __init__(self, perm: tuple[int, ...]):
         super().__init__(perm=tuple(int(p) for p in perm))
 
@@ -132,6 +141,10 @@ class Reshape(Layer):
     prefix = "reshape"
     linear = True
     reshape_like = True
+
+    @classmethod
+    def example(cls):
+        return cls((0, 5, 12)), [(None, 3, 4, 5)]
 
     def __init__(self, shape: tuple[int | str, ...]):
         super().__init__(shape=tuple(d if isinstance(d, str) else int(d) for d in shape))
@@ -177,6 +190,10 @@ class Pad(Layer):
     prefix = "pad"
     linear = True
     MODES = ("constant", "reflect", "edge")
+
+    @classmethod
+    def example(cls):
+        return cls((0, 0, 1, 1, 0, 0, 1, 1)), [(None, 3, 4, 5)]
 
     def __init__(self, pads: tuple[int, ...], mode: str = "constant", value: float = 0.0):
         if mode not in self.MODES:
@@ -247,6 +264,10 @@ class MatMul(Layer):
     prefix = "matmul"
     arity = (2, 2)
 
+    @classmethod
+    def example(cls):
+        return cls(), [(None, 3, 4), (None, 4, 5)]
+
     def __init__(self):
         super().__init__()
 
@@ -299,6 +320,10 @@ class LocalResponseNorm(Layer):
     batch_independent = True
     prefix = "lrn"
 
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 4, 5)]
+
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         if int(size) < 1:
             raise ValueError(f"LocalResponseNorm: size must be >= 1, got {size}")
@@ -331,3 +356,81 @@ class Hardtanh(_Elementwise):
 
 __all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "ReduceMean", "MatMul", "GlobalMaxPool2d",
            "LocalResponseNorm", "Hardtanh"]
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------------
+@exports("Constant")
+def _constant_to_onnx(e, n):
+    """An initializer under the node's name (an Identity of one when the constant is a graph output)."""
+    if n.name in e.graph.outputs:
+        e.emit(n, "Identity", [e.param(n, "value")])
+    else:
+        e.named_initializer(n.name, n.params["value"])
+
+
+def _same(op_type: str):
+    def rule(e, n):
+        e.emit(n, op_type, n.inputs)
+    return rule
+
+
+exports("Mul")(_same("Mul"))
+exports("Sub")(_same("Sub"))
+exports("Div")(_same("Div"))
+exports("MatMul")(_same("MatMul"))
+exports("GlobalMaxPool2d")(_same("GlobalMaxPool"))
+
+
+@exports("Transpose")
+def _transpose_to_onnx(e, n):
+    e.emit(n, "Transpose", n.inputs, perm=list(n.attrs["perm"]))
+
+
+@exports("Reshape")
+def _reshape_to_onnx(e, n):
+    """Reshape to our inferred shape: static dims written, a symbolic dim at the input's index copied (0), one
+    other symbolic dim inferred (-1); a hard-coded batch would be pytorch #41893."""
+    in_shape, out_shape = e.graph.type_of(n.inputs[0]).shape, n.type.shape
+    target = [d if isinstance(d, int) else 0 if i < len(in_shape) and in_shape[i] == d else -1
+              for i, d in enumerate(out_shape)]
+    if target.count(-1) > 1 or 0 in [d for d in out_shape if isinstance(d, int)]:
+        raise ExportError(f"{n.label()}: cannot write the reshape to {list(out_shape)} as one ONNX Reshape")
+    e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", target)])
+
+
+@exports("Pad")
+def _pad_to_onnx(e, n):
+    """pads and constant_value are inputs since opset 11; the optional axes input (18) is not written."""
+    a = n.attrs
+    inputs = [n.inputs[0], e.int64(n, "pads", a["pads"])]
+    if a["mode"] == "constant":
+        inputs.append(e.initializer(f"{n.name}.value", np.array(a["value"], np.float32)))
+    e.emit(n, "Pad", inputs, mode=a["mode"])
+
+
+@exports("ReduceMean")
+def _reduce_mean_to_onnx(e, n):
+    """axes: an attribute before opset 18, an input from 18 on."""
+    a, attrs = n.attrs, {"keepdims": int(n.attrs["keepdims"])}
+    inputs = [n.inputs[0]]
+    if a["axes"] and e.opset >= 18:
+        inputs.append(e.int64(n, "axes", a["axes"]))
+    elif a["axes"]:
+        attrs["axes"] = list(a["axes"])
+    e.emit(n, "ReduceMean", inputs, **attrs)
+
+
+@exports("LocalResponseNorm")
+def _lrn_to_onnx(e, n):
+    a = n.attrs
+    if a["size"] % 2 == 0:
+        raise ExportError(f"{n.label()}: ONNX's LRN centres an even window ({a['size']}) one channel off "
+                          f"PyTorch's; only odd sizes export")
+    e.emit(n, "LRN", n.inputs, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
+
+@exports("Hardtanh")
+def _hardtanh_to_onnx(e, n):
+    low = e.initializer(f"{n.name}.min", np.array(n.attrs["min_val"], np.float32))
+    high = e.initializer(f"{n.name}.max", np.array(n.attrs["max_val"], np.float32))
+    e.emit(n, "Clip", [n.inputs[0], low, high])

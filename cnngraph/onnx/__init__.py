@@ -6,7 +6,9 @@
     schema.py     what the spec says a node may be (opset range, input types, flags, sizes), checked at import
     safety.py     checks that keep a malformed or hostile file from crashing, hanging or exhausting memory
     external.py   external data read only from inside the model's folder, offsets and lengths checked
-    export.py     Graph -> ONNX model (cg.export_onnx): one rule per op of ours; the onnxruntime backend runs it
+    export.py     Graph -> ONNX model (cg.export_onnx), each op written by the rule its family module declares
+                  (mapping.py: @exports); the onnxruntime backend runs it
+    pool_windows.py  which ceil_mode form gives PyTorch's pooling sizes (the pooling export rules use it)
     shared.py     arithmetic both directions use: axes, window sizes and overhangs, Reshape <-> Flatten, names
 
 Importing this package imports the onnx package; ``import cnngraph`` alone does not.

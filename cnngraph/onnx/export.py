@@ -2,8 +2,8 @@
 
 Each of our nodes becomes one ONNX node with the same name whose output value is named after the node
 (a few ops need helper nodes first; those get names derived from the node's, made unique). Parameters become
-initializers named "<node>.<param>". The export rules are data: ``EXPORT_RULES`` maps every op name to a
-short function, and a test checks that every registered op has one.
+initializers named "<node>.<param>". Each op's rule is declared next to the op, in its family module
+(cnngraph/layers/*.py, ``@exports`` from mapping.py); tests/test_registry.py checks that every op has one.
 
 Opset differences that matter for these ops (supported opsets: 13 to the newest the onnx package knows):
   Softmax       from 13 normalizes along ``axis`` only (before 13 it flattened to 2-D): ours is the 13 form.
@@ -20,7 +20,8 @@ Pooling with ceil_mode: ONNX's ceil formula keeps a last window that starts in t
 it (pytorch #71549), and runtimes disagree on the divisor of a last average window that overhangs the padded
 input (pytorch #183528). So ceil_mode=1 is written only where it gives PyTorch's sizes on both axes, the
 overhang is made explicit for averages that count padding, and the rare case where one axis needs ceil and
-the other floor is written as Pad(-inf) + MaxPool, or as a depthwise Conv of ones times PyTorch's divisors.
+the other floor is written as Pad(-inf) + MaxPool, or as a depthwise Conv of ones times PyTorch's divisors
+(cnngraph/layers/pooling.py, with pool_windows.py).
 Every value's type is written (value_info), so check_model(full_check=True) compares ONNX's shape inference
 with ours node by node.
 """
@@ -35,9 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 from .. import atomic
 from ..errors import ExportError
 from ..graph import Node
-from ..shapes import average_pool_divisor
 from .mapping import EXPORTERS
-from .shared import flatten_target, onnx_window_count, overhang, unique_name
+from .shared import unique_name
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 18
@@ -74,6 +74,10 @@ class Emitter:
     def int64(self, node, key: str, values) -> str:
         return self.initializer(f"{node.name}.{key}", np.asarray(values, dtype=np.int64))
 
+    def named_initializer(self, name: str, array) -> None:
+        """An initializer under exactly ``name``: a node's own value name (a Constant), reserved already."""
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+
     def emit(self, node, op_type: str, inputs, **attrs) -> str:
         """The node's final ONNX node: named after it, writing the value named after it."""
         self.nodes.append(helper.make_node(op_type, list(inputs), [node.name], name=node.name, **attrs))
@@ -86,224 +90,7 @@ class Emitter:
         return name
 
 
-# --- the rules: one per op -------------------------------------------------------------------------------------
-def _conv(e: Emitter, n):
-    a = n.attrs
-    inputs = [n.inputs[0], e.param(n, "weight")] + ([e.param(n, "bias")] if a["bias"] else [])
-    e.emit(n, "Conv", inputs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-           pads=list(a["pads"]), dilations=list(a["dilation"]), group=a["groups"])
-
-
-def _linear(e: Emitter, n):
-    x, bias = n.inputs[0], n.attrs["bias"]
-    if len(e.graph.type_of(x).shape) == 2:                       # y = x·Wᵀ + b in one Gemm
-        weight = e.param(n, "weight")
-        e.emit(n, "Gemm", [x, weight] + ([e.param(n, "bias")] if bias else []), transB=1)
-        return
-    weight_t = e.param(n, "weight_t", np.ascontiguousarray(n.params["weight"].T))   # MatMul on the last axis
-    if not bias:
-        e.emit(n, "MatMul", [x, weight_t])
-        return
-    product = e.helper_node(n, "MatMul", [x, weight_t])
-    e.emit(n, "Add", [product, e.param(n, "bias")])
-
-
-def _batchnorm(e: Emitter, n):
-    params = [e.param(n, k) for k in ("weight", "bias", "running_mean", "running_var")]
-    e.emit(n, "BatchNormalization", [n.inputs[0], *params], epsilon=n.attrs["eps"])
-
-
-class _Axis:
-    """One spatial axis of a pooling node, with PyTorch's output size ``out``."""
-
-    def __init__(self, size, kernel, stride, pad_begin, pad_end, dilation, out):
-        self.size, self.kernel, self.stride, self.dilation, self.out = size, kernel, stride, dilation, out
-        self.pad_begin, self.pad_end = pad_begin, pad_end
-        self.floor, self.ceil = (onnx_window_count(size, kernel, stride, pad_begin, pad_end, dilation, ceil)
-                                 for ceil in (False, True))          # ONNX's two formulas
-        self.overhang = overhang(size, out, kernel, stride, pad_begin, pad_end, dilation)
-
-    def divisor(self, count_include_pad: bool) -> np.ndarray:
-        """PyTorch's per-position divisor: taps inside the padded input (or the input alone)."""
-        return average_pool_divisor(self.size, self.out, self.kernel, self.stride, self.pad_begin, self.pad_end,
-                                    count_include_pad, self.dilation)
-
-
-def _pool_axes(e: Emitter, n) -> list[_Axis]:
-    a, size = n.attrs, e.graph.type_of(n.inputs[0]).shape[2:]
-    dilation = a.get("dilation", (1, 1))
-    return [_Axis(size[i], a["kernel_size"][i], a["stride"][i], a["pads"][i], a["pads"][2 + i], dilation[i],
-                  n.type.shape[2 + i]) for i in range(2)]
-
-
-def _rounding(axes: list[_Axis]) -> str:
-    """Which ONNX ceil_mode gives PyTorch's sizes on both axes. PyTorch drops a ceil window that would start in
-    the right padding (pytorch #71549), ONNX's formula keeps it: there PyTorch's size is the floor size. When
-    one axis needs ceil and the other such a drop, neither ceil_mode fits ("mixed")."""
-    if all(axis.out == axis.floor for axis in axes):
-        return "floor"
-    return "ceil" if all(axis.out == axis.ceil for axis in axes) else "mixed"
-
-
-def _end_pads(axes: list[_Axis]) -> list[int]:
-    """Pad's pads extending (N, C, H, W) at the end of H and W so that floor rounding gives PyTorch's sizes."""
-    return [0, 0, 0, 0, 0, 0, axes[0].overhang, axes[1].overhang]
-
-
-def _pool_attrs(n, ceil_mode: int) -> dict:
-    a = n.attrs
-    return dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]), pads=list(a["pads"]),
-                ceil_mode=ceil_mode)
-
-
-def _maxpool(e: Emitter, n):
-    axes, x = _pool_axes(e, n), n.inputs[0]
-    rounding = _rounding(axes)
-    if rounding == "mixed":
-        # extend the end with -inf explicitly, then floor (onnxruntime refuses pads >= kernel); the implicit
-        # padding is -inf too, so that it now lies beyond the extension changes no maximum
-        x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", _end_pads(axes)),
-                                     e.initializer(f"{n.name}.pad_value", np.array(-np.inf, np.float32))])
-    e.emit(n, "MaxPool", [x], dilations=list(n.attrs["dilation"]), **_pool_attrs(n, int(rounding == "ceil")))
-
-
-def _avgpool(e: Emitter, n):
-    a, axes, x = n.attrs, _pool_axes(e, n), n.inputs[0]
-    dilation = tuple(a.get("dilation", (1, 1)))
-    rounding = _rounding(axes)
-    if rounding == "mixed":
-        _avgpool_as_sum(e, n, axes)
-        return
-    attrs = dict(_pool_attrs(n, int(rounding == "ceil")), count_include_pad=int(a["count_include_pad"]))
-    if dilation != (1, 1):
-        if e.opset < 19:
-            raise ExportError(f"{n.label()}: AveragePool has dilations only from opset 19, "
-                              f"got dilation {dilation} at opset {e.opset}")
-        attrs["dilations"] = list(dilation)
-    if rounding == "ceil" and a["count_include_pad"] and any(axis.overhang for axis in axes):
-        # The last window runs past the padded input: PyTorch counts the padding in the divisor but not that
-        # overhang, and runtimes disagree on it (pytorch #183528, onnxruntime PR #29629). Zero padding made
-        # explicit, with count_include_pad=0, says the same in a form every runtime reads alike.
-        if any(a["pads"]):
-            top, left, bottom, right = a["pads"]
-            x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", [0, 0, top, left, 0, 0, bottom, right])])
-        attrs.update(pads=[0, 0, 0, 0], count_include_pad=0)
-    e.emit(n, "AveragePool", [x], **attrs)
-
-
-def _avgpool_as_sum(e: Emitter, n, axes: list[_Axis]):
-    """Window sums (a depthwise convolution with ones, zero padding extended to floor rounding) times PyTorch's
-    reciprocal divisors: the form for sizes no ceil_mode expresses."""
-    a, channels = n.attrs, n.type.shape[1]
-    if not isinstance(channels, int):
-        raise ExportError(f"{n.label()}: needs a static channel count to export this ceil_mode pooling")
-    kh, kw = a["kernel_size"]
-    top, left, bottom, right = a["pads"]
-    ones = np.ones((channels, 1, kh, kw), np.float32)
-    sums = e.helper_node(n, "Conv", [n.inputs[0], e.initializer(f"{n.name}.ones", ones)], group=channels,
-                         kernel_shape=[kh, kw], strides=list(a["stride"]), dilations=[ax.dilation for ax in axes],
-                         pads=[top, left, bottom + axes[0].overhang, right + axes[1].overhang])
-    divisor = np.outer(axes[0].divisor(a["count_include_pad"]), axes[1].divisor(a["count_include_pad"]))
-    scale = (1.0 / divisor).astype(np.float32)[None, None]
-    e.emit(n, "Mul", [sums, e.initializer(f"{n.name}.scale", scale)])
-
-
-def _flatten(e: Emitter, n):
-    shape = e.graph.type_of(n.inputs[0]).shape
-    rank = len(shape)
-    if rank == 0:
-        e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", [1])])
-        return
-    start, end = n.attrs["start_dim"] % rank, n.attrs["end_dim"] % rank
-    if start == 1 and end == rank - 1:                           # (N, ...) -> (N, prod): ONNX Flatten
-        e.emit(n, "Flatten", [n.inputs[0]], axis=1)
-        return
-    target = flatten_target(shape, start, end)
-    if target is None:                                           # too many symbolic dims: compute the shape
-        target_name = _dynamic_flatten_shape(e, n, start, end)
-    else:
-        target_name = e.int64(n, "shape", target)
-    e.emit(n, "Reshape", [n.inputs[0], target_name])
-
-
-def _dynamic_flatten_shape(e: Emitter, n, start: int, end: int) -> str:
-    """Shape(x)[:start] ++ [prod(Shape(x)[start:end+1])] ++ Shape(x)[end+1:], with opset-13+ Slice inputs."""
-    full = e.helper_node(n, "Shape", [n.inputs[0]])
-    big = np.iinfo(np.int64).max
-
-    def piece(begin, stop, key):
-        return e.helper_node(n, "Slice", [full, e.int64(n, f"{key}_begin", [begin]), e.int64(n, f"{key}_end", [stop])])
-    merged = e.helper_node(n, "ReduceProd", [piece(start, end + 1, "merged")], keepdims=1)
-    parts = ([piece(0, start, "head")] if start > 0 else []) + [merged] + [piece(end + 1, big, "tail")]
-    return e.helper_node(n, "Concat", parts, axis=0)
-
-
-def _relu6(e: Emitter, n):
-    # Clip's bounds are inputs from opset 11 on (every opset we write); as scalars of the input's type.
-    low = e.initializer(f"{n.name}.min", np.array(0.0, np.float32))
-    high = e.initializer(f"{n.name}.max", np.array(6.0, np.float32))
-    e.emit(n, "Clip", [n.inputs[0], low, high])
-
-
-def _add(e: Emitter, n):
-    e.emit(n, "Add" if len(n.inputs) == 2 else "Sum", n.inputs)
-
-
-def _constant(e: Emitter, n):
-    """An initializer under the node's name (an Identity of one when the constant is a graph output)."""
-    if n.name in e.graph.outputs:
-        e.emit(n, "Identity", [e.param(n, "value")])
-    else:
-        e.initializers.append(numpy_helper.from_array(n.params["value"], n.name))
-
-
-def _transpose(e: Emitter, n):
-    e.emit(n, "Transpose", n.inputs, perm=list(n.attrs["perm"]))
-
-
-def _reshape(e: Emitter, n):
-    """Reshape to our inferred shape: static dims written, a symbolic dim at the input's index copied (0), one
-    other symbolic dim inferred (-1)."""
-    in_shape, out_shape = e.graph.type_of(n.inputs[0]).shape, n.type.shape
-    target = [d if isinstance(d, int) else 0 if i < len(in_shape) and in_shape[i] == d else -1
-              for i, d in enumerate(out_shape)]
-    if target.count(-1) > 1 or 0 in [d for d in out_shape if isinstance(d, int)]:
-        raise ExportError(f"{n.label()}: cannot write the reshape to {list(out_shape)} as one ONNX Reshape")
-    e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", target)])
-
-
-def _pad(e: Emitter, n):
-    a = n.attrs
-    inputs = [n.inputs[0], e.int64(n, "pads", a["pads"])]
-    if a["mode"] == "constant":
-        inputs.append(e.initializer(f"{n.name}.value", np.array(a["value"], np.float32)))
-    e.emit(n, "Pad", inputs, mode=a["mode"])
-
-
-def _reduce_mean(e: Emitter, n):
-    a, attrs = n.attrs, {"keepdims": int(n.attrs["keepdims"])}
-    inputs = [n.inputs[0]]
-    if a["axes"] and e.opset >= 18:
-        inputs.append(e.int64(n, "axes", a["axes"]))
-    elif a["axes"]:
-        attrs["axes"] = list(a["axes"])
-    e.emit(n, "ReduceMean", inputs, **attrs)
-
-
-def _lrn(e: Emitter, n):
-    a = n.attrs
-    if a["size"] % 2 == 0:
-        raise ExportError(f"{n.label()}: ONNX's LRN centres an even window ({a['size']}) one channel off "
-                          f"PyTorch's; only odd sizes export")
-    e.emit(n, "LRN", n.inputs, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
-
-
-def _hardtanh(e: Emitter, n):
-    low = e.initializer(f"{n.name}.min", np.array(n.attrs["min_val"], np.float32))
-    high = e.initializer(f"{n.name}.max", np.array(n.attrs["max_val"], np.float32))
-    e.emit(n, "Clip", [n.inputs[0], low, high])
-
-
+# --- the rules: declared with each op (cnngraph/layers/*.py, @exports), found here -------------------------------
 def _with_activation(rule: Callable) -> Callable:
     """A Conv2d or Linear with a fused activation is written as the standard pair (the layer, then the
     activation under the node's name), so the file stays portable; onnxruntime fuses the pair again."""
@@ -315,52 +102,15 @@ def _with_activation(rule: Callable) -> Callable:
         inner = Node(e.unique(f"{n.name}/{n.op}"), n.op, n.inputs,
                      {k: v for k, v in n.attrs.items() if k != "activation"}, n.params, n.type)
         rule(e, inner)
-        export_rule(fused["op"])(e, Node(n.name, fused["op"], (inner.name,), fused["attrs"], {}, n.type))
+        EXPORTERS[fused["op"]](e, Node(n.name, fused["op"], (inner.name,), fused["attrs"], {}, n.type))
     return export
 
 
-def _simple(op_type: str) -> Callable:
-    def rule(e: Emitter, n):
-        e.emit(n, op_type, n.inputs)
-    return rule
-
-
-EXPORT_RULES: dict[str, Callable[[Emitter, object], None]] = {
-    "Conv2d": _with_activation(_conv),                                      # -> Conv [-> activation]
-    "Linear": _with_activation(_linear),                                    # -> Gemm(transB) | MatMul [+ Add]
-    "ReLU": _simple("Relu"),
-    "LeakyReLU": lambda e, n: e.emit(n, "LeakyRelu", n.inputs, alpha=n.attrs["negative_slope"]),
-    "ReLU6": _relu6,                                                        # -> Clip(x, 0, 6)
-    "Sigmoid": _simple("Sigmoid"),
-    "Tanh": _simple("Tanh"),
-    "Softmax": lambda e, n: e.emit(n, "Softmax", n.inputs, axis=n.attrs["axis"]),
-    "BatchNorm2d": _batchnorm,                                              # -> BatchNormalization
-    "MaxPool2d": _maxpool,
-    "AvgPool2d": _avgpool,
-    "GlobalAvgPool2d": _simple("GlobalAveragePool"),
-    "Flatten": _flatten,                                                    # -> Flatten(1) | Reshape
-    "Add": _add,                                                            # -> Add | Sum
-    "Concat": lambda e, n: e.emit(n, "Concat", n.inputs, axis=n.attrs["axis"]),
-    "Identity": _simple("Identity"),
-    "Dropout": _simple("Identity"),                                         # inference: pass through
-    "Constant": _constant,                                                  # -> an initializer
-    "Mul": _simple("Mul"),
-    "Sub": _simple("Sub"),
-    "Div": _simple("Div"),
-    "MatMul": _simple("MatMul"),
-    "Transpose": _transpose,
-    "Reshape": _reshape,
-    "Pad": _pad,
-    "ReduceMean": _reduce_mean,                                             # axes: attribute < 18 <= input
-    "GlobalMaxPool2d": _simple("GlobalMaxPool"),
-    "LocalResponseNorm": _lrn,                                              # odd sizes only
-    "Hardtanh": _hardtanh,                                                  # -> Clip(x, min, max)
-}
-
-
 def export_rule(op: str):
-    """How op ``op`` is written: declared with the op (mapping.EXPORTERS) or, until moved there, here."""
-    return EXPORTERS.get(op) or EXPORT_RULES.get(op)
+    """How op ``op`` is written (None when it has no rule): its rule from the op's family module, with a fused
+    activation (Conv2d, Linear) written as the standard pair."""
+    rule = EXPORTERS.get(op)
+    return None if rule is None else _with_activation(rule)
 
 
 # --- the model -------------------------------------------------------------------------------------------------
@@ -425,5 +175,5 @@ def write_atomically(model: onnx.ModelProto, path) -> None:
     atomic.write_atomically(data, path)
 
 
-__all__ = ["export_onnx", "to_model", "write_atomically", "EXPORT_RULES", "ExportError", "MIN_OPSET",
+__all__ = ["export_onnx", "to_model", "write_atomically", "export_rule", "Emitter", "ExportError", "MIN_OPSET",
            "DEFAULT_OPSET", "max_opset", "check_opset"]
