@@ -818,6 +818,20 @@ def test_results_are_not_overwritten_by_the_next_run():
         assert np.array_equal(cg.run(g, a), kept), "two runs on the same input differ"
 
 
+def test_a_graph_run_once_is_freed_with_its_plan():
+    """The compiled plan is cached per graph, weakly: once the caller drops the graph, graph, weights and
+    buffers go (a cache whose entries held their graph kept every graph ever run alive)."""
+    import gc
+    import weakref
+
+    g = contract_graph()
+    cg.run(g, np.zeros((2, 3, 8, 8), np.float32))
+    alive = weakref.ref(g)
+    del g
+    gc.collect()
+    assert alive() is None
+
+
 def test_tuple_results_are_not_overwritten_by_the_next_run():
     rng = np.random.default_rng(21)
     g = cg.Graph("pair")

@@ -16,7 +16,7 @@ def compile_graph(graph) -> Executor:
     cached = _executors.get(graph)
     if cached is not None and cached[0] == graph.version:
         return cached[1]
-    executor = Executor(graph)
+    executor = Executor(weakref.proxy(graph))      # a strong reference would keep the key, and so the entry, alive
     _executors[graph] = (graph.version, executor)
     return executor
 
