@@ -71,14 +71,15 @@ def assert_equivalent(before, after, batches=(1, 3)) -> None:
 
 
 def ort_outputs(model, *arrays) -> list[np.ndarray]:
-    """onnxruntime (graph optimizations off) on an ONNX model we did not write, a ModelProto or a file (a big
-    model is best read from its file: no serialized copy in memory): every graph output, in order."""
+    """onnxruntime (graph optimizations off) on an ONNX model: a ModelProto, its bytes or its file (a big model
+    is best given as a file or bytes: no second copy in memory). Every graph output, in order."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else \
+        model if isinstance(model, bytes) else model.SerializeToString()
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     feeds = dict(zip([i.name for i in session.get_inputs()], arrays))
     return session.run([o.name for o in session.get_outputs()], feeds)
