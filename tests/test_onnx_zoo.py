@@ -1,7 +1,7 @@
 """The real architectures the onnx package ships (onnx/backend/test/data/light): import, run, export again.
 
 These models are opset 9, list their initializers as graph inputs too, and build most weights at run time
-with ConstantOfShape(0.02). Such placeholders make every channel equal and hide bugs, so each test first
+with ConstantOfShape(0.02). Such placeholders make every channel equal and hide bugs, so the fixture first
 replaces every ConstantOfShape by a random initializer of its shape (He-scaled weights, positive variances
 and scales), and also exposes the logits before the final Softmax, which would otherwise saturate.
 """
