@@ -2,13 +2,21 @@
 a temporary file beside the target, written and fsynced, then renamed over it."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 
 
 def write_atomically(data: bytes, path) -> None:
+    """Raises OSError naming ``path`` (never the temporary file), e.g. when its folder does not exist."""
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder", path)
+        raise FileNotFoundError(errno.ENOENT, f"the folder {folder} does not exist", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "it is a folder", path)
     temp = None
     try:
         while temp is None:
@@ -17,6 +25,8 @@ def write_atomically(data: bytes, path) -> None:
                 fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
             except FileExistsError:
                 continue
+            except OSError as error:                       # e.g. no permission: the user's name, not ours
+                raise type(error)(error.errno, error.strerror, path) from None
             temp = candidate
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -61,6 +61,15 @@ def _tuple(result) -> tuple:
     return result if isinstance(result, tuple) else (result,)
 
 
+def check_output(path: str, suffixes: tuple[str, ...], written_as: str) -> None:
+    """Refuse, before any work, an output file whose suffix hides what is written or whose folder is missing."""
+    if os.path.splitext(path)[1].lower() not in suffixes:
+        raise UsageError(f"cannot write {path}: {written_as}, so the file must end in {', '.join(suffixes)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write {path}: the folder {folder} does not exist")
+
+
 # --- commands --------------------------------------------------------------------------------------------------
 def summary(args) -> int:
     """A layer table like torchinfo's: name, op, output shape, parameters, MACs (multiply-accumulates per
@@ -88,6 +97,7 @@ def optimize(args) -> int:
     """Optimize MODEL, write the result as ONNX (atomically) and print what each pass did."""
     import cnngraph as cg
 
+    check_output(args.output, (".onnx",), "the model is written as ONNX")
     graph = load_model(args.model)
     try:
         optimized = cg.optimize(graph, level=args.level, verify=args.verify, disable=args.disable)
@@ -95,9 +105,13 @@ def optimize(args) -> int:
         raise UsageError(str(error)) from None
     cg.export_onnx(optimized, args.output, opset=args.opset)
     print_report(optimized.report)
+    if not optimized.report.runs:
+        note = f" (level {args.level}: no pass ran, the model is unchanged)"
+    else:
+        note = " (every pass verified on random inputs)" if args.verify else ""
     console.print(f"{len(graph.layers())} -> {len(optimized.layers())} layers, MACs {graph.macs():,} -> "
                   f"{optimized.macs():,}, parameters {graph.param_count():,} -> {optimized.param_count():,}; "
-                  f"wrote {args.output}" + (" (every pass verified on random inputs)" if args.verify else ""))
+                  f"wrote {args.output}{note}")
     return 0
 
 
@@ -137,6 +151,11 @@ def run(args) -> int:
     import cnngraph as cg
 
     graph = load_model(args.model)
+    if args.output:                 # np.save for one output, np.savez (a zip of .npy files) for several
+        several = len(graph.outputs) > 1
+        check_output(args.output, (".npz",) if several else (".npy",),
+                     f"{graph.name} has {len(graph.outputs)} output{'s' if several else ''}, saved by "
+                     f"NumPy's {'savez' if several else 'save'}")
     if args.input:
         try:
             arrays = [np.load(args.input, allow_pickle=False)]
@@ -161,8 +180,9 @@ def draw(args) -> int:
     """Draw the layer graph: DOT always, SVG/PNG through Graphviz's dot."""
     import cnngraph as cg
 
-    from .draw import folded_notes, render, to_dot
+    from .draw import FORMATS, folded_notes, render, to_dot
 
+    check_output(args.output, FORMATS, "a picture is written as DOT, SVG or PNG")
     graph = load_model(args.model)
     folded = {}
     if args.optimized:
@@ -291,14 +311,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, at least 1 (a batch size, a number of rounds or runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnngraph", description="A small compiler for convolutional networks.",
                      epilog="MODEL is a path to an .onnx file or a built-in model: resnet18, seed_m2, lenet5, …")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    # --debug after the command too; SUPPRESS: a command without it keeps what was given before the command
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     def command(name, handler, help_text, example):
-        p = commands.add_parser(name, help=help_text, description=handler.__doc__, epilog=f"example: {example}")
+        p = commands.add_parser(name, help=help_text, description=handler.__doc__, epilog=f"example: {example}",
+                                parents=[anywhere])
         p.set_defaults(handler=handler)
         return p
 
@@ -324,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", run, "run on random or given input", "cnngraph run resnet18 --batch 2 -o out.npy")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--input", metavar="FILE.npy", help="the input array (default: random, seeded)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
+    p.add_argument("--batch", type=_count, default=1, help="batch size of the random input (default 1)")
     p.add_argument("--backend", choices=("numpy", "onnxruntime"), default="numpy")
     p.add_argument("-o", "--output", metavar="OUT.npy", help="save the output(s) here")
     p = command("draw", draw, "the layer graph as a picture (DOT, or SVG/PNG with Graphviz)",
@@ -335,27 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", bench, "time the NumPy backend and onnxruntime, before and after optimizing",
                 "cnngraph bench resnet18 --batch 8")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5, help="rounds over the four cases (default 5)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per case and round (default 5)")
+    p.add_argument("--batch", type=_count, default=1)
+    p.add_argument("--rounds", type=_count, default=5, help="rounds over the four cases (default 5)")
+    p.add_argument("--repeats", type=_count, default=5, help="timed runs per case and round (default 5)")
     return parser
 
 
 def main(argv=None) -> int:
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    args = None
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
-            raise UsageError(f"--batch must be at least 1, got {args.batch}")
         return args.handler(args)
     except (CnnGraphError, OSError) as error:
-        if debug:
+        if args is not None and args.debug:      # a usage error stays one line: its traceback is argparse's
             raise
         print(f"cnngraph: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 
 def _one_line(error) -> str:
+    if isinstance(error, OSError) and error.filename and error.strerror:     # no "[Errno 2]"
+        return f"{error.filename}: {error.strerror}"
     return " ".join(str(error).split("\n")[0].split()) or type(error).__name__
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import examples, randn
+from hypothesis import given
 from hypothesis import strategies as st
+from reference import reference_run
 from threadpoolctl import threadpool_info
 
 import cnngraph as cg
@@ -16,17 +18,6 @@ from cnngraph import models
 from cnngraph.backends.numpy_backend import batch_split
 from cnngraph.backends.numpy_backend.plan import Executor
 from cnngraph.tolerance import assert_close
-
-try:
-    from reference import reference_run
-except ImportError:  # tests/ made a package
-    from tests.reference import reference_run
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def randn(rng, shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def graph_of(*layers, input_shape=(None, 4, 6, 6)):
@@ -109,7 +100,7 @@ def run_cut(graph, x, workers):
     return outputs, {piece for _, piece in executor._plans}
 
 
-@settings(max_examples=25, **SETTINGS)
+@examples(25)
 @given(batch=st.integers(2, 6), workers=st.integers(2, 4), seed=st.integers(0, 2**32 - 1))
 def test_cut_run_matches_reference_and_uncut_run(batch, workers, seed):
     rng = np.random.default_rng(seed)

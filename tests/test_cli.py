@@ -1,8 +1,12 @@
 """The command line: every command on a built-in model and on an .onnx file, and clean errors."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,20 +30,43 @@ def assert_one_line_error(status, err, *fragments):
         assert fragment in err, err
 
 
-def test_demo_tells_the_story_and_writes_its_files(tmp_path, capsys):
-    status, out, _ = run_cli(capsys, "demo", "--output-dir", str(tmp_path))
-    assert status == 0
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory):
+    """What `cnngraph demo` printed and the folder it wrote. .ci/run runs the demo as the README's first command
+    and hands its output over (CNNGRAPH_DEMO_OUTPUT: a folder holding stdout.txt), so CI runs it once;
+    elsewhere the demo runs here."""
+    given = os.environ.get("CNNGRAPH_DEMO_OUTPUT")
+    if given:
+        folder = Path(given)
+        return (folder / "stdout.txt").read_text(), folder
+    folder = tmp_path_factory.mktemp("demo")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["demo", "--output-dir", str(folder)]) == 0
+    return printed.getvalue(), folder
+
+
+@pytest.mark.slow
+def test_demo_tells_the_story_and_writes_its_files(demo_output):
+    out, folder = demo_output
     for name in DEMO_MODELS:
         row = re.search(rf"│ {name}\s+│.*", out)
         assert row, f"{name} missing from the demo table"
         for suffix in (".onnx", ".optimized.onnx", ".dot", ".optimized.dot"):
-            assert (tmp_path / f"{name}{suffix}").stat().st_size > 0
+            assert (folder / f"{name}{suffix}").stat().st_size > 0
         diff = re.search(r"(\d\.\de[-+]\d\d) │", row.group(0))
         assert diff and float(diff.group(1)) < 1e-4, row.group(0)
     assert re.search(r"│ seed_m2\s+│\s+1 │ 1 linear fold\s+│ 1.53M -> 596k │\s+1.9k -> 760", out)
     assert "lint seed_m2: L1 (Conv2d 3→16, 3×3) → L2 (Conv2d 16→10, 3×3)" in out
-    folded = cg.load_onnx(tmp_path / "seed_m2.optimized.onnx")
+    folded = cg.load_onnx(folder / "seed_m2.optimized.onnx")
     assert [n.op for n in folded.layers()][0] == "Conv2d" and folded.param_count() == cg.models.seed_m3().param_count()
+
+
+@pytest.mark.slow
+def test_the_model_files_written_by_demo_are_valid_onnx(demo_output):
+    _, folder = demo_output
+    for name in DEMO_MODELS:
+        for suffix in (".onnx", ".optimized.onnx"):
+            onnx.checker.check_model(onnx.load(str(folder / f"{name}{suffix}")), full_check=True)
 
 
 def test_summary_lists_layers_and_totals(capsys, tmp_path):
@@ -160,9 +187,83 @@ def test_a_malformed_model_file_is_one_line(capsys, tmp_path):
     assert_one_line_error(status, err, "truncated.onnx")
 
 
-def test_debug_shows_the_traceback(capsys):
-    with pytest.raises(cg.CnnGraphError):
-        main(["--debug", "summary", "no_such_model"])
+@pytest.mark.parametrize("argv", [["--debug", "summary", "no_such_model"], ["summary", "no_such_model", "--debug"],
+                                  ["summary", "--debug", "no_such_model"]], ids=["first", "last", "middle"])
+def test_debug_anywhere_shows_the_traceback_of_the_real_error(argv):
+    with pytest.raises(cg.CnnGraphError, match="unknown model 'no_such_model'"):
+        main(argv)
+
+
+def test_debug_leaves_a_usage_error_one_line(capsys):
+    """A usage error's traceback is argparse's insides: --debug does not turn it into one."""
+    status, _, err = run_cli(capsys, "summary", "--debug")
+    assert_one_line_error(status, err, "MODEL")
+
+
+@pytest.mark.parametrize("option", ["--rounds", "--repeats", "--batch"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_bench_counts_must_be_positive_integers(capsys, option, value):
+    status, out, err = run_cli(capsys, "bench", "seed_m2", option, value)
+    assert_one_line_error(status, err, option, value)
+    assert out == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["optimize", "seed_m2", "-o", "{missing}/out.onnx"],
+    ["draw", "seed_m2", "-o", "{missing}/out.dot"],
+    ["run", "lenet5", "-o", "{missing}/out.npy"],
+], ids=["optimize", "draw", "run"])
+def test_an_output_in_a_missing_folder_is_named_not_its_temporary(capsys, tmp_path, argv):
+    argv = [a.format(missing=tmp_path / "missing") for a in argv]
+    status, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(status, err, f"{tmp_path / 'missing'} does not exist")
+    assert ".tmp" not in err and out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_atomically_names_the_missing_folder(tmp_path):
+    from cnngraph.atomic import write_atomically
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        write_atomically(b"data", tmp_path / "missing" / "x.onnx")
+    assert ".tmp" not in str(info.value) and "missing" in str(info.value)
+    with pytest.raises(IsADirectoryError) as info:
+        write_atomically(b"data", tmp_path)
+    assert ".tmp" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["optimize", "seed_m2", "-o", "out.txt"], ".onnx"),
+    (["optimize", "seed_m2", "-o", "out"], ".onnx"),
+    (["draw", "seed_m2", "-o", "out.onnx"], ".dot, .svg, .png"),
+    (["run", "lenet5", "-o", "out.txt"], ".npy"),
+    (["run", "lenet5", "-o", "out.npz"], ".npy"),
+])
+def test_an_output_suffix_that_does_not_match_what_is_written_is_refused(capsys, tmp_path, monkeypatch, argv,
+                                                                          expected):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(status, err, argv[-1], expected)
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_run_with_several_outputs_writes_npz(capsys, tmp_path):
+    g = cg.Graph("two")
+    x = g.input("x", (None, 2))
+    g.output(g.apply(cg.ReLU(), x), g.apply(cg.Tanh(), x))
+    cg.export_onnx(g, tmp_path / "two.onnx")
+    status, _, err = run_cli(capsys, "run", str(tmp_path / "two.onnx"), "-o", str(tmp_path / "y.npy"))
+    assert_one_line_error(status, err, "y.npy", ".npz")
+    status, _, _ = run_cli(capsys, "run", str(tmp_path / "two.onnx"), "-o", str(tmp_path / "y.npz"))
+    with np.load(tmp_path / "y.npz") as saved:
+        assert status == 0 and sorted(saved.files) == sorted(g.outputs)
+
+
+def test_optimize_at_level_0_says_no_pass_ran(capsys, tmp_path):
+    status, out, _ = run_cli(capsys, "optimize", "seed_m2", "-o", str(tmp_path / "m2.onnx"), "--level", "0",
+                             "--verify")
+    assert status == 0
+    assert "verified" not in out and "no pass ran" in out
 
 
 @pytest.mark.parametrize("command", ["demo", "summary", "optimize", "lint", "run", "draw", "bench"])
@@ -171,8 +272,3 @@ def test_every_command_has_help_with_an_example(capsys, command):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"example: cnngraph {command}" in capsys.readouterr().out
-
-
-def test_the_model_file_written_by_demo_is_valid_onnx(tmp_path, capsys):
-    run_cli(capsys, "optimize", "resnet18", "-o", str(tmp_path / "r.onnx"))
-    onnx.checker.check_model(onnx.load(str(tmp_path / "r.onnx")), full_check=True)

@@ -19,6 +19,7 @@ def repo_state():
                           text=True).stdout
 
 
+@pytest.mark.slow                    # a fresh interpreter each: seconds apiece
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs_and_says_what_it_shows(name):
     before = repo_state()

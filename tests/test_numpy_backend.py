@@ -13,23 +13,15 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import examples, randn
+from hypothesis import given
 from hypothesis import strategies as st
+from reference import avg_pool2d, conv2d, max_pool2d, reference_run
 
 import cnngraph as cg
 from cnngraph.tolerance import assert_close
 
-try:
-    from reference import avg_pool2d, conv2d, max_pool2d, reference_run
-except ImportError:  # tests/ made a package
-    from tests.reference import avg_pool2d, conv2d, max_pool2d, reference_run
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 seeds = st.integers(0, 2**32 - 1)
-
-
-def randn(rng, shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def check(graph, *arrays):
@@ -172,7 +164,7 @@ def onnx_conv_cases(draw):
                 sizes=sizes, seed=draw(seeds))
 
 
-@settings(max_examples=150, **SETTINGS)
+@examples(150)
 @given(onnx_conv_cases())
 def test_reference_conv_matches_onnx(case):
     rng = np.random.default_rng(case["seed"])
@@ -205,7 +197,7 @@ def onnx_pool_cases(draw, op):
                 ceil_mode=ceil_mode, count_include_pad=draw(st.booleans()), seed=draw(seeds))
 
 
-@settings(max_examples=200, **SETTINGS)
+@examples(200)
 @given(onnx_pool_cases("max"))
 def test_reference_max_pool_matches_onnx(case):
     rng = np.random.default_rng(case["seed"])
@@ -218,7 +210,7 @@ def test_reference_max_pool_matches_onnx(case):
     np.testing.assert_array_equal(ours, expected)
 
 
-@settings(max_examples=300, **SETTINGS)
+@examples(300)
 @given(onnx_pool_cases("avg"))
 def test_reference_avg_pool_matches_onnx(case):
     rng = np.random.default_rng(case["seed"])
@@ -288,7 +280,7 @@ def build_conv(case):
     return g, randn(rng, (case["batch"], case["cin"], h, w))
 
 
-@settings(max_examples=500, **SETTINGS)
+@examples(500)
 @given(conv_cases())
 def test_conv2d(case):
     g, x = build_conv(case)
@@ -339,7 +331,7 @@ def build_pool(case):
     return g, x
 
 
-@settings(max_examples=500, **SETTINGS)
+@examples(500)
 @given(pool_cases())
 def test_pooling(case):
     check(*build_pool(case))
@@ -394,7 +386,7 @@ def test_pooling_asymmetric_pads(op, count_include_pad, pads):
     check(g, randn(np.random.default_rng(2), (2, 2, 6, 7)))
 
 
-@settings(max_examples=80, **SETTINGS)
+@examples(80)
 @given(st.integers(1, 8), st.integers(1, 6), st.booleans(), st.sampled_from([None, 1, 3]), st.integers(1, 3), seeds)
 def test_linear(in_features, out_features, bias, steps, batch, seed):
     """Linear over the last axis of a 2-D (N, in) or 3-D (N, T, in) input."""
@@ -408,7 +400,7 @@ def test_linear(in_features, out_features, bias, steps, batch, seed):
     check(g, randn(rng, shape))
 
 
-@settings(max_examples=60, **SETTINGS)
+@examples(60)
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.sampled_from([1e-5, 1e-3, 0.5]), st.integers(1, 3),
        seeds)
 def test_batch_norm(channels, h, w, eps, batch, seed):
@@ -427,7 +419,7 @@ ACTIVATIONS["LeakyReLU(0.3)"] = lambda: cg.LeakyReLU(0.3)
 
 
 @pytest.mark.parametrize("make", ACTIVATIONS.values(), ids=list(ACTIVATIONS))
-@settings(max_examples=25, **SETTINGS)
+@examples(25)
 @given(shape=st.sampled_from([(2, 3), (1, 2, 3, 4), (3, 1, 5, 2)]), scale=st.sampled_from([0.1, 1.0, 10.0, 60.0]),
        seed=seeds)
 def test_activations(make, shape, scale, seed):
@@ -438,7 +430,7 @@ def test_activations(make, shape, scale, seed):
     check(g, x)
 
 
-@settings(max_examples=80, **SETTINGS)
+@examples(80)
 @given(st.sampled_from([(2, 5), (2, 3, 4), (2, 3, 2, 4), (1, 4, 1, 1)]), st.data(), st.sampled_from([1.0, 30.0]),
        seeds)
 def test_softmax(shape, data, scale, seed):
@@ -448,7 +440,7 @@ def test_softmax(shape, data, scale, seed):
     check(g, randn(np.random.default_rng(seed), shape, scale))
 
 
-@settings(max_examples=60, **SETTINGS)
+@examples(60)
 @given(st.sampled_from([(2, 3), (2, 3, 4), (2, 3, 2, 4), (1, 1, 3, 1)]), st.data(), seeds)
 def test_flatten(shape, data, seed):
     rank = len(shape)
@@ -477,7 +469,7 @@ def test_add_same_value_twice():
     check(g, randn(np.random.default_rng(3), (2, 3, 4, 4)))
 
 
-@settings(max_examples=50, **SETTINGS)
+@examples(50)
 @given(st.integers(-4, 3), st.lists(st.integers(1, 3), min_size=1, max_size=3), seeds)
 def test_concat(axis, sizes, seed):
     rng = np.random.default_rng(seed)
@@ -605,7 +597,7 @@ def random_graph(rng, steps):
     return g, (channels, *size)
 
 
-@settings(max_examples=60, **SETTINGS)
+@examples(60)
 @given(seeds, st.integers(1, 7), st.integers(1, 3))
 def test_random_graphs(seed, steps, batch):
     rng = np.random.default_rng(seed)
@@ -835,6 +827,20 @@ def test_results_are_not_overwritten_by_the_next_run():
         assert np.array_equal(first, kept), "the second run overwrote the first result"
         assert not np.array_equal(first, second)
         assert np.array_equal(cg.run(g, a), kept), "two runs on the same input differ"
+
+
+def test_a_graph_run_once_is_freed_with_its_plan():
+    """The compiled plan is cached per graph, weakly: once the caller drops the graph, graph, weights and
+    buffers go (a cache whose entries held their graph kept every graph ever run alive)."""
+    import gc
+    import weakref
+
+    g = contract_graph()
+    cg.run(g, np.zeros((2, 3, 8, 8), np.float32))
+    alive = weakref.ref(g)
+    del g
+    gc.collect()
+    assert alive() is None
 
 
 def test_tuple_results_are_not_overwritten_by_the_next_run():

@@ -15,9 +15,9 @@ import os
 import numpy as np
 import onnx
 import pytest
+from conftest import ort_outputs
 
 import cnngraph as cg
-from cnngraph.backends.onnxruntime_backend import make_session
 from cnngraph.tolerance import assert_close
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pytorch")
@@ -43,8 +43,7 @@ def onnx_model(file: str) -> onnx.ModelProto:
 
 def ort_run(file: str, x: np.ndarray) -> np.ndarray:
     """onnxruntime, graph optimizations off, on the original file."""
-    session = make_session(onnx_model(file))
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    return ort_outputs(os.path.join(DATA, file), x)[0]
 
 
 def batch_input(file: str) -> np.ndarray:

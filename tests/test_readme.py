@@ -21,3 +21,5 @@ def test_ci_runs_the_readme_commands():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     assert "pip install -e . && cnngraph demo" in readme and "pip install -e . && cnngraph demo" in ci
     assert "pip install -e '.[test]' && python -m pytest" in readme and "pip install -e '.[test]' && python -m pytest" in ci
+    # the demo runs once in CI: the tests check what the first command printed and wrote (test_cli.demo_output)
+    assert 'export CNNGRAPH_DEMO_OUTPUT="$demo"' in ci and 'cnngraph demo --output-dir "$demo"' in ci

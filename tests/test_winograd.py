@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import examples, randn
+from hypothesis import given
 from hypothesis import strategies as st
+from reference import reference_run
 
 import cnngraph as cg
 from cnngraph.backends.numpy_backend import winograd
 from cnngraph.tolerance import assert_close
 
-try:
-    from reference import reference_run
-except ImportError:  # tests/ made a package
-    from tests.reference import reference_run
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FOLLOWERS = ["none", "relu", "bn", "bn+relu"]
-
-
-def randn(rng, shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def conv_graph(rng, cin, cout, hw, pads, bias, follower):
@@ -82,7 +74,7 @@ def cases(draw):
                 seed=draw(st.integers(0, 2**32 - 1)))
 
 
-@settings(max_examples=150, **SETTINGS)
+@examples(150)
 @given(cases())
 def test_winograd_matches_reference(case):
     """chunk_bytes=1 runs the batch one image at a time; many output channels on few tiles take the

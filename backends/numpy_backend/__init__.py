@@ -18,7 +18,7 @@ def compile_graph(graph) -> Executor:
     cached = _executors.get(graph)
     if cached is not None and cached[0] == graph.version:
         return cached[1]
-    executor = Executor(graph)
+    executor = Executor(graph)                     # it keeps a snapshot, not the graph (which would keep the key)
     _executors[graph] = (graph.version, executor)
     return executor
 
