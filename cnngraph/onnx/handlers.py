@@ -5,17 +5,20 @@ reads) and adds our node with imp.add (named after the ONNX output) or helper no
 ("<output>/<op>"); it raises Unsupported for a form it does not map, which lists the node in the importer's
 one error. Padding and pooling, which read the exporter's ceil_mode forms back, are in pool_handlers.py.
 
-Op mapping (ONNX -> ours):
+Op mapping (ONNX -> ours), one node of ours per ONNX node wherever the IR has the op; no handler looks at the
+nodes around it. Nicer forms (MatMul + Add -> Linear, a Pad merged into its pool, the exporter's ceil_mode
+average written as window sums -> AvgPool2d, a Reshape that merges axes -> Flatten) are canonicalization
+rules of the pass manager at level 1 (passes/canon_*.py), run by cg.optimize(graph, level=1):
   Conv (2-D; auto_pad made explicit) -> Conv2d;  BatchNormalization (inference) -> BatchNorm2d
   Gemm with constant B -> Linear (alpha folded into the weight, transA a Transpose, a non-vector C an Add);
       with computed B -> Transpose/MatMul/Mul/Add
-  MatMul(x, constant 2-D W) [-> Add(constant b), its only reader] -> Linear;  other MatMul -> MatMul
+  MatMul -> MatMul (a constant operand a Constant node)
   Relu, LeakyRelu, Sigmoid, Tanh -> ReLU, LeakyReLU, Sigmoid, Tanh
   Clip -> ReLU6 (0, 6), ReLU (0, none), else Hardtanh(min, max)
   Softmax -> Softmax(axis) from opset 13; before, Flatten -> Softmax(-1) -> Reshape (it normalized the tail)
   MaxPool / AveragePool (2-D) -> MaxPool2d / AvgPool2d;  GlobalAveragePool / GlobalMaxPool -> Global*Pool2d
-  Flatten(1) -> Flatten; other axes and Reshape/Squeeze/Unsqueeze -> Flatten when they merge consecutive
-      axes, else Reshape;  Transpose, Pad, ReduceMean, Sub, Div, LRN (odd sizes) -> the generic ops
+  Flatten(1) -> Flatten; other axes and Reshape/Squeeze/Unsqueeze -> Reshape
+  Transpose, Pad, ReduceMean, Sub, Div, LRN (odd sizes) -> the generic ops
   Add / Sum -> Add (broadcast=True when shapes differ);  Mul -> Mul;  Concat -> Concat
   Identity, Dropout (inference), Cast to float -> Identity
 
@@ -30,8 +33,8 @@ from onnx import numpy_helper
 
 from ..errors import OnnxImportError
 from ..shapes import product
-from .fold import is_symbolic, shape_array
-from .shared import axis_index, merged_axes
+from .fold import shape_array
+from .shared import axis_index
 
 
 class Unsupported(Exception):
@@ -96,18 +99,7 @@ def _conv(imp, node):
                  stride=strides, pads=spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
                  groups=groups, bias=bias is not None)
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    if _is_ones_depthwise(imp, node, weight, bias, groups):           # offered to the Mul that reads it
-        imp.deferred[node.output[0]] = ("sum_pool", dict(x=x, kernel=kernel, stride=strides, dilation=dilations,
-                                                         pads=attrs["pads"], conv=node, attrs=attrs, params=params))
-        return
     imp.add(node, "Conv2d", [x], attrs, params)
-
-
-def _is_ones_depthwise(imp, node, weight, bias, groups) -> bool:
-    """The exporter's window sums for a ceil_mode average (a depthwise Conv of ones read only by a Mul)."""
-    reader = imp.sole_reader(node.output[0])
-    return (bias is None and groups > 1 and weight.shape[0] == groups and weight.shape[1] == 1
-            and bool(np.all(weight == 1)) and reader is not None and reader.op_type == "Mul")
 
 
 def _gemm(imp, node):
@@ -158,34 +150,6 @@ def _gemm(imp, node):
 
 def _scalar(imp, node, key: str, value: float) -> str:
     return imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.array(value, np.float32)))
-
-
-def _matmul(imp, node):
-    a_name, b_name = node.input[0], node.input[1]
-    w = imp.consts.get(b_name)
-    if a_name in imp.values and w is not None and not is_symbolic(w) and w.ndim == 2:
-        x = imp.value(a_name)
-        reader = imp.sole_reader(node.output[0])
-        if reader is not None and reader.op_type == "Add" and len(reader.input) == 2:
-            other = reader.input[1] if reader.input[0] == node.output[0] else reader.input[0]
-            bias = imp.consts.get(other)
-            if bias is not None and not is_symbolic(bias) and bias.shape == (w.shape[1],):
-                imp.deferred[node.output[0]] = ("matmul", (x, w, bias))
-                return
-        attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=False)
-        imp.add(node, "Linear", [x], attrs, {"weight": w.T})
-        return
-    imp.add(node, "MatMul", [imp.operand(a_name), imp.operand(b_name)])
-
-
-def _add(imp, node):
-    for name in node.input:
-        if imp.deferred.get(name, ("",))[0] == "matmul":       # MatMul -> Add(bias): one Linear
-            x, w, bias = imp.deferred.pop(name)[1]
-            attrs = dict(in_features=int(w.shape[0]), out_features=int(w.shape[1]), bias=True)
-            imp.add(node, "Linear", [x], attrs, {"weight": w.T, "bias": bias})
-            return
-    _sum(imp, node)
 
 
 def _sum(imp, node):
@@ -289,12 +253,7 @@ def _reshape(imp, node):
     target = [t if isinstance(t, str) else int(t) for t in imp.consts[node.input[1]].reshape(-1)]
     if imp.attrs(node).get("allowzero", 0) and 0 in target:          # without a 0, allowzero changes nothing
         raise Unsupported("allowzero = 1 with a 0 in the shape (an empty tensor)")
-    shape = imp.shape(x)
-    merged = merged_axes(shape, target)
-    if merged is not None:
-        imp.add(node, "Flatten", [x], dict(start_dim=merged[0], end_dim=merged[1]))
-    else:
-        imp.add(node, "Reshape", [x], dict(shape=tuple(target)))
+    imp.add(node, "Reshape", [x], dict(shape=tuple(target)))
 
 
 def _squeeze_unsqueeze(imp, node):
@@ -391,8 +350,8 @@ def _identity(imp, node):
 HANDLERS = {
     "Conv": _conv,
     "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Add": _add,
+    "MatMul": binary("MatMul"),
+    "Add": _sum,
     "Sum": _sum,
     "Relu": _simple("ReLU"),
     "LeakyRelu": _simple("LeakyReLU", negative_slope=("alpha", 0.01)),
@@ -408,6 +367,7 @@ HANDLERS = {
     "Identity": _identity,
     "Dropout": _dropout,
     "Constant": _constant,
+    "Mul": binary("Mul"),
     "Sub": binary("Sub"),
     "Div": binary("Div"),
     "Transpose": _transpose,

@@ -8,8 +8,11 @@ folded (fold.py), Shape included, with a symbolic batch kept as a name: that is 
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape arithmetic of exporters and the ConstantOfShape weights of
 old models become plain constants. The model is checked with onnx.checker first.
 
-The mapping itself is one handler per ONNX op: handlers.py, and pool_handlers.py for padding and pooling
-(with the exporter's ceil_mode forms read back). Before a node is mapped it is checked against the spec
+The mapping itself is one handler per ONNX op: handlers.py, and pool_handlers.py for padding and pooling.
+A handler sees its own node only: one ONNX node becomes one node of ours wherever the IR has the op, and the
+nicer forms (Linear from MatMul + Add, a Pad merged into its pool, ...) are level-1 rules of the pass
+manager (passes/canon_*.py), so ``cg.optimize(graph, level=1)`` gives back what the exporter wrote.
+Before a node is mapped it is checked against the spec
 (schema.py) and, after, every size it creates is bounded (safety.check_node_sizes).
 """
 from __future__ import annotations
@@ -113,7 +116,6 @@ class _Importer:
                     self.readers.setdefault(name, []).append(node)
         self.graph_outputs = {o.name for o in onnx_graph.output}
         self.values: set[str] = set()             # ONNX value names that are values of our graph
-        self.deferred: dict[str, tuple] = {}      # value -> (kind, data): a helper folded into its reader
         self.poisoned: set[str] = set()
         self.problems: list[tuple[str, str, str]] = []   # (op_type, node name, reason)
         self.folded = 0                           # elements computed by folding so far
@@ -245,12 +247,6 @@ class _Importer:
 
     def shape(self, name: str) -> tuple:
         return self.graph.type_of(name).shape
-
-    def sole_reader(self, name: str):
-        readers = self.readers.get(name, [])
-        if len(readers) == 1 and name not in self.graph_outputs:
-            return readers[0]
-        return None
 
     def add(self, node, op: str, inputs, attrs=None, params=None) -> None:
         extra = [o for o in node.output[1:] if o and (self.readers.get(o) or o in self.graph_outputs)]
