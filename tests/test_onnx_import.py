@@ -315,3 +315,23 @@ def test_inputs_with_an_initializer_are_constants_unless_asked_otherwise():
     fed = cg.load_onnx(model, initializers_as_inputs=True)
     assert fed.inputs == ["x", "scale"]
     np.testing.assert_array_equal(cg.run(fed, data, np.ones(3, np.float32)), data)
+
+
+# --- where the mapping lives -----------------------------------------------------------------------------------
+def test_each_layer_family_declares_how_its_onnx_ops_are_read():
+    """An op's import handler is next to the op (cnngraph/layers/*.py); cnngraph/onnx keeps ONNX's own machinery."""
+    from cnngraph.onnx.importer import HANDLERS
+    from cnngraph.onnx.mapping import IMPORTERS
+    family = {"Conv": "conv", "Gemm": "linear", "Softmax": "activations", "Clip": "activations",
+              "BatchNormalization": "normalization", "MaxPool": "pooling", "AveragePool": "pooling", "Add": "structure",
+              "Flatten": "structure", "Transpose": "tensor_ops", "Pad": "tensor_ops", "Reshape": "tensor_ops"}
+    for op_type, module in family.items():
+        assert IMPORTERS[op_type].__module__ == f"cnngraph.layers.{module}", op_type
+    assert {"Constant", "Shape", "Cast", "Identity", "Dropout"} <= set(HANDLERS) - set(IMPORTERS)
+
+
+def test_importing_cnngraph_does_not_import_onnx():
+    import subprocess
+    import sys
+    code = "import sys, cnngraph; assert 'cnngraph.layers.conv' in sys.modules; print('onnx' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -116,3 +116,30 @@ class Conv2d(Layer):
         kh, kw = attrs["kernel_size"]
         _, cout, ho, wo = output.shape
         return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw
+
+
+# --- ONNX import ---
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours. Imported at the end: the importer's tools import nothing from onnx.
+from ..onnx.handler_tools import Unsupported, pair_attr, spatial  # noqa: E402
+from ..onnx.mapping import imports  # noqa: E402
+
+
+@imports("Conv")
+def _conv(imp, node):
+    a = imp.attrs(node)
+    x = imp.value(node.input[0])
+    weight = imp.const(node.input[1], "the weight")
+    if weight.ndim != 4 or len(imp.shape(x)) != 4:
+        raise Unsupported("only 2-D convolutions (4-D input and weight)")
+    bias = imp.const(node.input[2], "the bias") if len(node.input) > 2 and node.input[2] else None
+    groups = int(a.get("group", 1))
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
+        raise Unsupported(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}")
+    strides, dilations = pair_attr(a.get("strides"), (1, 1), "strides"), pair_attr(a.get("dilations"), (1, 1), "dilations")
+    attrs = dict(in_channels=int(weight.shape[1]) * groups, out_channels=int(weight.shape[0]), kernel_size=kernel,
+                 stride=strides, pads=spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
+                 groups=groups, bias=bias is not None)
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    imp.add(node, "Conv2d", [x], attrs, params)

@@ -61,3 +61,27 @@ class BatchNorm2d(Layer):
         scale = params["weight"] * inv_std
         shift = params["bias"] - params["running_mean"] * scale
         return scale, shift
+
+
+# --- ONNX import ---
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours. Imported at the end: the importer's tools import nothing from onnx.
+from ..errors import OnnxImportError  # noqa: E402
+from ..onnx.handler_tools import Unsupported, nice_float  # noqa: E402
+from ..onnx.mapping import imports  # noqa: E402
+
+
+@imports("BatchNormalization")
+def _batchnorm(imp, node):
+    a = imp.attrs(node)
+    if a.get("training_mode", 0):
+        raise Unsupported("training_mode = 1")
+    if imp.opset < 9 and not a.get("spatial", 1):
+        raise Unsupported("spatial = 0 (per-position statistics)")
+    x = imp.value(node.input[0])
+    weight, bias, mean, var = (imp.const(n, what) for n, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
+    if weight.ndim != 1:
+        raise OnnxImportError(f"scale ({node.input[1]!r}) has shape {list(weight.shape)}; one value per channel expected")
+    params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
+    imp.add(node, "BatchNorm2d", [x], dict(num_features=int(weight.shape[0]), eps=nice_float(a.get("epsilon", 1e-5))),
+            params)
