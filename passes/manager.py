@@ -1,7 +1,8 @@
 """The pass manager: run the pipeline to a fixed point on a copy of the graph, hold every pass to its
 contract, time and report it.
 
-Levels follow onnxruntime's: 0 nothing, 1 cleanups, 2 fusions and folds that never grow MACs or parameters,
+Levels follow onnxruntime's: 0 nothing, 1 cleanups and canonical forms (passes/canon_*.py: what the importer
+maps one to one made the layer it computes), 2 fusions and folds that never grow MACs or parameters,
 3 also folds that cut MACs while growing parameters (passes/cost.py). After every pass Graph.lint() must
 hold, and the pass's records must agree with what the graph says it did (passes/contract.py); with
 ``verify=True`` every pass that changed the graph is also run on the same random inputs as the graph before
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from cnngraph.errors import CnnGraphError
 
 from . import (
+    canon_linear,
+    canon_pool_pad,
+    canon_window_average,
     commute_reshape,
     constant_folding,
     cse,
@@ -31,7 +35,8 @@ from .base import OptimizeError, Pass, PassResult
 from .contract import Fingerprint, Verifier, check_records
 from .records import Refusal, Rewrite, as_refusal, as_rewrite
 
-PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, reshape_merge.PASS, cse.PASS,
+PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, canon_linear.PASS, canon_pool_pad.PASS,
+                        canon_window_average.PASS, reshape_merge.PASS, cse.PASS,
                         fold_batchnorm.PASS, fold_branches.PASS, commute_reshape.PASS, fold_linear.PASS,
                         fold_conv.PASS, fuse_activation.PASS]
 MAX_ROUNDS = 10

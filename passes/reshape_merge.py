@@ -2,7 +2,9 @@
 
 reshape(reshape(x)) -> reshape(x): one reshape of x to the final shape, a Flatten when the final shape merges
 consecutive axes of x, else a Reshape to that shape (symbolic dims kept by name). A reshape whose output shape
-equals its input's becomes an Identity (removed by remove_identity).
+equals its input's becomes an Identity (removed by remove_identity). A lone Reshape whose output merges
+consecutive axes of its input is that Flatten (how ONNX writes Flatten(start, end), and what the importer maps
+one to one): Flatten(start, end) is reshape(x, (*x[:start], ∏ x[start..end], *x[end+1:])).
 """
 from __future__ import annotations
 
@@ -59,4 +61,17 @@ def drop_noop_reshape(m):
     return m.rewrote([node], [node.name], "it changes no shape")
 
 
-PASS = rule_pass("merge_reshapes", 1, [merge_reshapes, drop_noop_reshape], "consecutive Flatten/Reshape merged")
+@rule(anchor=lambda node: node.op == "Reshape")
+def reshape_to_flatten(m):
+    """Reshape(x) -> Flatten(x, start, end) when the new shape merges axes start..end of x"""
+    node = m.node
+    before, after = m.input().type.shape, node.type.shape
+    axes = flatten_of(before, after) if len(after) < len(before) else None
+    if axes is None:
+        return None
+    m.graph.replace(node.name, "Flatten", node.inputs, dict(start_dim=axes[0], end_dim=axes[1]))
+    return m.rewrote([node], [node.name], "it merges consecutive axes")
+
+
+PASS = rule_pass("merge_reshapes", 1, [merge_reshapes, drop_noop_reshape, reshape_to_flatten],
+                 "consecutive Flatten/Reshape merged; a Reshape that merges axes made a Flatten")

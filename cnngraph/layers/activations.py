@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer
+from ..onnx.handler_tools import Unsupported, nice_float, simple
 from ..onnx.mapping import exports, imports
 
 
@@ -134,6 +135,54 @@ def _softmax_to_onnx(e, n):
 
 
 # --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+
+@imports("Clip")
+def _clip(imp, node):
+    """Clip(0, 6) is ReLU6, Clip(0, ∞) ReLU, any other Hardtanh(min, max)."""
+    if imp.opset < 11:
+        a = imp.attrs(node)
+        low, high = a.get("min"), a.get("max")
+    else:
+        low, high = (None if bound is None else bound.item()
+                     for bound in (imp.optional_const(node, 1, "min"), imp.optional_const(node, 2, "max")))
+    low = -np.inf if low is None else nice_float(low)
+    high = np.inf if high is None else nice_float(high)
+    x = imp.value(node.input[0])
+    if (low, high) == (0.0, 6.0):
+        imp.add(node, "ReLU6", [x])
+    elif (low, high) == (0.0, np.inf):
+        imp.add(node, "ReLU", [x])
+    elif low > high:                                   # min(max(x, low), high) is high everywhere
+        imp.add(node, "Hardtanh", [x], dict(min_val=high, max_val=high))
+    else:
+        imp.add(node, "Hardtanh", [x], dict(min_val=low, max_val=high))
+
+
+@imports("Softmax")
+def _softmax(imp, node):
+    """From opset 13 Softmax normalizes along ``axis``; before, over the axes from ``axis`` on, flattened."""
+    x = imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
+    if not -rank <= axis < rank:
+        raise Unsupported(f"axis {axis} out of range for rank {rank}")
+    if imp.opset >= 13 or axis % rank == rank - 1:
+        imp.add(node, "Softmax", [x], dict(axis=axis if imp.opset >= 13 else -1))
+        return
+    flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
+    soft = imp.add_step(node, "Softmax", [flat], dict(axis=-1))
+    imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))
+
+
+for _onnx_op, _ours, _attrs in (("Relu", "ReLU", {}), ("LeakyRelu", "LeakyReLU", {"negative_slope": ("alpha", 0.01)}),
+                                ("Sigmoid", "Sigmoid", {}), ("Tanh", "Tanh", {})):
+    imports(_onnx_op)(simple(_ours, **_attrs))
+
+
 @imports("Softsign")
 def _softsign_from_onnx(imp, node):
     imp.add(node, "Softsign", [imp.value(node.input[0])])

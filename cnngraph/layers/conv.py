@@ -8,7 +8,8 @@ from __future__ import annotations
 from ..errors import ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, pair, require_activation, require_rank, require_static, require_window
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported, pair_attr, spatial
+from ..onnx.mapping import exports, imports
 from ..shapes import TensorType, conv_output_size
 
 
@@ -130,3 +131,28 @@ def _conv_to_onnx(e, n):
     inputs = [n.inputs[0], e.param(n, "weight")] + ([e.param(n, "bias")] if a["bias"] else [])
     e.emit(n, "Conv", inputs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
            pads=list(a["pads"]), dilations=list(a["dilation"]), group=a["groups"])
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+@imports("Conv")
+def _conv(imp, node):
+    a = imp.attrs(node)
+    x = imp.value(node.input[0])
+    weight = imp.const(node.input[1], "the weight")
+    if weight.ndim != 4 or len(imp.shape(x)) != 4:
+        raise Unsupported("only 2-D convolutions (4-D input and weight)")
+    bias = imp.const(node.input[2], "the bias") if len(node.input) > 2 and node.input[2] else None
+    groups = int(a.get("group", 1))
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
+        raise Unsupported(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}")
+    strides, dilations = pair_attr(a.get("strides"), (1, 1), "strides"), pair_attr(a.get("dilations"), (1, 1), "dilations")
+    attrs = dict(in_channels=int(weight.shape[1]) * groups, out_channels=int(weight.shape[0]), kernel_size=kernel,
+                 stride=strides, pads=spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
+                 groups=groups, bias=bias is not None)
+    params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    imp.add(node, "Conv2d", [x], attrs, params)

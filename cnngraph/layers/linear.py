@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import OnnxImportError, ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, require_activation
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported
+from ..onnx.mapping import exports, imports
 from ..shapes import TensorType, product
 
 
@@ -87,3 +88,60 @@ def _linear_to_onnx(e, n):
         return
     product = e.helper_node(n, "MatMul", [x, weight_t])
     e.emit(n, "Add", [product, e.param(n, "bias")])
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+
+@imports("Gemm")
+def _gemm(imp, node):
+    """alpha·A'·B' + beta·C: a Linear when B (and C) are constants, else MatMul and friends."""
+    a = imp.attrs(node)
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    if not (np.isfinite(alpha) and np.isfinite(beta)):      # alpha·(A·B) is not A·(alpha·B) for infinities
+        raise Unsupported(f"alpha {alpha} and beta {beta} must be finite")
+    x = imp.value(node.input[0])
+    if len(imp.shape(x)) != 2:
+        raise Unsupported("the input must be 2-D")
+    if a.get("transA", 0):
+        x = imp.add_step(node, "Transpose", [x], dict(perm=(1, 0)))
+    c = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if node.input[1] in imp.consts:
+        b = imp.const(node.input[1], "B")
+        if b.ndim != 2:
+            raise OnnxImportError(f"B ({node.input[1]!r}) has shape {list(b.shape)}; Gemm takes a matrix")
+        weight = b if a.get("transB", 0) else b.T
+        weight = weight if alpha == 1.0 else weight * np.float32(alpha)
+        out = int(weight.shape[0])
+        bias = None
+        if c is not None and c in imp.consts:
+            constant = imp.const(c, "C")
+            if constant.size in (1, out) and (constant.ndim < 2 or constant.shape[0] == 1):
+                bias, c = np.broadcast_to(constant.reshape(-1), (out,)) * np.float32(beta), None
+        params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+        attrs = dict(in_features=int(weight.shape[1]), out_features=out, bias=bias is not None)
+        if c is None:
+            imp.add(node, "Linear", [x], attrs, params)
+            return
+        product = imp.add_step(node, "Linear", [x], attrs, params)
+    else:
+        b = imp.value(node.input[1])
+        if a.get("transB", 0):
+            b = imp.add_step(node, "Transpose", [b], dict(perm=(1, 0)))
+        product = imp.add_step(node, "MatMul", [x, b])
+        if alpha != 1.0:
+            product = imp.add_step(node, "Mul", [product, _scalar(imp, node, "alpha", alpha)])
+        if c is None:
+            imp.add(node, "Identity", [product])
+            return
+    c_value = imp.operand(c)
+    if beta != 1.0:
+        c_value = imp.add_step(node, "Mul", [c_value, _scalar(imp, node, "beta", beta)])
+    imp.add(node, "Add", [product, c_value], dict(broadcast=True))
+
+
+def _scalar(imp, node, key: str, value: float) -> str:
+    return imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.array(value, np.float32)))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import OnnxImportError, ShapeError
 from ..layer import Layer
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported, nice_float
+from ..onnx.mapping import exports, imports
 
 
 class BatchNorm2d(Layer):
@@ -73,3 +74,24 @@ class BatchNorm2d(Layer):
 def _batchnorm_to_onnx(e, n):
     params = [e.param(n, k) for k in ("weight", "bias", "running_mean", "running_var")]
     e.emit(n, "BatchNormalization", [n.inputs[0], *params], epsilon=n.attrs["eps"])
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+@imports("BatchNormalization")
+def _batchnorm(imp, node):
+    a = imp.attrs(node)
+    if a.get("training_mode", 0):
+        raise Unsupported("training_mode = 1")
+    if imp.opset < 9 and not a.get("spatial", 1):
+        raise Unsupported("spatial = 0 (per-position statistics)")
+    x = imp.value(node.input[0])
+    weight, bias, mean, var = (imp.const(n, what) for n, what in zip(node.input[1:5], ("scale", "B", "mean", "var")))
+    if weight.ndim != 1:
+        raise OnnxImportError(f"scale ({node.input[1]!r}) has shape {list(weight.shape)}; one value per channel expected")
+    params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
+    imp.add(node, "BatchNorm2d", [x], dict(num_features=int(weight.shape[0]), eps=nice_float(a.get("epsilon", 1e-5))),
+            params)

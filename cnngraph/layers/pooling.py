@@ -9,8 +9,10 @@ import numpy as np
 
 from ..errors import ExportError, ShapeError
 from ..layer import Layer, pair, require_rank, require_static, require_window
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported, pair_attr, spatial
+from ..onnx.mapping import exports, imports
 from ..onnx.pool_windows import end_pads, pool_axes, rounding
+from ..onnx.shared import onnx_window_count, overhang
 from ..shapes import TensorType, pool_output_size
 
 
@@ -194,3 +196,45 @@ def _avgpool_as_sum(e, n, axes):
 @exports("GlobalAvgPool2d")
 def _global_avgpool_to_onnx(e, n):
     e.emit(n, "GlobalAveragePool", n.inputs)
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+@imports("MaxPool", "AveragePool")
+def _pool(imp, node):
+    a = imp.attrs(node)
+    maximum = node.op_type == "MaxPool"
+    x = imp.value(node.input[0])
+    if len(imp.shape(x)) != 4:
+        raise Unsupported("only 2-D pooling (a 4-D input)")
+    if maximum and int(a.get("storage_order", 0)):
+        raise Unsupported("storage_order = 1")
+    kernel = pair_attr(a["kernel_shape"], None, "kernel_shape")
+    stride = pair_attr(a.get("strides"), (1, 1), "strides")
+    dilation = pair_attr(a.get("dilations"), (1, 1), "dilations")
+    pads = spatial(imp, node, x, kernel, stride, dilation, a)
+    ceil = bool(a.get("ceil_mode", 0))
+    include = bool(a.get("count_include_pad", 0))
+    size = imp.shape(x)[2:]
+    expected = [onnx_window_count(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil)
+                for i in range(2)]
+    if not maximum and ceil and include and any(
+            overhang(size[i], expected[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)):
+        raise Unsupported("a ceil_mode average counting padding whose last window overhangs it "
+                          "(runtimes disagree on its divisor, pytorch #183528)")
+    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+    if got != expected:
+        raise Unsupported(f"ceil_mode output size {expected} differs from PyTorch's {got} "
+                           f"(a window starting in the padding, pytorch #71549)")
+    attrs = dict(kernel_size=kernel, stride=stride, pads=pads, dilation=dilation, ceil_mode=ceil)
+    if not maximum:
+        attrs["count_include_pad"] = include
+    imp.add(node, "MaxPool2d" if maximum else "AvgPool2d", [x], attrs)
+
+
+@imports("GlobalAveragePool")
+def _global_avgpool(imp, node):
+    imp.add(node, "GlobalAvgPool2d", [imp.value(node.input[0])])

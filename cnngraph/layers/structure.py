@@ -5,7 +5,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported
+from ..onnx.mapping import exports, imports
 from ..onnx.shared import flatten_target
 from ..shapes import TensorType, product, total
 
@@ -200,3 +201,38 @@ def _concat_to_onnx(e, n):
 @exports("Identity", "Dropout")
 def _identity_to_onnx(e, n):
     e.emit(n, "Identity", n.inputs)                              # Dropout at inference: passes its input through
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+@imports("Add", "Sum")
+def _sum(imp, node):
+    inputs = [imp.operand(name) for name in node.input]
+    if len(inputs) == 1:
+        imp.add(node, "Identity", inputs)
+        return
+    same = all(imp.shape(i) == imp.shape(inputs[0]) for i in inputs)
+    imp.add(node, "Add", inputs, {} if same else dict(broadcast=True))
+
+
+@imports("Concat")
+def _concat(imp, node):
+    imp.add(node, "Concat", [imp.operand(n) for n in node.input if n], dict(axis=int(imp.attrs(node)["axis"])))
+
+
+@imports("Flatten")
+def _flatten(imp, node):
+    """ONNX Flatten gives 2-D (prod(dims[:axis]), prod(dims[axis:])): our Flatten when axis is 1."""
+    x = imp.value(node.input[0])
+    shape = imp.shape(x)
+    rank, axis = len(shape), int(imp.attrs(node).get("axis", 1))
+    if not -rank <= axis <= rank:
+        raise Unsupported(f"axis {axis} out of range for rank {rank}")
+    axis += rank if axis < 0 else 0
+    if axis == 1 and rank >= 2:
+        imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
+    else:
+        imp.add(node, "Reshape", [x], dict(shape=(product(shape[:axis]), product(shape[axis:]))))

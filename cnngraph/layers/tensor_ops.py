@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExportError, ShapeError
+from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer, Operand, require_rank
-from ..onnx.mapping import exports
+from ..onnx.handler_tools import Unsupported, binary, nice_float
+from ..onnx.mapping import exports, imports
+from ..onnx.shared import axis_index
 from ..shapes import TensorType, product
 from .activations import _Elementwise
 from .structure import broadcast_shape
@@ -434,3 +436,109 @@ def _hardtanh_to_onnx(e, n):
     low = e.initializer(f"{n.name}.min", np.array(n.attrs["min_val"], np.float32))
     high = e.initializer(f"{n.name}.max", np.array(n.attrs["max_val"], np.float32))
     e.emit(n, "Clip", [n.inputs[0], low, high])
+
+
+# --- ONNX import -----------------------------------------------------------------------------------------------
+# How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
+# ONNX node, one node of ours.
+
+
+@imports("Transpose")
+def _transpose(imp, node):
+    x = imp.value(node.input[0])
+    perm = imp.attrs(node).get("perm") or list(reversed(range(len(imp.shape(x)))))
+    imp.add(node, "Transpose", [x], dict(perm=tuple(int(p) for p in perm)))
+
+
+@imports("Reshape")
+def _reshape(imp, node):
+    x = imp.value(node.input[0])
+    if node.input[1] not in imp.consts:
+        raise Unsupported("the target shape is computed from values, not from shapes")
+    target = [t if isinstance(t, str) else int(t) for t in imp.consts[node.input[1]].reshape(-1)]
+    if imp.attrs(node).get("allowzero", 0) and 0 in target:          # without a 0, allowzero changes nothing
+        raise Unsupported("allowzero = 1 with a 0 in the shape (an empty tensor)")
+    imp.add(node, "Reshape", [x], dict(shape=tuple(target)))
+
+
+@imports("Squeeze", "Unsqueeze")
+def _squeeze_unsqueeze(imp, node):
+    """A Reshape to the shape ONNX's Squeeze/Unsqueeze gives (axes: attribute before 13, input from 13)."""
+    x = imp.value(node.input[0])
+    shape = list(imp.shape(x))
+    if imp.opset < 13:
+        axes = imp.attrs(node).get("axes")
+    else:
+        axes = imp.optional_const(node, 1, "axes")
+    axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+    if node.op_type == "Unsqueeze":
+        rank = len(shape) + len(axes)
+        for axis in sorted(axis_index(a, rank, "Unsqueeze's axis") for a in axes):
+            shape.insert(axis, 1)
+    else:
+        drop = ({axis_index(a, len(shape), "Squeeze's axis") for a in axes} if axes
+                else {i for i, d in enumerate(shape) if d == 1})
+        if any(shape[i] != 1 for i in drop):
+            raise Unsupported(f"squeezes axes {sorted(drop)} of {shape}, which are not all 1")
+        shape = [d for i, d in enumerate(shape) if i not in drop]
+    imp.add(node, "Reshape", [x], dict(shape=tuple(shape)))
+
+
+@imports("ReduceMean")
+def _reduce_mean(imp, node):
+    a = imp.attrs(node)
+    x = imp.value(node.input[0])
+    axes = a.get("axes") if imp.opset < 18 else imp.optional_const(node, 1, "axes")
+    axes = () if axes is None else tuple(int(v) for v in np.asarray(axes).reshape(-1))
+    if not axes and a.get("noop_with_empty_axes", 0):
+        imp.add(node, "Identity", [x])
+        return
+    imp.add(node, "ReduceMean", [x], dict(axes=axes, keepdims=bool(a.get("keepdims", 1))))
+
+
+@imports("GlobalMaxPool")
+def _global_maxpool(imp, node):
+    imp.add(node, "GlobalMaxPool2d", [imp.value(node.input[0])])
+
+
+@imports("LRN")
+def _lrn(imp, node):
+    a = imp.attrs(node)
+    size = int(a["size"])
+    if size % 2 == 0:
+        raise Unsupported(f"even size {size}: ONNX centres the window one channel off PyTorch's LocalResponseNorm")
+    attrs = dict(size=size, alpha=nice_float(a.get("alpha", 1e-4)), beta=nice_float(a.get("beta", 0.75)),
+                 k=nice_float(a.get("bias", 1.0)))
+    imp.add(node, "LocalResponseNorm", [imp.value(node.input[0])], attrs)
+
+
+@imports("Pad")
+def _pad(imp, node):
+    """A Pad: its pads from the attribute (before opset 11) or the inputs (axes from opset 18)."""
+    a = imp.attrs(node)
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    x = imp.value(node.input[0])
+    rank = len(imp.shape(x))
+    if imp.opset < 11:
+        pads, fill = [int(p) for p in a.get("pads", [])], float(a.get("value", 0.0))
+    else:
+        pads = [int(p) for p in imp.const(node.input[1], "pads")]
+        value = imp.optional_const(node, 2, "constant_value")
+        fill = 0.0 if value is None else float(value.item())
+        axes = imp.optional_const(node, 3, "axes")
+        if axes is not None:                                  # pads for the listed axes only (opset 18)
+            axes = [axis_index(int(v), rank, "Pad's axis") for v in axes.reshape(-1)]
+            if len(pads) != 2 * len(axes):
+                raise OnnxImportError(f"{len(pads)} pads for {len(axes)} axes; Pad takes two per axis")
+            full = [0] * (2 * rank)
+            for i, axis in enumerate(axes):
+                full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+            pads = full
+    if mode not in ("constant", "reflect", "edge"):
+        raise Unsupported(f"mode {mode!r}")
+    imp.add(node, "Pad", [x], dict(pads=tuple(pads), mode=mode, value=fill))
+
+
+for _onnx_op in ("MatMul", "Mul", "Sub", "Div"):
+    imports(_onnx_op)(binary(_onnx_op))

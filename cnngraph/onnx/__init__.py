@@ -1,7 +1,9 @@
 """ONNX, both directions: one mapping between ONNX's ops and cnngraph's IR, kept in one folder.
 
     importer.py   ONNX model -> Graph (cg.load_onnx), node by node
-    handlers.py   one handler per ONNX op (pool_handlers.py: padding and pooling, ceil_mode forms read back)
+    handlers.py   the handlers of ONNX-only machinery (Constant, Shape, Cast, Identity, Dropout); a layer's own
+                  handler is in its family module (cnngraph/layers/*.py, "ONNX import"), one ONNX node to one
+                  node of ours; handler_tools.py what they share (onnx-free); mapping.py the registry
     fold.py       constant folding at import (shape arithmetic, ConstantOfShape weights)
     schema.py     what the spec says a node may be (opset range, input types, flags, sizes), checked at import
     safety.py     checks that keep a malformed or hostile file from crashing, hanging or exhausting memory

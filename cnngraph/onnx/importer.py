@@ -8,8 +8,12 @@ folded (fold.py), Shape included, with a symbolic batch kept as a name: that is 
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape arithmetic of exporters and the ConstantOfShape weights of
 old models become plain constants. The model is checked with onnx.checker first.
 
-The mapping itself is one handler per ONNX op: handlers.py, and pool_handlers.py for padding and pooling
-(with the exporter's ceil_mode forms read back). Before a node is mapped it is checked against the spec
+The mapping itself is one handler per ONNX op, declared in the family module of the layer it produces
+(cnngraph/layers/*.py, registered in mapping.IMPORTERS); handlers.py holds those of ONNX-only machinery
+(Constant, Shape, Cast, Identity, Dropout). A handler sees its own node only: one ONNX node becomes one node
+of ours wherever the IR has the op, and the nicer forms (Linear from MatMul + Add, a Pad merged into its
+pool, ...) are level-1 rules of the pass manager (passes/canon_*.py), so ``cg.optimize(graph, level=1)``
+gives back what the exporter wrote. Before a node is mapped it is checked against the spec
 (schema.py) and, after, every size it creates is bounded (safety.check_node_sizes).
 """
 from __future__ import annotations
@@ -26,14 +30,13 @@ from ..readonly import freeze_in_place, readonly_array
 from . import handlers
 from .external import load_external_data
 from .fold import FOLDERS, FoldError, fold, is_symbolic
-from .handlers import Unsupported
+from .handler_tools import Unsupported
 from .mapping import IMPORTERS
-from .pool_handlers import POOL_HANDLERS
 from .safety import check_fold, check_model_file, check_node_sizes, check_structure
 from .schema import check_attributes, check_input_types, check_opset, type_name
 from .shared import unique_name
 
-HANDLERS = {**handlers.HANDLERS, **POOL_HANDLERS}   # every ONNX op the importer maps, by op_type
+HANDLERS = {**IMPORTERS, **handlers.HANDLERS}   # every ONNX op the importer maps, by op_type
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -113,7 +116,6 @@ class _Importer:
                     self.readers.setdefault(name, []).append(node)
         self.graph_outputs = {o.name for o in onnx_graph.output}
         self.values: set[str] = set()             # ONNX value names that are values of our graph
-        self.deferred: dict[str, tuple] = {}      # value -> (kind, data): a helper folded into its reader
         self.poisoned: set[str] = set()
         self.problems: list[tuple[str, str, str]] = []   # (op_type, node name, reason)
         self.folded = 0                           # elements computed by folding so far
@@ -161,7 +163,7 @@ class _Importer:
         label = node.name or (node.output[0] if node.output else node.op_type)
         standard = node.domain in ("", "ai.onnx")
         op_type = node.op_type if standard else f"{node.domain}.{node.op_type}"
-        handler = (IMPORTERS.get(node.op_type) or HANDLERS.get(node.op_type)) if standard else None
+        handler = HANDLERS.get(node.op_type) if standard else None
         present = [name for name in node.input if name]
         foldable = standard and present and all(name in self.consts for name in present) and node.op_type != "Constant"
         if handler is None and not foldable:             # listed even after an unsupported node
@@ -245,12 +247,6 @@ class _Importer:
 
     def shape(self, name: str) -> tuple:
         return self.graph.type_of(name).shape
-
-    def sole_reader(self, name: str):
-        readers = self.readers.get(name, [])
-        if len(readers) == 1 and name not in self.graph_outputs:
-            return readers[0]
-        return None
 
     def add(self, node, op: str, inputs, attrs=None, params=None) -> None:
         extra = [o for o in node.output[1:] if o and (self.readers.get(o) or o in self.graph_outputs)]
