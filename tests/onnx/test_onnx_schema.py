@@ -23,7 +23,7 @@ from cnngraph.tolerance import assert_close
 try:
     from test_onnx_fuzz import light_prefix, with_random_weights
 except ImportError:                      # run from another folder
-    from tests.test_onnx_fuzz import light_prefix, with_random_weights
+    from tests.onnx.test_onnx_fuzz import light_prefix, with_random_weights
 
 
 def value(name, dims, dtype=TensorProto.FLOAT):

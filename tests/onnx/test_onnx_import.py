@@ -17,7 +17,7 @@ from cnngraph.tolerance import assert_close
 try:                                     # the export tests' random single-op graphs
     from test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
 except ImportError:                      # run from another folder
-    from tests.test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
+    from tests.onnx.test_onnx_export import BUILDERS, POOL_CASES, graph_of, random_inputs, random_network
 
 OPSETS = (13, 18)
 

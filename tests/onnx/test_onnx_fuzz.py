@@ -15,7 +15,7 @@ bounded. A hang would show as a test that never ends; there is no alarm, the imp
 construction (sizes are checked before loops or arrays depend on them).
 
 CI runs a short campaign; CNNGRAPH_FUZZ=N runs N cases (e.g. CNNGRAPH_FUZZ=3000 python -m pytest
-tests/test_onnx_fuzz.py). A failure names its case number: rerun it alone with -k "case[N]".
+tests/onnx/test_onnx_fuzz.py). A failure names its case number: rerun it alone with -k "case[N]".
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ RUN_ELEMENTS = 2 ** 23               # larger graphs are imported but not run he
 RUN_MACS = 2 ** 28
 BATCH = 2
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pytorch")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pytorch")
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 PYTORCH = ("lenet_ts13", "lenet_dynamo18", "linear_stack_ts17", "mobilenetv2_ts17bn", "resnet_ts17bn",
            "squeeze_inception_ts13", "squeeze_inception_dynamo18")

@@ -20,7 +20,7 @@ from conftest import ort_outputs
 import cnngraph as cg
 from cnngraph.tolerance import assert_close
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pytorch")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pytorch")
 FILES = sorted(name for name in os.listdir(DATA) if name.endswith(".onnx"))
 BATCH = 5
 
