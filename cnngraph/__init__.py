@@ -54,7 +54,8 @@ def load_onnx(path_or_model: str | os.PathLike | bytes | onnx.ModelProto, *,
 def optimize(graph: Graph, level: int = 2, verify: bool = False, disable: str | Iterable[str] = ()) -> Graph:
     """A new optimized graph (the input is untouched); ``result.report`` says what each pass did.
     Levels: 0 nothing, 1 cleanups, 2 fusions and folds that never grow MACs or parameters, 3 also folds that
-    cut MACs while growing parameters. ``verify`` checks every pass on random inputs."""
+    cut MACs while growing parameters. ``verify`` checks every pass that changed the graph on random inputs;
+    ``disable`` is a pass name or several."""
     from cnngraph.passes import optimize as _optimize
     return _optimize(graph, level=level, verify=verify, disable=disable)
 

@@ -103,3 +103,8 @@ def average_pool_divisor(size: int, out: int, kernel: int, stride: int, pad_begi
     taps = (np.arange(out) * stride - pad_begin)[:, None] + np.arange(kernel) * dilation
     low, high = (-pad_begin, size + pad_end) if count_include_pad else (0, size)
     return ((taps >= low) & (taps < high)).sum(axis=1)
+
+
+def overhang(size: int, out: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1) -> int:
+    """Cells the last of ``out`` windows reaches past the padded input (only a ceil_mode window can)."""
+    return max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - (size + pad_begin + pad_end))

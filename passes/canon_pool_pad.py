@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnngraph.shapes import average_pool_divisor, pool_output_size
+from cnngraph.shapes import average_pool_divisor, overhang, pool_output_size
 
 from .rules import rule, rule_pass
-
-
-def overhang(size, out, kernel, stride, begin, end, dilation=1) -> int:
-    """Cells the last of ``out`` windows reaches past the padded input (only a ceil_mode window can)."""
-    return max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - (size + begin + end))
 
 
 def spatial_pads(pad) -> tuple[int, int, int, int] | str:

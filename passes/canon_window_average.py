@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnngraph.shapes import average_pool_divisor, pool_output_size
+from cnngraph.shapes import average_pool_divisor, overhang, pool_output_size
 
 from .base import constant_value
-from .canon_pool_pad import overhang
 from .rules import rule, rule_pass
 
 SEARCH_TAPS = 2 ** 20             # the largest window-sum tap table (outputs × kernel per axis) matched to a pool

@@ -4,9 +4,8 @@ what the pass recorded must agree with it.
 A fingerprint of a graph holds, per node, its name, op, inputs, attributes, type and the identity of each
 parameter array (the arrays are held, so an identity cannot be reused while the fingerprint lives), plus the
 graph's inputs and outputs. A version counter would not do: it is bumped by edits that change nothing, and
-a pass may replace a node by an equal one. Parameter arrays are read-only in the IR, so a new value means a
-new array; with ``content=True`` (what verify=True uses) an array that is still writeable is fingerprinted
-by its bytes as well, so an in-place write cannot hide either.
+a pass may replace a node by an equal one. Parameter arrays are read-only in the IR (an in-place write
+raises), so a new value means a new array and its identity is enough.
 
 The contract, for every pass, built-in or registered:
   - a pass that changed the graph records at least one rewrite, and a pass that records a rewrite changed the
@@ -16,8 +15,6 @@ The contract, for every pass, built-in or registered:
     it, and outputs that differ beyond cnngraph.tolerance are an OptimizeError naming the pass.
 """
 from __future__ import annotations
-
-import zlib
 
 import numpy as np
 
@@ -31,15 +28,14 @@ VERIFY_BATCH = 2
 class Fingerprint:
     __slots__ = ("key", "arrays")
 
-    def __init__(self, graph, content: bool = False):
+    def __init__(self, graph):
         self.arrays = []                                  # held: their ids stay unique while this lives
         nodes = {}
         for node in graph.nodes:
             params = []
             for name, array in sorted(node.params.items()):
                 self.arrays.append(array)
-                digest = zlib.crc32(np.ascontiguousarray(array)) if content and array.flags.writeable else None
-                params.append((name, id(array), array.shape, array.dtype.str, digest))
+                params.append((name, id(array), array.shape, array.dtype.str))
             nodes[node.name] = (node.op, tuple(node.inputs), repr(sorted(node.attrs.items())), tuple(params),
                                 node.type)
         self.key = (tuple(graph.inputs), tuple(graph.outputs), nodes)

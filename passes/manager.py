@@ -140,7 +140,7 @@ def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int 
     active = [p for p in PIPELINE if p.level <= level and p.name not in disabled]
     verifier = Verifier(work, seed) if verify and active else None
     ran: list[str] = []
-    fingerprint, stats = Fingerprint(work, content=verify), _stats(work)
+    fingerprint, stats = Fingerprint(work), _stats(work)
     for round_number in range(1, MAX_ROUNDS + 1):
         changed_by = []
         for step in active:
@@ -154,7 +154,7 @@ def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int 
             seconds = time.perf_counter() - start
             ran.append(step.name)
             result = _records(result, step.name)
-            after = Fingerprint(work, content=verify)
+            after = Fingerprint(work)
             changed = after != fingerprint
             if changed and verifier is not None:
                 verifier.check(work, f"pass {step.name}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import OnnxImportError
-from ..shapes import product
+from ..shapes import overhang, product
 
 
 def axis_index(axis: int, rank: int, what: str = "axis") -> int:
@@ -32,11 +32,6 @@ def onnx_window_count(size: int, kernel: int, stride: int, pad_begin: int, pad_e
     cells every ``stride`` over the padded input; ceil_mode keeps a last, partial window."""
     span = size + pad_begin + pad_end - (kernel - 1) * dilation - 1
     return (-(-span // stride) if ceil_mode else span // stride) + 1
-
-
-def overhang(size: int, out: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int = 1) -> int:
-    """Cells the last of ``out`` windows reaches past the padded input (only a ceil_mode window can)."""
-    return max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - (size + pad_begin + pad_end))
 
 
 # --- Reshape <-> Flatten ---------------------------------------------------------------------------------------
