@@ -10,11 +10,15 @@ Inference BatchNorm is y = s·x + t per channel, s = γ/√(var+ε), t = β − 
 x·c and x + c with a constant c that is per output channel (or a scalar) are the same affine map, as several
 ONNX zoo models spell BatchNorm (ops with the trait ``constant_affine``; BatchNorm has ``channel_affine``).
 A fused activation on the layer stops a fold after it (the affine map would have to pass through it).
+Cost: a layer without a bias gains one only when the folded shift is not zero (x·c needs none), and at level 2
+only when that does not grow the parameters (a scalar c, or a BatchNorm of fewer than half the layer's output
+channels in front of it, is smaller than the bias it would become).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import cost
 from .base import constant_value
 from .rules import rule, rule_pass
 
@@ -52,6 +56,31 @@ def _affine(graph, node, layer):
     return np.ones(channels), per_channel
 
 
+def _fold(m, layer, removed, inputs, weight, bias):
+    """Replace ``removed`` (the layer and the affine node) by the layer with the folded weight and bias, if the
+    cost model allows; the bias is dropped when the layer had none and the fold leaves it zero."""
+    graph = m.graph
+    with_bias = bool(layer.attrs["bias"]) or bool(np.any(bias))
+    before = cost.of_nodes(graph, removed)
+    for node in removed:                               # a constant that only the affine node reads goes too
+        for name in node.inputs:
+            source = graph.node(name)
+            if source.layer.constant and graph.use_count(name) == 1:
+                before += cost.of_nodes(graph, [source])
+    after = cost.Cost(before.macs, cost.param_count(layer.op, dict(layer.attrs, bias=with_bias)))
+    why = cost.allows(m.level, before, after)
+    if why:
+        return m.refuse(why, *removed)
+    params = dict(weight=weight.astype(np.float32))
+    if with_bias:
+        params["bias"] = bias.astype(np.float32)
+    keeper = removed[-1].name
+    graph.replace(keeper, layer.op, inputs, dict(layer.attrs, bias=with_bias), params)
+    for node in removed[:-1]:
+        graph.erase(node.name)
+    return m.rewrote(removed, [keeper])
+
+
 def _weight_and_bias(layer):
     weight = layer.params["weight"].astype(np.float64)
     bias = layer.params.get("bias")
@@ -76,10 +105,7 @@ def fold_affine_after_layer(m):
     scale, shift = affine
     weight, bias = _weight_and_bias(layer)
     weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-    params = dict(weight=weight.astype(np.float32), bias=(bias * scale + shift).astype(np.float32))
-    graph.replace(node.name, layer.op, layer.inputs, dict(layer.attrs, bias=True), params)
-    graph.erase(layer.name)
-    return m.rewrote([layer, node], [node.name])
+    return _fold(m, layer, [layer, node], layer.inputs, weight, bias * scale + shift)
 
 
 @rule(anchor=lambda node: node.layer.channel_affine)
@@ -105,10 +131,7 @@ def fold_batchnorm_before_layer(m):
         index = (np.arange(cout) // (cout // groups))[:, None] * cin_group + np.arange(cin_group)[None, :]
         new_weight = weight * scale[index][:, :, None, None]
         new_bias = bias + np.einsum("oihw,oi->o", weight, shift[index])
-    params = dict(weight=new_weight.astype(np.float32), bias=new_bias.astype(np.float32))
-    graph.replace(layer.name, layer.op, norm.inputs, dict(layer.attrs, bias=True), params)
-    graph.erase(norm.name)
-    return m.rewrote([norm, layer], [layer.name])
+    return _fold(m, layer, [norm, layer], norm.inputs, new_weight, new_bias)
 
 
 PASS = rule_pass("fold_batchnorm", 2, [fold_affine_after_layer, fold_batchnorm_before_layer],

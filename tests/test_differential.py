@@ -27,11 +27,11 @@ except ImportError:                                          # run from the repo
 
 # fold_branches places a smaller dilated kernel at an offset in input pixels instead of kernel taps (issue 10).
 # While True, the property test skips graphs with that pattern; flip it once the fix is merged.
-KNOWN_DILATION_BUG = True
+KNOWN_DILATION_BUG = False
 # fold_batchnorm gives a bias-less Conv2d/Linear a bias of C_out values when it folds a scalar Mul/Add after it
 # (1 value) or a BatchNorm2d before it (2·C_in values): parameters grow at level 2. While True, the property
 # test does not count parameters for graphs with that pattern; flip it once the fix is merged.
-KNOWN_PARAM_GROWTH_BUG = True
+KNOWN_PARAM_GROWTH_BUG = False
 
 LONG = os.environ.get("CNNGRAPH_LONG") == "1"
 EXAMPLES = int(os.environ.get("CNNGRAPH_DIFF_EXAMPLES") or (2000 if LONG else 30))
