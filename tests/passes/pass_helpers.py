@@ -2,42 +2,9 @@
 with the naive reference implementation."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
+from conftest import as_tuple, assert_equivalent, inputs_for  # noqa: F401  (shared with every test module)
 
 import cnngraph as cg
-from cnngraph.tolerance import assert_close
-
-try:
-    from reference import reference_run
-except ImportError:                                          # tests/ is not on the path (pytest puts tests/passes)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from reference import reference_run
-
-
-def inputs_for(graph, batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal([d if isinstance(d, int) else batch for d in graph.type_of(n).shape]).astype(np.float32)
-            for n in graph.inputs]
-
-
-def as_tuple(x):
-    return x if isinstance(x, tuple) else (x,)
-
-
-def assert_equivalent(before, after, batches=(1, 3)):
-    """Same outputs in the NumPy backend, and the optimized graph agrees with the naive reference."""
-    after.lint()
-    assert after.outputs == before.outputs
-    for batch in batches:
-        arrays = inputs_for(before, batch, seed=batch)
-        expected = as_tuple(cg.run(before, *arrays))
-        for name, a, b, r in zip(before.outputs, as_tuple(cg.run(after, *arrays)), expected,
-                                 as_tuple(reference_run(after, *arrays))):
-            assert_close(a, b, f"output {name!r} at batch {batch}")
-            assert_close(r, b, f"reference of the optimized graph, output {name!r}")
 
 
 def ops(graph):
