@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported, nice_float, simple
-from ..onnx.mapping import exports, imports
+from ..onnx.mapping import emit_as, exports, imports
 
 
 class _Elementwise(Layer):
@@ -104,16 +104,10 @@ class Softmax(Layer):
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
-def _unary(op_type: str):
-    def rule(e, n):
-        e.emit(n, op_type, n.inputs)
-    return rule
-
-
-exports("ReLU")(_unary("Relu"))
-exports("Sigmoid")(_unary("Sigmoid"))
-exports("Tanh")(_unary("Tanh"))
-exports("Softsign")(_unary("Softsign"))
+exports("ReLU")(emit_as("Relu"))
+exports("Sigmoid")(emit_as("Sigmoid"))
+exports("Tanh")(emit_as("Tanh"))
+exports("Softsign")(emit_as("Softsign"))
 
 
 @exports("LeakyReLU")

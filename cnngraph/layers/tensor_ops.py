@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer, Operand, require_rank
 from ..onnx.handler_tools import Unsupported, binary, nice_float
-from ..onnx.mapping import exports, imports
+from ..onnx.mapping import emit_as, exports, imports
 from ..onnx.shared import axis_index
 from ..shapes import TensorType, product
 from .activations import _Elementwise
@@ -370,17 +370,11 @@ def _constant_to_onnx(e, n):
         e.named_initializer(n.name, n.params["value"])
 
 
-def _same(op_type: str):
-    def rule(e, n):
-        e.emit(n, op_type, n.inputs)
-    return rule
-
-
-exports("Mul")(_same("Mul"))
-exports("Sub")(_same("Sub"))
-exports("Div")(_same("Div"))
-exports("MatMul")(_same("MatMul"))
-exports("GlobalMaxPool2d")(_same("GlobalMaxPool"))
+exports("Mul")(emit_as("Mul"))
+exports("Sub")(emit_as("Sub"))
+exports("Div")(emit_as("Div"))
+exports("MatMul")(emit_as("MatMul"))
+exports("GlobalMaxPool2d")(emit_as("GlobalMaxPool"))
 
 
 @exports("Transpose")

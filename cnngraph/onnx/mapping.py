@@ -38,6 +38,13 @@ def exports(*ops: str):
     return _register(EXPORTERS, ops, "the ONNX export of")
 
 
+def emit_as(op_type: str):
+    """The export rule of an op that is one ONNX ``op_type`` node over the same inputs, with no attributes."""
+    def rule(e, n):
+        e.emit(n, op_type, n.inputs)
+    return rule
+
+
 def imports(*op_types: str):
     """Declare how the importer reads the ONNX ops ``op_types``."""
     return _register(IMPORTERS, op_types, "the import of ONNX")
