@@ -268,9 +268,9 @@ def block_shared(draw, case, x):
     return case.apply(draw(st.sampled_from(["cg.Add()", "cg.Concat(axis=1)"])), first, second)
 
 
-BLOCKS = [block_conv, block_conv, block_simple, block_simple, block_pool, block_norm_conv, block_pool_conv,
-          block_conv_pair, block_conv_pair, block_branches, block_branches, block_branches, block_concat, block_residual,
-          block_shared]
+BLOCKS = [block_conv, block_conv, block_simple, block_simple, block_pool, block_norm_conv, block_norm_conv,
+          block_pool_conv, block_pool_conv, block_conv_pair, block_conv_pair, block_branches, block_branches,
+          block_branches, block_concat, block_residual, block_shared]
 
 
 # --- the head: Linear layers --------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ with verify=False (this test is the verifier) must lint, keep their output names
 original in the NumPy backend and in onnxruntime, settle (optimizing again changes nothing), never grow MACs,
 and at levels 1-2 never grow parameters either.
 
-CI runs a few derandomized examples; CNNGRAPH_LONG=1 runs a long random campaign (CNNGRAPH_DIFF_EXAMPLES=n sets
-the count). A failing example prints as the script that rebuilds its graph.
+CI runs 80 derandomized examples (reproducible, a few seconds); CNNGRAPH_LONG=1 runs a campaign of 2000 random ones
+(CNNGRAPH_DIFF_EXAMPLES=n sets the count either way). A failing example prints as the script that rebuilds its graph.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ KNOWN_DILATION_BUG = False
 # test does not count parameters for graphs with that pattern; flip it once the fix is merged.
 KNOWN_PARAM_GROWTH_BUG = False
 
-LONG = os.environ.get("CNNGRAPH_LONG") == "1"
-EXAMPLES = int(os.environ.get("CNNGRAPH_DIFF_EXAMPLES") or (2000 if LONG else 30))
+LONG = bool(os.environ.get("CNNGRAPH_LONG"))
+EXAMPLES = int(os.environ.get("CNNGRAPH_DIFF_EXAMPLES") or (2000 if LONG else 80))
 LEVELS = (1, 2, 3)
 
 
@@ -44,9 +44,9 @@ def as_tuple(outputs) -> tuple:
 
 def signature(graph) -> tuple:
     """Everything that defines a graph: inputs, outputs, and each node's name, op, inputs, attributes, parameters."""
-    nodes = [(n.name, n.op, n.inputs, repr(sorted(n.attrs.items())),
-              sorted((k, v.shape, v.tobytes()) for k, v in n.params.items())) for n in graph.nodes]
-    return graph.inputs, graph.outputs, nodes
+    nodes = tuple((n.name, n.op, n.inputs, repr(sorted(n.attrs.items())),
+                   tuple(sorted((k, v.shape, v.tobytes()) for k, v in n.params.items()))) for n in graph.nodes)
+    return tuple(graph.inputs), tuple(graph.outputs), nodes
 
 
 def dilated_branch_in_add(graph) -> bool:
@@ -112,25 +112,30 @@ def outputs(graph, input_sets, backend: str = "numpy") -> list[np.ndarray]:
 
 
 def check_optimizations(graph, batch: int = 2) -> None:
-    """The properties, for every level; the assertion message names the level, the backend and the output."""
+    """The properties, for every level; the assertion message names the level, the backend and the output.
+    A level that gives the same graph as the original or as a lower level is not run again (levels 2 and 3
+    mostly agree): the same graph gives the same numbers."""
     before = signature(graph)
     input_sets = [random_inputs(graph, batch, seed=0), random_inputs(graph, 4, seed=1)]
     expected = outputs(graph, input_sets)
     for name, got, want in zip(graph.outputs, outputs(graph, input_sets, "onnxruntime"), expected):
         assert_close(got, want, f"the original graph in onnxruntime, output {name!r}")
+    ran = {before}
     for level in LEVELS:
         optimized = cg.optimize(graph, level=level, verify=False)
         optimized.lint()
         assert optimized.outputs == graph.outputs, f"level {level} renamed the outputs"
-        for backend in ("numpy", "onnxruntime"):
+        result = signature(optimized)
+        for backend in ("numpy", "onnxruntime") if result not in ran else ():
             for name, got, want in zip(graph.outputs, outputs(optimized, input_sets, backend), expected):
                 assert_close(got, want, f"level {level}, {backend}, output {name!r}")
+        ran.add(result)
         assert optimized.macs() <= graph.macs(), f"level {level} grew MACs {graph.macs()} -> {optimized.macs()}"
         if level <= 2 and not (KNOWN_PARAM_GROWTH_BUG and bias_gained_in_fold(graph)):
             assert optimized.param_count() <= graph.param_count(), \
                 f"level {level} grew parameters {graph.param_count()} -> {optimized.param_count()}"
         again = cg.optimize(optimized, level=level, verify=False)
-        assert signature(again) == signature(optimized), f"level {level}: optimizing again changed the graph"
+        assert signature(again) == result, f"level {level}: optimizing again changed the graph"
     assert signature(graph) == before, "optimize() changed its input graph"
 
 
