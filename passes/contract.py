@@ -1,11 +1,12 @@
 """The pass contract, enforced by the manager: whether a pass changed the graph is read from the graph, and
 what the pass recorded must agree with it.
 
-A fingerprint of a graph holds, per node, its name, op, inputs, attributes, type and the identity of each
-parameter array (the arrays are held, so an identity cannot be reused while the fingerprint lives), plus the
-graph's inputs and outputs. A version counter would not do: it is bumped by edits that change nothing, and
-a pass may replace a node by an equal one. Parameter arrays are read-only in the IR (an in-place write
-raises), so a new value means a new array and its identity is enough.
+A fingerprint of a graph holds its nodes (frozen, so a node object cannot change behind it) and its inputs
+and outputs; nodes compare by op, inputs, attributes, type and the identity of each parameter array (the
+nodes are held, so no identity can be reused while the fingerprint lives). A version counter would not do:
+it is bumped by edits that change nothing, and a pass may replace a node by an equal one. Parameter arrays
+are read-only in the IR (an in-place write raises), so a new value means a new array and its identity is
+enough.
 
 The contract, for every pass, built-in or registered:
   - a pass that changed the graph records at least one rewrite, and a pass that records a rewrite changed the
@@ -26,24 +27,27 @@ VERIFY_BATCH = 2
 
 
 class Fingerprint:
-    __slots__ = ("key", "arrays")
+    """The graph's nodes (frozen objects, held) and its inputs and outputs. Two fingerprints are equal when
+    every node is the same object or an equal one: same op, inputs, attributes, type and parameter arrays."""
+    __slots__ = ("ends", "nodes")
 
     def __init__(self, graph):
-        self.arrays = []                                  # held: their ids stay unique while this lives
-        nodes = {}
-        for node in graph.nodes:
-            params = []
-            for name, array in sorted(node.params.items()):
-                self.arrays.append(array)
-                params.append((name, id(array), array.shape, array.dtype.str))
-            nodes[node.name] = (node.op, tuple(node.inputs), repr(sorted(node.attrs.items())), tuple(params),
-                                node.type)
-        self.key = (tuple(graph.inputs), tuple(graph.outputs), nodes)
+        self.ends = (tuple(graph.inputs), tuple(graph.outputs))
+        self.nodes = {node.name: node for node in graph.nodes}
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Fingerprint) and self.key == other.key
+        if not isinstance(other, Fingerprint) or self.ends != other.ends or self.nodes.keys() != other.nodes.keys():
+            return False
+        return all(node is other.nodes[name] or _key(node) == _key(other.nodes[name])
+                   for name, node in self.nodes.items())
 
     __hash__ = None
+
+
+def _key(node) -> tuple:
+    """What a node computes; a parameter by its array's identity (read-only arrays: new values, new array)."""
+    params = tuple((name, id(array), array.shape, array.dtype.str) for name, array in sorted(node.params.items()))
+    return node.op, tuple(node.inputs), repr(sorted(node.attrs.items())), params, node.type
 
 
 def check_records(name: str, changed: bool, result: PassResult) -> None:

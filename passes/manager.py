@@ -147,15 +147,16 @@ def optimize(graph, level: int = 2, verify: bool = False, disable=(), seed: int 
             start = time.perf_counter()
             try:
                 result = step.run(work, level)
-                work.lint()
+                after = Fingerprint(work)
+                changed = after != fingerprint
+                if changed:             # an unchanged graph is the one already linted
+                    work.lint()
             except CnnGraphError as error:
                 raise OptimizeError(f"pass {step.name} failed (after {', '.join(ran) or 'no other pass'}): "
                                     f"{error}") from error
             seconds = time.perf_counter() - start
             ran.append(step.name)
             result = _records(result, step.name)
-            after = Fingerprint(work)
-            changed = after != fingerprint
             if changed and verifier is not None:
                 verifier.check(work, f"pass {step.name}")
             check_records(step.name, changed, result)

@@ -17,8 +17,8 @@ def test_linear_chain_folds_into_one_linear():
     fc = [graph.node(n).params for n in ("fc1", "fc2", "fc3")]
     weight = fc[2]["weight"].astype(np.float64) @ fc[1]["weight"] @ fc[0]["weight"]
     bias = fc[2]["weight"].astype(np.float64) @ (fc[1]["weight"] @ fc[0]["bias"]) + fc[2]["bias"]
-    np.testing.assert_allclose(optimized.node("fc3").params["weight"], weight, rtol=1e-6)
-    np.testing.assert_allclose(optimized.node("fc3").params["bias"], bias, rtol=1e-6)
+    np.testing.assert_allclose(optimized.node("fc3").params["weight"], weight, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(optimized.node("fc3").params["bias"], bias, rtol=1e-5, atol=1e-6)
     assert [n.name for n in optimized.report.rewrites[0].before] == ["fc1", "fc2", "fc3"]
     assert_equivalent(graph, optimized)
 
