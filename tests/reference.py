@@ -14,11 +14,12 @@ PyTorch semantics followed here (one axis; pads are (begin, end) and equal in Py
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
-__all__ = ["reference_run", "REFERENCE_OPS", "conv2d", "max_pool2d", "avg_pool2d", "conv_out_size",
+__all__ = ["reference_run", "REFERENCE_OPS", "conv2d", "conv_nd", "conv_transpose_nd", "max_pool2d", "avg_pool2d", "conv_out_size",
            "pool_out_size"]
 
 
@@ -61,6 +62,54 @@ def conv2d(x, weight, bias, stride, pads, dilation, groups):
                         # (n, cin_g) · (cin_g,) for this kernel offset
                         acc += channels[:, :, i * sh + a * dh, j * sw + b * dw] @ weight[o, :, a, b]
                 out[:, o, i, j] = acc + (bias[o] if bias is not None else 0.0)
+    return out
+
+
+def conv_nd(x, weight, bias, stride, pads, dilation, groups):
+    """Any number of spatial axes; pads are the begins, then the ends."""
+    n, cin, *size = x.shape
+    cout, cin_g, *kernel = weight.shape
+    dims = len(size)
+    assert cin == cin_g * groups, (cin, cin_g, groups)
+    out_size = [conv_out_size(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i])
+                for i in range(dims)]
+    xpad = np.zeros((n, cin, *(size[i] + pads[i] + pads[dims + i] for i in range(dims))))
+    xpad[(slice(None), slice(None)) + tuple(slice(pads[i], pads[i] + size[i]) for i in range(dims))] = x
+    cout_g = cout // groups
+    out = np.zeros((n, cout, *out_size))
+    for o in range(cout):
+        g = o // cout_g
+        for position in itertools.product(*(range(s) for s in out_size)):
+            acc = np.zeros(n)
+            for tap in itertools.product(*(range(k) for k in kernel)):
+                where = tuple(position[i] * stride[i] + tap[i] * dilation[i] for i in range(dims))
+                acc += xpad[(slice(None), slice(g * cin_g, (g + 1) * cin_g)) + where] @ weight[(o, slice(None)) + tap]
+            out[(slice(None), o) + position] = acc + (bias[o] if bias is not None else 0.0)
+    return out
+
+
+def conv_transpose_nd(x, weight, bias, stride, pads, output_padding, dilation, groups):
+    """The definition: input pixel p, through tap t, adds to full-output position p·stride + t·dilation;
+    the output is the full scatter from pad_begin on (positions past its end, from output_padding, get the
+    bias alone)."""
+    n, cin, *size = x.shape
+    _, cout_g, *kernel = weight.shape
+    dims = len(size)
+    cin_g = cin // groups
+    out_size = [(size[i] - 1) * stride[i] - pads[i] - pads[dims + i] + dilation[i] * (kernel[i] - 1)
+                + output_padding[i] + 1 for i in range(dims)]
+    out = np.zeros((n, cout_g * groups, *out_size))
+    for c in range(cin):
+        g = c // cin_g
+        for position in itertools.product(*(range(s) for s in size)):
+            for tap in itertools.product(*(range(k) for k in kernel)):
+                target = tuple(position[i] * stride[i] + tap[i] * dilation[i] - pads[i] for i in range(dims))
+                if all(0 <= target[i] < out_size[i] for i in range(dims)):
+                    for j in range(cout_g):
+                        out[(slice(None), g * cout_g + j) + target] += \
+                            x[(slice(None), c) + position] * weight[(c, j) + tap]
+    if bias is not None:
+        out += bias.reshape((1, -1) + (1,) * dims)
     return out
 
 
@@ -221,6 +270,12 @@ def _conv(node, x):
                   a["groups"])
 
 
+def _conv_transpose(node, x):
+    a = node.attrs
+    return conv_transpose_nd(x, _param(node, "weight"), _param(node, "bias"), a["stride"], a["pads"],
+                             a["output_padding"], a["dilation"], a["groups"])
+
+
 def _max_pool(node, x):
     a = node.attrs
     return max_pool2d(x, a["kernel_size"], a["stride"], a["pads"], a.get("dilation", (1, 1)), a["ceil_mode"])
@@ -234,6 +289,13 @@ def _avg_pool(node, x):
 
 REFERENCE_OPS = {
     "Conv2d": lambda node, x: _conv(node, x),
+    "Conv1d": lambda node, x: conv_nd(x, _param(node, "weight"), _param(node, "bias"), node.attrs["stride"],
+                                      node.attrs["pads"], node.attrs["dilation"], node.attrs["groups"]),
+    "Conv3d": lambda node, x: conv_nd(x, _param(node, "weight"), _param(node, "bias"), node.attrs["stride"],
+                                      node.attrs["pads"], node.attrs["dilation"], node.attrs["groups"]),
+    "ConvTranspose1d": lambda node, x: _conv_transpose(node, x),
+    "ConvTranspose2d": lambda node, x: _conv_transpose(node, x),
+    "ConvTranspose3d": lambda node, x: _conv_transpose(node, x),
     "Linear": lambda node, x: linear(x, _param(node, "weight"), _param(node, "bias")),
     "ReLU": lambda node, x: np.where(x > 0, x, 0.0),
     "LeakyReLU": lambda node, x: np.where(x >= 0, x, node.attrs["negative_slope"] * x),

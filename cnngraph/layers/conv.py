@@ -1,60 +1,64 @@
-"""Conv2d, as PyTorch defines it: weight (out, in/groups, kh, kw), optional bias, zero padding.
+"""Convolutions as PyTorch defines them: Conv1d, Conv2d and Conv3d, weight (out, in/groups, k...), optional
+bias, zero padding. One N-D base holds the arithmetic; each class fixes the number of spatial axes.
 
-Padding is stored as four numbers (top, left, bottom, right) so that "same" with an even kernel and
-asymmetric pads from ONNX files fit the same attribute.
+Padding is stored as 2·n numbers, the begins then the ends ((top, left, bottom, right) in 2-D, ONNX's order),
+so that "same" with an even kernel and asymmetric pads from ONNX files fit the same attribute.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from ..errors import ShapeError
 from ..init import fan_in_uniform
-from ..layer import Layer, pair, require_activation, require_rank, require_static, require_window
-from ..onnx.handler_tools import Unsupported, pair_attr, spatial
+from ..layer import Layer, require_activation, require_rank, require_static, require_window
+from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
+from ..onnx.nd_attrs import ints_attr, window_pads
 from ..shapes import TensorType, conv_output_size
 
 
-def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, int, int, int]:
-    """PyTorch's padding argument (int, pair, "valid", "same") as (top, left, bottom, right)."""
+def ntuple(value, n: int, what: str) -> tuple[int, ...]:
+    """PyTorch's int-or-tuple arguments, for n spatial axes."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {value!r}")
+
+
+def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, ...]:
+    """PyTorch's padding argument (int, n-tuple, "valid", "same", or 2·n numbers: begins then ends) as the
+    begins then the ends of each spatial axis."""
+    n = len(kernel_size)
     if padding == "valid":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * n)
     if padding == "same":
-        if stride != (1, 1):
+        if any(s != 1 for s in stride):
             raise ValueError("padding='same' is not supported for strided convolutions (as in PyTorch)")
         totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         begin = [t // 2 for t in totals]
-        return (begin[0], begin[1], totals[0] - begin[0], totals[1] - begin[1])
-    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return (*begin, *(t - b for t, b in zip(totals, begin)))
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 * n:
         pads = tuple(int(p) for p in padding)
     else:
-        ph, pw = pair(padding, "padding")
-        pads = (ph, pw, ph, pw)
+        pads = ntuple(padding, n, "padding") * 2
     if min(pads) < 0:
         raise ValueError(f"padding must be non-negative, got {padding!r}")
     return pads
 
 
-class Conv2d(Layer):
-    """2-D convolution (cross-correlation) as ``torch.nn.Conv2d``: input (N, in_channels, H, W), output
-    (N, out_channels, H', W') with H' = ⌊(H + pad_top + pad_bottom − dilation·(kh − 1) − 1) / stride⌋ + 1.
+def check_padding_mode(name: str, padding_mode: str) -> None:
+    if padding_mode != "zeros":
+        raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
 
-    Args:
-        in_channels: channels of the input.
-        out_channels: channels of the output (number of filters).
-        kernel_size: kh and kw, an int or a pair (kh, kw).
-        stride: an int or a pair (default 1).
-        padding: zeros added around the input: an int, a pair (ph, pw), four numbers (top, left, bottom,
-            right), "valid" (none) or "same" (output size = input size; stride 1 only). Default 0.
-        dilation: spacing between kernel taps, an int or a pair (default 1).
-        groups: in_channels and out_channels split into this many groups convolved apart (in_channels for
-            a depthwise convolution); both must be divisible by it. Default 1.
-        bias: whether the layer has a bias (default True).
 
-    Parameters (PyTorch's layout, float32, PyTorch's default uniform initialisation):
-        weight: (out_channels, in_channels / groups, kh, kw).
-        bias: (out_channels,), when ``bias``.
-    Set them with ``conv.weight = array`` (shape-checked) before adding the layer to a graph, or with
-    ``graph.set_params(name, weight=...)`` after.
-    """
+class _ConvNd(Layer):
+    """What Conv1d, Conv2d and Conv3d share; ``dims`` is the number of spatial axes."""
+    dims: int = 2
+    layout = "(N, C, H, W)"
     batch_independent = True
     prefix = "conv"
     linear = True
@@ -63,18 +67,20 @@ class Conv2d(Layer):
 
     @classmethod
     def example(cls):
-        return cls(3, 4, 3, padding=1), [(None, 3, 6, 6)]
+        return cls(3, 4, 3, padding=1), [(None, 3) + (6, 5, 4)[:cls.dims]]
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, ...] | str = 0,
-                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True):
-        kernel, stride, dilation = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
+        name, n = type(self).__name__, self.dims
+        kernel, stride = ntuple(kernel_size, n, "kernel_size"), ntuple(stride, n, "stride")
+        dilation = ntuple(dilation, n, "dilation")
+        check_padding_mode(name, padding_mode)
         if min(kernel + stride + dilation) < 1:
-            raise ValueError(f"Conv2d: kernel_size, stride and dilation must be >= 1, got {kernel}, {stride}, {dilation}")
+            raise ValueError(f"{name}: kernel_size, stride and dilation must be >= 1, got {kernel}, {stride}, {dilation}")
         if in_channels < 1 or out_channels < 1 or groups < 1:
-            raise ValueError("Conv2d: in_channels, out_channels and groups must be >= 1")
+            raise ValueError(f"{name}: in_channels, out_channels and groups must be >= 1")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
         super().__init__(in_channels=int(in_channels), out_channels=int(out_channels), kernel_size=kernel,
                          stride=stride, pads=conv_pads(padding, kernel, dilation, stride), dilation=dilation,
@@ -82,8 +88,7 @@ class Conv2d(Layer):
 
     @classmethod
     def param_shapes(cls, attrs):
-        kh, kw = attrs["kernel_size"]
-        shapes = {"weight": (attrs["out_channels"], attrs["in_channels"] // attrs["groups"], kh, kw)}
+        shapes = {"weight": (attrs["out_channels"], attrs["in_channels"] // attrs["groups"], *attrs["kernel_size"])}
         if attrs["bias"]:
             shapes["bias"] = (attrs["out_channels"],)
         return shapes
@@ -91,21 +96,25 @@ class Conv2d(Layer):
     @classmethod
     def init_params(cls, attrs):
         shapes = cls.param_shapes(attrs)
-        fan_in = shapes["weight"][1] * shapes["weight"][2] * shapes["weight"][3]
+        fan_in = math.prod(shapes["weight"][1:])
         return {name: fan_in_uniform(shape, fan_in) for name, shape in shapes.items()}
 
     @classmethod
     def infer(cls, attrs, inputs):
         x, = inputs
-        require_rank(inputs, 4, "(N, C, H, W)")
+        n = cls.dims
+        require_rank(inputs, 2 + n, cls.layout)
         require_window(attrs)
         require_activation(attrs)
+        if any(len(attrs[key]) != n for key in ("kernel_size", "stride", "dilation")) or len(attrs["pads"]) != 2 * n:
+            raise ShapeError(f"kernel_size, stride, dilation need {n} values and pads {2 * n}, got "
+                             f"{attrs['kernel_size']}, {attrs['stride']}, {attrs['dilation']}, {attrs['pads']}")
         if x.shape[1] != attrs["in_channels"]:
             raise ShapeError(f"expects {attrs['in_channels']} input channels, got {x.shape[1]} from {x.describe()}")
-        require_static(x, (2, 3), "spatial size")
-        top, left, bottom, right = attrs["pads"]
+        require_static(x, range(2, 2 + n), "spatial size")
+        pads = attrs["pads"]
         sizes = [conv_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i],
-                                  (top, left)[i], (bottom, right)[i], attrs["dilation"][i]) for i in range(2)]
+                                  pads[i], pads[n + i], attrs["dilation"][i]) for i in range(n)]
         if min(sizes) < 1:
             raise ShapeError(f"input {x.describe()} is too small for kernel {attrs['kernel_size']} "
                              f"with dilation {attrs['dilation']} and padding {attrs['pads']}")
@@ -113,19 +122,65 @@ class Conv2d(Layer):
 
     @classmethod
     def summary(cls, attrs):
-        (kh, kw), (sh, sw) = attrs["kernel_size"], attrs["stride"]
-        text = f"{attrs['in_channels']}→{attrs['out_channels']}, {kh}×{kw}"
-        return text + (f", stride {sh}" if (sh, sw) != (1, 1) else "")
+        stride = attrs["stride"]
+        text = f"{attrs['in_channels']}→{attrs['out_channels']}, {'×'.join(map(str, attrs['kernel_size']))}"
+        return text + (f", stride {stride[0]}" if any(s != 1 for s in stride) else "")
 
     @classmethod
     def macs(cls, attrs, inputs, output):
-        kh, kw = attrs["kernel_size"]
-        _, cout, ho, wo = output.shape
-        return cout * ho * wo * (attrs["in_channels"] // attrs["groups"]) * kh * kw
+        return math.prod(output.shape[1:]) * (attrs["in_channels"] // attrs["groups"]) * math.prod(attrs["kernel_size"])
+
+
+_ARGS = """
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output (number of filters).
+        kernel_size: {k}, an int or a tuple of {n}.
+        stride: an int or a tuple of {n} (default 1).
+        padding: zeros added around the input: an int, a tuple of {n}, {n2} numbers (the begins, then the
+            ends), "valid" (none) or "same" (output size = input size; stride 1 only). Default 0.
+        dilation: spacing between kernel taps, an int or a tuple of {n} (default 1).
+        groups: in_channels and out_channels split into this many groups convolved apart (in_channels for
+            a depthwise convolution); both must be divisible by it. Default 1.
+        bias: whether the layer has a bias (default True).
+        padding_mode: "zeros" (the only mode supported).
+
+    Parameters (PyTorch's layout, float32, PyTorch's default uniform initialisation):
+        weight: (out_channels, in_channels / groups, {k}).
+        bias: (out_channels,), when ``bias``.
+    Set them with ``conv.weight = array`` (shape-checked) before adding the layer to a graph, or with
+    ``graph.set_params(name, weight=...)`` after.
+"""
+
+
+class Conv1d(_ConvNd):
+    __doc__ = """1-D convolution (cross-correlation) as ``torch.nn.Conv1d``: input (N, in_channels, L), output
+    (N, out_channels, L') with L' = ⌊(L + pad_begin + pad_end − dilation·(k − 1) − 1) / stride⌋ + 1.
+""" + _ARGS.format(k="k", n=1, n2=2)
+    dims = 1
+    layout = "(N, C, L)"
+
+
+class Conv2d(_ConvNd):
+    __doc__ = """2-D convolution (cross-correlation) as ``torch.nn.Conv2d``: input (N, in_channels, H, W), output
+    (N, out_channels, H', W') with H' = ⌊(H + pad_top + pad_bottom − dilation·(kh − 1) − 1) / stride⌋ + 1.
+""" + _ARGS.format(k="kh, kw", n=2, n2=4)
+    dims = 2
+
+
+class Conv3d(_ConvNd):
+    __doc__ = """3-D convolution (cross-correlation) as ``torch.nn.Conv3d``: input (N, in_channels, D, H, W),
+    output (N, out_channels, D', H', W'), each axis as in Conv1d.
+""" + _ARGS.format(k="kd, kh, kw", n=3, n2=6)
+    dims = 3
+    layout = "(N, C, D, H, W)"
+
+
+CONV_BY_RANK = {1: "Conv1d", 2: "Conv2d", 3: "Conv3d"}     # spatial axes -> op
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
-@exports("Conv2d")
+@exports("Conv1d", "Conv2d", "Conv3d")
 def _conv_to_onnx(e, n):
     a = n.attrs
     inputs = [n.inputs[0], e.param(n, "weight")] + ([e.param(n, "bias")] if a["bias"] else [])
@@ -135,7 +190,7 @@ def _conv_to_onnx(e, n):
 
 # --- ONNX import -----------------------------------------------------------------------------------------------
 # How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
-# ONNX node, one node of ours.
+# ONNX node, one node of ours. The weight's rank picks Conv1d, Conv2d or Conv3d.
 
 
 @imports("Conv")
@@ -143,16 +198,18 @@ def _conv(imp, node):
     a = imp.attrs(node)
     x = imp.value(node.input[0])
     weight = imp.const(node.input[1], "the weight")
-    if weight.ndim != 4 or len(imp.shape(x)) != 4:
-        raise Unsupported("only 2-D convolutions (4-D input and weight)")
+    dims = weight.ndim - 2
+    if dims not in CONV_BY_RANK or len(imp.shape(x)) != weight.ndim:
+        raise Unsupported(f"a weight of rank {weight.ndim} on an input of rank {len(imp.shape(x))} "
+                          "(1-D, 2-D and 3-D convolutions are supported)")
     bias = imp.const(node.input[2], "the bias") if len(node.input) > 2 and node.input[2] else None
     groups = int(a.get("group", 1))
     kernel = tuple(int(k) for k in weight.shape[2:])
     if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
         raise Unsupported(f"kernel_shape {a['kernel_shape']} differs from the weight's {kernel}")
-    strides, dilations = pair_attr(a.get("strides"), (1, 1), "strides"), pair_attr(a.get("dilations"), (1, 1), "dilations")
+    strides, dilations = ints_attr(a.get("strides"), dims, "strides"), ints_attr(a.get("dilations"), dims, "dilations")
     attrs = dict(in_channels=int(weight.shape[1]) * groups, out_channels=int(weight.shape[0]), kernel_size=kernel,
-                 stride=strides, pads=spatial(imp, node, x, kernel, strides, dilations, a), dilation=dilations,
+                 stride=strides, pads=window_pads(imp, x, kernel, strides, dilations, a), dilation=dilations,
                  groups=groups, bias=bias is not None)
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    imp.add(node, "Conv2d", [x], attrs, params)
+    imp.add(node, CONV_BY_RANK[dims], [x], attrs, params)
