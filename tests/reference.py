@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-__all__ = ["reference_run", "REFERENCE_OPS", "conv2d", "conv_nd", "conv_transpose_nd", "max_pool2d", "avg_pool2d", "conv_out_size",
-           "pool_out_size"]
+__all__ = ["reference_run", "REFERENCE_OPS", "conv2d", "max_pool2d", "avg_pool2d", "conv_out_size",
+           "pool_out_size", "conv_nd", "conv_transpose_nd"]
 
 
 # --- output sizes, PyTorch's formulas ------------------------------------------------------------------------

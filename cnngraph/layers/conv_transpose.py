@@ -176,19 +176,22 @@ def _conv_transpose_to_onnx(e, n):
 # --- ONNX import -----------------------------------------------------------------------------------------------
 def _pads_from_output_shape(size, kernel, strides, dilations, output_padding, output_shape, mode):
     """The spec's rule: total = stride·(in − 1) + output_padding + (k − 1)·dilation + 1 − out, its odd cell
-    at the beginning except under SAME_UPPER."""
+    at the beginning except under SAME_UPPER. An output longer than the full scatter (total < 0) ends in rows
+    only the bias reaches: our output_padding. Returns (pads, output_padding)."""
     if any(not isinstance(s, int) for s in size):
         raise Unsupported("output_shape or auto_pad SAME needs a static spatial size")
-    begins, ends = [], []
+    begins, ends, extra = [], [], []
     for i in range(len(kernel)):
         total = strides[i] * (size[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - output_shape[i]
-        if total < 0:
-            raise Unsupported(f"output_shape {list(output_shape)} is larger than the full output "
-                              "(negative padding)")
-        small, large = total // 2, total - total // 2
-        begins.append(small if mode == "SAME_UPPER" else large)
-        ends.append(large if mode == "SAME_UPPER" else small)
-    return tuple(begins) + tuple(ends)
+        if total < 0 and mode != "NOTSET":     # onnxruntime clamps to 0, the spec pads before: they disagree
+            raise Unsupported(f"auto_pad {mode} with an output longer than the full scatter along axis {2 + i}")
+        begin = total // 2 if mode == "SAME_UPPER" else total - total // 2
+        if begin < 0:
+            raise Unsupported(f"output_shape {list(output_shape)} adds rows before the full scatter")
+        begins.append(begin)
+        ends.append(max(0, total - begin))
+        extra.append(output_padding[i] + max(0, begin - total))
+    return tuple(begins) + tuple(ends), tuple(extra)
 
 
 @imports("ConvTranspose")
@@ -211,13 +214,17 @@ def _conv_transpose(imp, node):
     output_padding = ints_attr(a.get("output_padding"), dims, "output_padding", default=0)
     mode, size = auto_pad_mode(a), imp.shape(x)[2:]
     if "output_shape" in a:
+        if any(output_padding):          # onnxruntime and onnx's reference disagree on what this means
+            raise Unsupported("output_shape together with output_padding")
         target = tuple(int(s) for s in a["output_shape"])[-dims:]
         if len(target) != dims:
             raise Unsupported(f"output_shape {list(a['output_shape'])} does not give every spatial axis")
-        pads = _pads_from_output_shape(size, kernel, strides, dilations, output_padding, target, mode)
+        pads, output_padding = _pads_from_output_shape(size, kernel, strides, dilations, output_padding, target,
+                                                       mode)
     elif mode in ("SAME_UPPER", "SAME_LOWER"):          # output = input · stride
         target = tuple(s * st if isinstance(s, int) else s for s, st in zip(size, strides))
-        pads = _pads_from_output_shape(size, kernel, strides, dilations, output_padding, target, mode)
+        pads, output_padding = _pads_from_output_shape(size, kernel, strides, dilations, output_padding, target,
+                                                       mode)
     elif mode == "VALID":
         pads = (0,) * (2 * dims)
     else:
