@@ -183,6 +183,8 @@ def _pads_from_output_shape(size, kernel, strides, dilations, output_padding, ou
     begins, ends, extra = [], [], []
     for i in range(len(kernel)):
         total = strides[i] * (size[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - output_shape[i]
+        if output_padding[i] and total:     # onnxruntime and onnx's reference disagree on what this means
+            raise Unsupported("output_shape together with output_padding, other than the full output's size")
         if total < 0 and mode != "NOTSET":     # onnxruntime clamps to 0, the spec pads before: they disagree
             raise Unsupported(f"auto_pad {mode} with an output longer than the full scatter along axis {2 + i}")
         begin = total // 2 if mode == "SAME_UPPER" else total - total // 2
@@ -214,8 +216,6 @@ def _conv_transpose(imp, node):
     output_padding = ints_attr(a.get("output_padding"), dims, "output_padding", default=0)
     mode, size = auto_pad_mode(a), imp.shape(x)[2:]
     if "output_shape" in a:
-        if any(output_padding):          # onnxruntime and onnx's reference disagree on what this means
-            raise Unsupported("output_shape together with output_padding")
         target = tuple(int(s) for s in a["output_shape"])[-dims:]
         if len(target) != dims:
             raise Unsupported(f"output_shape {list(a['output_shape'])} does not give every spatial axis")
