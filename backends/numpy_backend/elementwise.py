@@ -89,6 +89,10 @@ def make_batchnorm(ctx):
     return step
 
 
+kernel("BatchNorm1d", layouts=ANY, inplace=True, epilogue=_batchnorm_epilogue)(make_batchnorm)
+kernel("BatchNorm3d", layouts=ANY, inplace=True, epilogue=_batchnorm_epilogue)(make_batchnorm)
+
+
 @kernel("Add", layouts=ANY, inplace=True)
 def make_add(ctx):
     broadcast = ctx.broadcaster()

@@ -76,6 +76,56 @@ def _batchnorm_to_onnx(e, n):
     e.emit(n, "BatchNormalization", [n.inputs[0], *params], epsilon=n.attrs["eps"])
 
 
+# --- BatchNorm1d and BatchNorm3d: BatchNorm2d's arithmetic on (N, C) / (N, C, L) and (N, C, D, H, W) ---------
+class BatchNorm1d(BatchNorm2d):
+    """Batch normalisation at inference, as ``torch.nn.BatchNorm1d`` in eval mode: input (N, num_features) or
+    (N, num_features, L), output of the same shape; per channel c,
+    y = (x − running_mean[c]) / √(running_var[c] + eps) · weight[c] + bias[c].
+
+    Args:
+        num_features: channels of the input (C).
+        eps: added to the variance for numerical stability (default 1e-5).
+
+    Parameters (each of shape (num_features,), float32; the running statistics are buffers):
+        weight: γ (initially 1). bias: β (initially 0). running_mean (initially 0). running_var (initially 1).
+    """
+    ranks = (2, 3)
+
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 5)]
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank not in cls.ranks:
+            raise ShapeError(f"expects an input {' or '.join(f'{r}-D' for r in cls.ranks)}, got {x.describe()}")
+        return super().infer(attrs, inputs)
+
+
+class BatchNorm3d(BatchNorm1d):
+    """Batch normalisation at inference, as ``torch.nn.BatchNorm3d`` in eval mode: input (N, num_features, D, H,
+    W), output of the same shape; per channel c,
+    y = (x − running_mean[c]) / √(running_var[c] + eps) · weight[c] + bias[c].
+
+    Args:
+        num_features: channels of the input (C).
+        eps: added to the variance for numerical stability (default 1e-5).
+
+    Parameters (each of shape (num_features,), float32; the running statistics are buffers):
+        weight: γ (initially 1). bias: β (initially 0). running_mean (initially 0). running_var (initially 1).
+    """
+    ranks = (5,)
+
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 2, 3, 4)]
+
+
+BATCHNORM_BY_RANK = {2: "BatchNorm1d", 3: "BatchNorm1d", 5: "BatchNorm3d"}     # other ranks: BatchNorm2d
+exports("BatchNorm1d", "BatchNorm3d")(_batchnorm_to_onnx)
+
+
 # --- ONNX import -----------------------------------------------------------------------------------------------
 # How the importer reads the ONNX ops that become this family's layers (cnngraph/onnx/mapping.py); one
 # ONNX node, one node of ours.
@@ -93,5 +143,6 @@ def _batchnorm(imp, node):
     if weight.ndim != 1:
         raise OnnxImportError(f"scale ({node.input[1]!r}) has shape {list(weight.shape)}; one value per channel expected")
     params = dict(weight=weight, bias=bias, running_mean=mean, running_var=var)
-    imp.add(node, "BatchNorm2d", [x], dict(num_features=int(weight.shape[0]), eps=nice_float(a.get("epsilon", 1e-5))),
+    op = BATCHNORM_BY_RANK.get(len(imp.shape(x)), "BatchNorm2d")
+    imp.add(node, op, [x], dict(num_features=int(weight.shape[0]), eps=nice_float(a.get("epsilon", 1e-5))),
             params)
