@@ -1,12 +1,16 @@
-"""Fold BatchNorm (and per-channel constant Mul/Add) into the Conv2d or Linear next to it.
+"""Fold BatchNorm (and per-channel constant Mul/Add) into the convolution (any rank, transposed too) or Linear
+next to it.
 
 Inference BatchNorm is y = s·x + t per channel, s = γ/√(var+ε), t = β − mean·s.
   after a layer:   s·(W∗x + b) + t = (s·W)∗x + (s·b + t)   — W scaled along its output axis, a missing bias
                    gained (ncnn #1339); new arrays, never in place, so a weight shared with another layer is
-                   untouched (TNN #808). Any groups: each output channel has its own filter.
+                   untouched (TNN #808). Any groups: each output channel has its own filter. A transposed
+                   convolution's weight is (in, out/groups, k...): output channel g·(out/groups) + j is
+                   column j of group g's block of rows, so s is applied along axis 1, group by group.
   before a layer:  W∗(s·x + t) + b = (W·s)∗x + (b + Σ W·t)  — W scaled along its input axis (for groups, the
                    input channel a filter tap reads); exact only where the layer sees no zero padding (a padded
-                   border would see t where the original saw 0).
+                   border would see t where the original saw 0). Not into a transposed convolution: its
+                   border outputs sum fewer taps than its inner ones, so Σ W·t is not one number per channel.
 x·c and x + c with a constant c that is per output channel (or a scalar) are the same affine map, as several
 ONNX zoo models spell BatchNorm (ops with the trait ``constant_affine``; BatchNorm has ``channel_affine``).
 A fused activation on the layer stops a fold after it (the affine map would have to pass through it).
@@ -22,13 +26,15 @@ from . import cost
 from .base import constant_value
 from .rules import rule, rule_pass
 
-LAYERS = ("Conv2d", "Linear")      # the math below is for their weight layouts: (out, in/groups, ...) and (out, in)
+CONVS = ("Conv1d", "Conv2d", "Conv3d")                       # weight (out, in/groups, k...)
+TRANSPOSED = ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")    # weight (in, out/groups, k...)
+LAYERS = CONVS + TRANSPOSED + ("Linear",)                     # Linear: weight (out, in)
 
 
 def _channel_axis_ok(layer) -> bool:
-    """The reader's channel axis (1) is the layer's output-feature axis: always for Conv2d, for Linear only
-    on 2-D values (elsewhere Linear's features are the last axis)."""
-    return layer.op == "Conv2d" or len(layer.type.shape) == 2
+    """The reader's channel axis (1) is the layer's output-feature axis: always for a convolution, for Linear
+    only on 2-D values (elsewhere Linear's features are the last axis)."""
+    return layer.op != "Linear" or len(layer.type.shape) == 2
 
 
 def _affine(graph, node, layer):
@@ -84,7 +90,17 @@ def _fold(m, layer, removed, inputs, weight, bias):
 def _weight_and_bias(layer):
     weight = layer.params["weight"].astype(np.float64)
     bias = layer.params.get("bias")
-    return weight, np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
+    return weight, np.zeros(layer.type.shape[1] if layer.op != "Linear" else weight.shape[0]) if bias is None \
+        else bias.astype(np.float64)
+
+
+def _scale_outputs(layer, weight, scale):
+    """W with output channel o scaled by scale[o]: axis 0, or for a transposed convolution axis 1 per group."""
+    if layer.op in TRANSPOSED:
+        groups, (cin, cout_g, *kernel) = layer.attrs["groups"], weight.shape
+        blocks = weight.reshape(groups, cin // groups, cout_g, *kernel)
+        return (blocks * scale.reshape(groups, 1, cout_g, *[1] * len(kernel))).reshape(weight.shape)
+    return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
 
 
 @rule(anchor=lambda node: node.layer.channel_affine or bool(node.layer.constant_affine))
@@ -104,7 +120,7 @@ def fold_affine_after_layer(m):
             return m.refuse(why, layer, node)
     scale, shift = affine
     weight, bias = _weight_and_bias(layer)
-    weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    weight = _scale_outputs(layer, weight, scale)
     return _fold(m, layer, [layer, node], layer.inputs, weight, bias * scale + shift)
 
 
@@ -117,7 +133,10 @@ def fold_batchnorm_before_layer(m):
     layer = graph.node(graph.users(norm.name)[0])
     if layer.op not in LAYERS:
         return None
-    if layer.op == "Conv2d" and any(layer.attrs["pads"]):
+    if layer.op in TRANSPOSED:
+        return m.refuse("a transposed convolution's border outputs sum fewer taps: the shift is not uniform",
+                        norm, layer)
+    if layer.op in CONVS and any(layer.attrs["pads"]):
         return m.refuse("the convolution pads with zeros, the shift would reach the border", norm, layer)
     if layer.op == "Linear" and len(norm.type.shape) != 2:
         return m.refuse("Linear on a value of rank > 2", norm, layer)
@@ -129,10 +148,11 @@ def fold_batchnorm_before_layer(m):
         groups = layer.attrs["groups"]
         cout, cin_group = weight.shape[:2]
         index = (np.arange(cout) // (cout // groups))[:, None] * cin_group + np.arange(cin_group)[None, :]
-        new_weight = weight * scale[index][:, :, None, None]
-        new_bias = bias + np.einsum("oihw,oi->o", weight, shift[index])
+        spatial = (1,) * (weight.ndim - 2)
+        new_weight = weight * scale[index].reshape(cout, cin_group, *spatial)
+        new_bias = bias + np.einsum("oi,oi->o", weight.sum(axis=tuple(range(2, weight.ndim))), shift[index])
     return _fold(m, layer, [norm, layer], norm.inputs, new_weight, new_bias)
 
 
 PASS = rule_pass("fold_batchnorm", 2, [fold_affine_after_layer, fold_batchnorm_before_layer],
-                 "BatchNorm and per-channel affine folded into Conv2d/Linear")
+                 "BatchNorm and per-channel affine folded into convolutions and Linear")
