@@ -1,4 +1,5 @@
-"""Fold two convolutions in a row with nothing non-linear between them into one.
+"""Fold two convolutions of the same rank (Conv1d, Conv2d or Conv3d) in a row with nothing non-linear between
+them into one. The formulas below are written for 2-D; every one is per axis, so they hold for any rank.
 
 Conv∘Conv (the second conv unpadded, so every value it reads is a real output of the first):
     1×1 after any conv:  W[o,c] = Σ_m W2[o,m]·W1[m,c] (kernel, pads and dilation of the first, strides
@@ -20,6 +21,7 @@ rounded once to float32.
 """
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,9 +29,11 @@ import numpy as np
 from . import cost
 from .rules import rule, rule_pass
 
+CONVS = ("Conv1d", "Conv2d", "Conv3d")
+
 
 def dense(weight: np.ndarray, groups: int, in_channels: int) -> np.ndarray:
-    """A grouped kernel (out, in/groups, kh, kw) as the equivalent dense one (out, in, kh, kw)."""
+    """A grouped kernel (out, in/groups, k...) as the equivalent dense one (out, in, k...)."""
     if groups == 1:
         return weight
     out, per_group = weight.shape[:2]
@@ -44,7 +48,8 @@ def _pair_check(first, second) -> str | None:
     a, b = first.attrs, second.attrs
     if any(b["pads"]):
         return f"{second.name} pads its input with zeros: the folded conv would not be exact at the border"
-    if any(b["kernel_size"][i] > 1 and (a["dilation"][i] != 1 or b["dilation"][i] != 1) for i in (0, 1)):
+    if any(b["kernel_size"][i] > 1 and (a["dilation"][i] != 1 or b["dilation"][i] != 1)
+           for i in range(len(b["kernel_size"]))):
         return "a dilated kernel"            # along an axis where the second kernel has more than one tap
     return None
 
@@ -52,11 +57,11 @@ def _pair_check(first, second) -> str | None:
 def composed_attrs(first, second) -> dict:
     """Attributes of the one conv equal to ``second`` after ``first``."""
     a, b = first.attrs, second.attrs
-    (s1h, s1w), (k1h, k1w), (k2h, k2w) = a["stride"], a["kernel_size"], b["kernel_size"]
+    s1, k1, k2 = a["stride"], a["kernel_size"], b["kernel_size"]
     attrs = dict(in_channels=a["in_channels"], out_channels=b["out_channels"],
-                 kernel_size=(k1h + (k2h - 1) * s1h, k1w + (k2w - 1) * s1w),
-                 stride=(s1h * b["stride"][0], s1w * b["stride"][1]), pads=a["pads"],
-                 dilation=tuple(d if k2 == 1 else 1 for d, k2 in zip(a["dilation"], (k2h, k2w))), groups=1,
+                 kernel_size=tuple(k + (k_2 - 1) * s for k, k_2, s in zip(k1, k2, s1)),
+                 stride=tuple(s * s2 for s, s2 in zip(s1, b["stride"])), pads=a["pads"],
+                 dilation=tuple(d if k_2 == 1 else 1 for d, k_2 in zip(a["dilation"], k2)), groups=1,
                  bias="bias" in first.params or "bias" in second.params)
     if b.get("activation"):
         attrs["activation"] = b["activation"]
@@ -64,32 +69,31 @@ def composed_attrs(first, second) -> dict:
 
 
 def composed_params(first, second, attrs) -> dict:
-    """Its parameters: kernels composed as a full 2-D convolution over the middle channels."""
+    """Its parameters: kernels composed as a full N-D convolution over the middle channels."""
     a, b = first.attrs, second.attrs
     w1 = dense(first.params["weight"].astype(np.float64), a["groups"], a["in_channels"])
     w2 = dense(second.params["weight"].astype(np.float64), b["groups"], b["in_channels"])
-    (s1h, s1w), (k1h, k1w) = a["stride"], w1.shape[2:]
+    s1, k1 = a["stride"], w1.shape[2:]
     middle = w1.reshape(w1.shape[0], -1)
     weight = np.zeros((w2.shape[0], w1.shape[1], *attrs["kernel_size"]))
-    for i in range(w2.shape[2]):
-        for j in range(w2.shape[3]):
-            tap = (w2[:, :, i, j] @ middle).reshape(w2.shape[0], *w1.shape[1:])
-            weight[:, :, i * s1h:i * s1h + k1h, j * s1w:j * s1w + k1w] += tap
+    for tap in itertools.product(*(range(k) for k in w2.shape[2:])):      # the second kernel's taps
+        product = (w2[(slice(None), slice(None)) + tap] @ middle).reshape(w2.shape[0], *w1.shape[1:])
+        weight[(slice(None), slice(None)) + tuple(slice(t * s, t * s + k) for t, s, k in zip(tap, s1, k1))] += product
     params = {"weight": weight.astype(np.float32)}
     if attrs["bias"]:
         b1, b2 = first.params.get("bias"), second.params.get("bias")
         bias = np.zeros(w2.shape[0]) if b2 is None else b2.astype(np.float64)
         if b1 is not None:
-            bias = bias + w2.sum(axis=(2, 3)) @ b1.astype(np.float64)
+            bias = bias + w2.sum(axis=tuple(range(2, w2.ndim))) @ b1.astype(np.float64)
         params["bias"] = bias.astype(np.float32)
     return params
 
 
 def as_conv(graph, node):
-    """A Conv2d, or an AvgPool2d seen as the depthwise convolution it is (weights 1/(kh·kw)), or a reason: a
+    """A convolution, or an AvgPool2d seen as the depthwise convolution it is (weights 1/(kh·kw)), or a reason: a
     pool that divides by fewer taps at the border (count_include_pad off with padding), drops or adds windows
     (ceil_mode) or spreads its taps (dilation) is not that convolution."""
-    if node.op == "Conv2d":
+    if node.op in CONVS:
         return node
     a = node.attrs
     if a["ceil_mode"] or (any(a["pads"]) and not a["count_include_pad"]) or tuple(a.get("dilation", (1, 1))) != (1, 1):
@@ -102,7 +106,7 @@ def as_conv(graph, node):
 
 
 def _fold(m, first, second):
-    """Check and fold ``second``(``first``(x)), each a Conv2d or an AvgPool2d."""
+    """Check and fold ``second``(``first``(x)), each a convolution of one rank or an AvgPool2d."""
     graph = m.graph
     if first.attrs.get("activation"):
         return None                                  # an activation between: not a linear chain at all
@@ -113,20 +117,21 @@ def _fold(m, first, second):
     if why:
         return m.refuse(why, first, second)
     attrs = composed_attrs(*convs)
+    op = next(node.op for node in (first, second) if node.op in CONVS)
     why = cost.allows(m.level, cost.of_nodes(graph, [first, second]),
-                      cost.of_new(graph, "Conv2d", first.inputs, attrs, second.type))
+                      cost.of_new(graph, op, first.inputs, attrs, second.type))
     if why:
         return m.refuse(why, first, second)
-    graph.replace(second.name, "Conv2d", first.inputs, attrs, composed_params(*convs, attrs))
+    graph.replace(second.name, op, first.inputs, attrs, composed_params(*convs, attrs))
     graph.erase(first.name)
     return m.rewrote([first, second], [second.name])
 
 
-@rule(anchor=lambda node: node.op == "Conv2d")
+@rule(anchor=lambda node: node.op in CONVS)
 def fold_conv_pair(m):
-    """conv2(conv1(x)) -> conv(x), W = W2 ⊛ W1, b = b2 + ΣW2·b1"""
+    """conv2(conv1(x)) -> conv(x), W = W2 ⊛ W1, b = b2 + ΣW2·b1 (same rank)"""
     first = m.input()
-    return _fold(m, first, m.node) if first.op == "Conv2d" else None
+    return _fold(m, first, m.node) if first.op == m.node.op else None
 
 
 @rule(anchor=lambda node: node.op in ("Conv2d", "AvgPool2d"), level=3)
@@ -138,4 +143,4 @@ def fold_avgpool_with_conv(m):
 
 
 PASS = rule_pass("fold_conv", 2, [fold_conv_pair, fold_avgpool_with_conv],
-                 "consecutive Conv2d layers (and, at level 3, average pooling) with nothing non-linear between folded")
+                 "consecutive convolutions (and, at level 3, average pooling) with nothing non-linear between folded")
