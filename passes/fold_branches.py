@@ -11,26 +11,31 @@ window are 0), so the fold is exact at the borders too. x itself is a 1×1 ident
 affine op of x (BatchNorm2d) a 1×1 diagonal one plus a bias. Dilation means nothing along an axis where a
 kernel has one tap, so only branches wider than 1 must agree on it; every branch must share the stride.
 Grouped kernels are expanded to dense ones. The cost model (passes/cost.py) decides whether it pays.
+Everything is per axis, so Conv1d and Conv3d branches fold the same way as Conv2d ones.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from . import cost
-from .fold_conv import dense
+from .fold_conv import CONVS, dense
 from .rules import rule, rule_pass
 
 
 def _as_kernel(graph, node, source):
-    """(weight (out, in, kh, kw), bias, pads, stride, dilation) of a branch as a dense convolution, or None
+    """(weight (out, in, k...), bias, pads, stride, dilation) of a branch as a dense convolution, or None
     when it is not a branch: ``node`` is None for x itself."""
-    channels = graph.type_of(source).shape[1]
-    eye = np.eye(channels)[:, :, None, None]
+    shape = graph.type_of(source).shape
+    channels, dims = shape[1], len(shape) - 2
+    eye, ones = np.eye(channels).reshape(channels, channels, *[1] * dims), (1,) * dims
     if node is None:
-        return eye, None, (0, 0, 0, 0), (1, 1), (1, 1)
+        return eye, None, (0,) * (2 * dims), ones, ones
     if node.layer.channel_affine:
         scale, shift = node.layer.scale_shift(node.attrs, node.params)
-        return eye * np.asarray(scale)[:, None, None, None], np.asarray(shift, np.float64), (0, 0, 0, 0), (1, 1), (1, 1)
+        return (eye * np.asarray(scale).reshape(-1, *[1] * (dims + 1)), np.asarray(shift, np.float64),
+                (0,) * (2 * dims), ones, ones)
     a = node.attrs
     weight = dense(node.params["weight"].astype(np.float64), a["groups"], a["in_channels"])
     bias = node.params.get("bias")
@@ -41,28 +46,28 @@ def merge_kernels(kernels):
     """The merged (weight, bias, pads, stride, dilation), or why the branches do not line up."""
     if len({k[3] for k in kernels}) > 1:
         return "the branches differ in stride"
-    big = max(kernels, key=lambda k: k[0].shape[2] * k[0].shape[3])
-    (kh, kw), pads = big[0].shape[2:], big[2]
+    big = max(kernels, key=lambda k: math.prod(k[0].shape[2:]))
+    size, pads = big[0].shape[2:], big[2]
+    dims, name = len(size), "×".join(map(str, size))
     dilation = []
-    for axis in (0, 1):                                # only kernels wider than 1 along the axis must agree
+    for axis in range(dims):                           # only kernels wider than 1 along the axis must agree
         used = {k[4][axis] for k in kernels if k[0].shape[2 + axis] > 1}
         if len(used) > 1:
             return "the branches differ in dilation"
         dilation.append(used.pop() if used else 1)
-    weight = np.zeros((big[0].shape[0], big[0].shape[1], kh, kw))
+    weight = np.zeros((big[0].shape[0], big[0].shape[1], *size))
     bias = np.zeros(big[0].shape[0])
     for w, b, branch_pads, _, _ in kernels:
-        offsets = []
-        for axis in (0, 1):
+        offsets, branch = [], "×".join(map(str, w.shape[2:]))
+        for axis in range(dims):
             shift, d = pads[axis] - branch_pads[axis], dilation[axis]
             if shift % d:
-                return (f"a {w.shape[2]}×{w.shape[3]} branch with pads {branch_pads} is {shift} pixels from the "
-                        f"{kh}×{kw} one, not a whole number of its taps (dilation {d})")
+                return (f"a {branch} branch with pads {branch_pads} is {shift} pixels from the "
+                        f"{name} one, not a whole number of its taps (dilation {d})")
             offsets.append(shift // d)
-        (dh, dw) = offsets
-        if dh < 0 or dw < 0 or dh + w.shape[2] > kh or dw + w.shape[3] > kw:
-            return f"a {w.shape[2]}×{w.shape[3]} branch with pads {branch_pads} does not sit inside the {kh}×{kw} one"
-        weight[:, :, dh:dh + w.shape[2], dw:dw + w.shape[3]] += w
+        if any(o < 0 or o + k > big_k for o, k, big_k in zip(offsets, w.shape[2:], size)):
+            return f"a {branch} branch with pads {branch_pads} does not sit inside the {name} one"
+        weight[(slice(None), slice(None)) + tuple(slice(o, o + k) for o, k in zip(offsets, w.shape[2:]))] += w
         if b is not None:
             bias += b
     return weight, bias, pads, big[3], tuple(dilation)
@@ -75,10 +80,10 @@ def _branches(graph, add):
         if add.inputs.count(name) > 1:
             continue
         node = graph.node(name)
-        foldable = node.op == "Conv2d" and not node.attrs.get("activation") or node.layer.channel_affine
+        foldable = node.op in CONVS and not node.attrs.get("activation") or node.layer.channel_affine
         if foldable and graph.use_count(name) == 1 and name not in graph.outputs:
             by_source.setdefault(node.inputs[0], []).append(node)
-        elif graph.type_of(name).shape == add.type.shape and len(add.type.shape) == 4:
+        elif graph.type_of(name).shape == add.type.shape and len(add.type.shape) in (3, 4, 5):
             by_source.setdefault(name, []).append(None)
     return by_source
 
@@ -88,7 +93,7 @@ def fold_branches(m):
     """Add(conv_a(x), conv_b(x), bn(x), x) -> conv(x), kernel Σ W_i embedded at offset (P − p_i)/d"""
     graph, add = m.graph, m.node
     for source, branches in _branches(graph, add).items():
-        convs = [node for node in branches if node is not None and node.op == "Conv2d"]
+        convs = [node for node in branches if node is not None and node.op in CONVS]
         if len(branches) < 2 or not convs:
             continue
         if len(convs) < len(branches) and graph.type_of(source).shape != add.type.shape:
@@ -106,14 +111,15 @@ def _fold(m, source, branches, convs):
     weight, bias, pads, stride, dilation = merged
     attrs = dict(in_channels=weight.shape[1], out_channels=weight.shape[0], kernel_size=tuple(weight.shape[2:]),
                  stride=stride, pads=pads, dilation=dilation, groups=1, bias=True)
-    why = cost.allows(m.level, cost.of_nodes(graph, nodes), cost.of_new(graph, "Conv2d", [source], attrs, add.type))
+    op = convs[0].op                                   # one source: every conv branch has its rank
+    why = cost.allows(m.level, cost.of_nodes(graph, nodes), cost.of_new(graph, op, [source], attrs, add.type))
     if why:
         return m.refuse(why, *nodes, add)
     params = dict(weight=weight.astype(np.float32), bias=bias.astype(np.float32))
     names = {node.name for node in nodes} | ({source} if None in branches else set())
     rest = [name for name in add.inputs if name not in names]
     keeper = add.name if not rest else convs[0].name   # every summand folded: the Add becomes the conv
-    graph.replace(keeper, "Conv2d", [source], attrs, params)
+    graph.replace(keeper, op, [source], attrs, params)
     if rest:
         graph.set_inputs(add.name, [keeper] + rest)
     for node in nodes:

@@ -58,3 +58,35 @@ def test_a_nonlinearity_or_a_second_reader_stops_the_fold():
     kept = cg.optimize(graph, level=3)
     assert ops(kept) == ["Conv1d", "Conv1d"]
     assert_equivalent(graph, kept)
+
+
+# --- fold_branches: parallel Conv1d / Conv3d branches of one input ---------------------------------------------
+def branches_graph(dims, branches, channels=3, identity=False):
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, channels) + (7, 5, 4)[:dims])
+    values = [graph.apply(b if b.op.startswith("BatchNorm") else randomized(b, i), x)
+              for i, b in enumerate(branches)] + ([x] if identity else [])
+    graph.output(graph.apply(cg.Add(), *values, name="sum"))
+    return graph
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_repvgg_branches_of_any_rank_fold(dims):
+    conv = cg.Conv1d if dims == 1 else cg.Conv3d
+    bn = (cg.BatchNorm1d if dims == 1 else cg.BatchNorm3d)(3)
+    bn.weight, bn.running_var = np.full(3, 0.5), np.full(3, 2.0)
+    graph = branches_graph(dims, [conv(3, 3, 3, padding=1), conv(3, 3, 1, groups=3), bn], identity=True)
+    optimized = cg.optimize(graph, level=2)
+    assert ops(optimized) == [conv.__name__] and optimized.node("sum").attrs["kernel_size"] == (3,) * dims
+    assert_equivalent(graph, optimized)
+
+
+def test_dilated_nd_branches_sit_at_tap_offsets_or_are_refused():
+    graph = branches_graph(1, [cg.Conv1d(3, 2, 1, dilation=2), cg.Conv1d(3, 2, 3, padding="same", dilation=2)])
+    optimized = cg.optimize(graph, level=2)
+    assert ops(optimized) == ["Conv1d"] and optimized.node("sum").attrs["dilation"] == (2,)
+    assert_equivalent(graph, optimized)
+    between = branches_graph(1, [cg.Conv1d(3, 2, 1, padding=(1, 0)), cg.Conv1d(3, 2, 3, padding=(2, 3), dilation=2)])
+    kept = cg.optimize(between, level=2)
+    assert ops(kept) == ["Conv1d", "Conv1d", "Add"] and any("whole number of its taps" in r for r in refusals(kept))
+    assert_equivalent(between, kept)
