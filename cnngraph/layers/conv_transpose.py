@@ -66,7 +66,8 @@ class _ConvTransposeNd(Layer):
 
     @classmethod
     def param_shapes(cls, attrs):
-        shapes = {"weight": (attrs["in_channels"], attrs["out_channels"] // attrs["groups"], *attrs["kernel_size"])}
+        kernel = attrs["kernel_size"]               # read first: a missing attribute is named by its key
+        shapes = {"weight": (attrs["in_channels"], attrs["out_channels"] // attrs["groups"], *kernel)}
         if attrs["bias"]:
             shapes["bias"] = (attrs["out_channels"],)
         return shapes
