@@ -155,4 +155,12 @@ def test_import_refuses_cleanly(op_type, weight, attrs, message):
     model, _ = onnx_model(op_type, x_shape, weight, **attrs)
     with pytest.raises(OnnxImportError, match=f"the_node.*{message}|{message}.*the_node"):
         cg.load_onnx(model)
-    assert onnx.__version__
+
+
+@pytest.mark.parametrize("opset", range(13, onnx.defs.onnx_opset_version() + 1))
+def test_every_opset_passes_the_full_check(opset):
+    """Every opset from 13 to the newest: each op's example exports and passes check_model(full_check=True)."""
+    for op in ("Conv1d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "BatchNorm1d",
+               "BatchNorm3d"):
+        layer, shapes = cg.REGISTRY[op].example()
+        onnx.checker.check_model(cg.export_onnx(graph_of(layer, *shapes), opset=opset), full_check=True)
