@@ -252,6 +252,16 @@ def reduce_naive(x, axes, keepdims, how):
     return out if keepdims else out.reshape([d for i, d in enumerate(x.shape) if i not in axes])
 
 
+def where_naive(condition, x, y):
+    """Element by element over the broadcast shape: x where the condition is non-zero, else y."""
+    shape = np.broadcast_shapes(condition.shape, x.shape, y.shape)
+    c, x, y = (np.broadcast_to(a, shape) for a in (condition, x, y))
+    out = np.empty(shape)
+    for index in np.ndindex(*shape):
+        out[index] = x[index] if c[index] != 0 else y[index]
+    return out
+
+
 REFERENCE_OPS = {
     "Conv2d": lambda node, x: _conv(node, x),
     "Linear": lambda node, x: linear(x, _param(node, "weight"), _param(node, "bias")),
@@ -286,6 +296,7 @@ REFERENCE_OPS = {
     "ReduceMax": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "max"),
     "ReduceMin": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "min"),
     "ReduceL2": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "l2"),
+    "Where": lambda node, x, y: where_naive(_param(node, "condition"), x, y),
     "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
                                                              node.attrs["beta"], node.attrs["k"]),
