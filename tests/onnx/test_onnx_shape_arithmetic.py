@@ -93,6 +93,22 @@ def dynamo_slice(opset):
     return model_of(nodes, [*COMMON, ints("one1", [1]), ints("rest", [C, H * W])], ["batch", C, H * W], opset)
 
 
+def dynamo_sym_size():
+    """dynamo's sym_size: Shape(start=0, end=1) -> Squeeze -> Mul by 2 -> Unsqueeze -> Concat -> Reshape."""
+    nodes = [helper.make_node("Shape", ["x"], ["b1"], start=0, end=1),
+             helper.make_node("Squeeze", ["b1", "axis0"], ["b"]),
+             helper.make_node("Mul", ["b", "two"], ["b2"]),
+             helper.make_node("Unsqueeze", ["b2", "axis0"], ["b2_1"]),
+             helper.make_node("Concat", ["b2_1", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat"]),
+             helper.make_node("Shape", ["flat"], ["b3"], start=0, end=1),
+             helper.make_node("Div", ["b3", "two1"], ["b4"]),
+             helper.make_node("Concat", ["b4", "minus1"], ["target2"], axis=0),
+             helper.make_node("Reshape", ["flat", "target2"], ["y"])]
+    inits = [*COMMON, ints("two", 2), ints("two1", [2]), ints("rest", [C // 2, H * W]), ints("minus1", [-1])]
+    return model_of(nodes, inits, ["batch", C * H * W], 18)
+
+
 def where_equal():
     """A target passed through Where(Equal(t, 0), shape, t), as exporters write view's 0-means-copy."""
     nodes = [*batch_of("x", "b", "s1/"),
@@ -111,6 +127,7 @@ FORMS = {
     "add_sub_and_numel": add_sub_and_numel,
     "dynamo_shape_start_end": lambda: dynamo_slice(18),
     "dynamo_shape_slice": lambda: dynamo_slice(13),
+    "dynamo_sym_size": dynamo_sym_size,
     "where_equal": where_equal,
 }
 
