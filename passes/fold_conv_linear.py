@@ -10,7 +10,8 @@ t = chain(0), and column d of T is chain(e_d) − t. Then
 one Linear of D inputs (a bias when the old one had one or t ≠ 0), after a Flatten from axis 1 that keeps
 the batch symbolic. The cost model (passes/cost.py) decides: at level 2 neither MACs nor parameters may grow, at
 level 3 MACs must fall. Computing T costs D samples of the chain: a chain for which that exceeds
-MAX_BASIS_MACS is refused (said in the record). T is computed by the NumPy backend in float32 (exact inputs,
+MAX_BASIS_MACS, or whose input has more than MAX_FEATURES values, is refused (said in the record). A static
+batch B runs the basis in chunks of B samples. T is computed by the NumPy backend in float32 (exact inputs,
 one rounding per output), the product W·T in float64, rounded once to float32.
 """
 from __future__ import annotations
@@ -26,12 +27,18 @@ from .base import sole_reader
 from .rules import rule, rule_pass
 
 MAX_BASIS_MACS = 1 << 30          # D samples through the chain: about a second of BLAS at most
+MAX_FEATURES = 1 << 14            # D, the basis size (a static batch of 1 runs it sample by sample)
 
 
 def _in_chain(graph, node) -> bool:
-    """An affine per-sample map of one input that may be part of the collapsed chain."""
-    return (node.layer.linear and not node.layer.constant and len(node.inputs) == 1
-            and not node.attrs.get("activation") and node.layer.per_sample(node.attrs, len(graph.type_of(node.inputs[0]).shape)))
+    """An affine per-sample map of one input that may be part of the collapsed chain; it keeps the batch as its
+    first axis, so each sample's values stay one contiguous block."""
+    if not (node.layer.linear and not node.layer.constant and len(node.inputs) == 1
+            and not node.attrs.get("activation")):
+        return False
+    source = graph.type_of(node.inputs[0]).shape
+    return (node.layer.per_sample(node.attrs, len(source)) and bool(source) and bool(node.type.shape)
+            and node.type.shape[0] == source[0])
 
 
 def _chain(graph, value) -> list:
@@ -48,14 +55,18 @@ def toeplitz(chain, source_type) -> tuple[np.ndarray, np.ndarray]:
     """(T, t) of the chain: its output flattened is T·x + t for x its input flattened (batch axis apart)."""
     from cnngraph.backends.numpy_backend import run as run_numpy
     tiny = Graph("toeplitz")
-    dims = source_type.shape[1:]
-    tiny.input(chain[0].inputs[0], (None, *dims))
+    batch, dims = source_type.shape[0], source_type.shape[1:]
+    tiny.input(chain[0].inputs[0], source_type.shape)         # the same batch dim: symbolic, or a static one
     for node in chain:
         tiny.add(node.op, node.inputs, node.attrs, node.params, name=node.name)
     tiny.output(chain[-1].name)
     size = int(np.prod(dims))
-    basis = np.concatenate([np.eye(size, dtype=np.float32), np.zeros((1, size), np.float32)]).reshape(-1, *dims)
-    out = np.asarray(run_numpy(tiny, basis), dtype=np.float64).reshape(size + 1, -1)
+    rows = size + 1                                           # the basis, then the zero sample
+    step = batch if isinstance(batch, int) else rows          # a static batch: the basis in chunks of that size
+    basis = np.zeros((-(-rows // step) * step, size), np.float32)
+    basis[:size, :size] = np.eye(size, dtype=np.float32)
+    out = np.concatenate([np.asarray(run_numpy(tiny, chunk.reshape(step, *dims)), dtype=np.float64).reshape(step, -1)
+                          for chunk in np.split(basis, len(basis) // step)])
     return (out[:size] - out[size]).T, out[size]
 
 
@@ -84,7 +95,7 @@ def collapse_conv_linear(m):
     if why := cost.allows(m.level, before, after):
         return m.refuse(why, *chain, flatten, linear)
     chain_macs = cost.of_nodes(graph, chain).macs
-    if size * chain_macs > MAX_BASIS_MACS:
+    if size * chain_macs > MAX_BASIS_MACS or size > MAX_FEATURES:
         return m.refuse(f"computing its Toeplitz matrix would take {size} × {chain_macs} MACs", *chain, flatten,
                         linear)
     matrix, offset = toeplitz(chain, source)

@@ -109,3 +109,15 @@ def test_a_bias_free_chain_stays_bias_free():
     optimized = cg.optimize(graph, level=2)
     assert ops(optimized) == ["Flatten", "Linear"] and "bias" not in optimized.layers()[1].params
     assert_equivalent(graph, optimized)
+
+
+@pytest.mark.parametrize("batch", ["batch", 1, 2])
+def test_a_chain_that_names_its_batch_collapses_at_any_batch(batch):
+    """A Reshape in the chain writes the batch dim itself (a named symbol, or a static size): the basis runs
+    through the chain at that batch (in chunks of a static one)."""
+    graph = chain(cg.Conv2d(1, 8, 3, padding=1), cg.Reshape((batch, 2, 4, 36)), cg.Transpose((0, 2, 1, 3)),
+                  cg.Flatten(), cg.Linear(288, 4), shape=(batch, 1, 6, 6))
+    optimized = cg.optimize(graph, level=2)
+    assert ops(optimized) == ["Flatten", "Linear"]
+    assert optimized.type_of(optimized.outputs[0]).shape == (batch, 4)
+    assert_equivalent(graph, optimized, batches=(3,) if batch == "batch" else (batch,))
