@@ -29,6 +29,7 @@ from onnx.backend.test.loader import load_model_tests
 
 from cnngraph.errors import CnnGraphError
 from cnngraph.onnx.backend import CnnGraphBackend
+from cnngraph.tolerance import assert_close
 
 CATEGORIES = {"pytorch-converted": "OnnxBackendPyTorchConvertedModelTest",
               "pytorch-operator": "OnnxBackendPyTorchOperatorModelTest"}
@@ -162,6 +163,24 @@ def test_known_gaps_are_cases():
     names = {name for names in CASES.values() for name in names}
     assert set(KNOWN_GAPS) <= names, sorted(set(KNOWN_GAPS) - names)
     assert sum(map(len, CASES.values())) >= 100, {kind: len(names) for kind, names in CASES.items()}
+
+
+def test_backend_adapter():
+    """The adapter itself: CPU only, opset 6 refused cleanly without the upgrade, inputs by position or name,
+    an optimized graph gives the suite's numbers too."""
+    case = next(c for c in load_model_tests(kind="pytorch-converted") if c.name == "test_Conv2d_depthwise")
+    model = onnx.load(os.path.join(case.model_dir, "model.onnx"))
+    x = onnx.numpy_helper.to_array(onnx.load_tensor(os.path.join(case.model_dir, "test_data_set_0", "input_0.pb")))
+    y = onnx.numpy_helper.to_array(onnx.load_tensor(os.path.join(case.model_dir, "test_data_set_0", "output_0.pb")))
+    assert CnnGraphBackend.supports_device("CPU") and not CnnGraphBackend.supports_device("CUDA")
+    with pytest.raises(CnnGraphError, match="opset 6"):
+        CnnGraphBackend.prepare(model, upgrade=False)
+    rep = CnnGraphBackend.prepare(model, level=2)
+    (name,) = rep.graph.inputs
+    for inputs in ([x], x, {name: x}):
+        (out,) = rep.run(inputs)
+        assert_close(out, y, "optimized at level 2")
+    assert_close(CnnGraphBackend.run_model(model, [x])[0], y, "run_model")
 
 
 def report() -> int:
