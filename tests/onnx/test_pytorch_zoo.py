@@ -133,26 +133,46 @@ def test_zoo_model(file):
                 f"{file}: {len(exported.graph.node)} ONNX nodes after level 2 and export, {original_nodes} in the original"
 
 
-def report() -> None:
-    """A markdown table, one row per file: nodes, imported or why not, nodes after level 2 and export, result."""
+def latency_ratio(file: str, optimized: cg.Graph, x: np.ndarray) -> float:
+    """onnxruntime on our level-2 export over onnxruntime on the original file: both ORT_ENABLE_ALL, 2 threads,
+    spinning off, timed in alternating blocks (shared/BENCHMARKING.md), median of the pair ratios."""
+    import statistics
+
+    from cnngraph.backends.benchmark import alternate, ort_session
+
+    ours = ort_session(cg.export_onnx(optimized), spinning=False)
+    original = ort_session(onnx.load(os.path.join(DATA, file)), spinning=False)
+    a, b = alternate(lambda: ours.run(None, {"x": x}), lambda: original.run(None, {"x": x}), pairs=6, repeats=20)
+    return statistics.median(p / q for p, q in zip(a, b))
+
+
+def report(latency: bool = False) -> None:
+    """A markdown table, one row per file: nodes, imported or why not, nodes after level 2 and export, result;
+    with ``latency``, onnxruntime's time on our level-2 export over its time on the original, at batch 8."""
     import re
 
-    print("| file | nodes | imports | nodes after level 2 + export | matches PyTorch (NumPy, ORT, levels 0-3) |")
-    print("|---|---:|---|---:|---|")
+    print("| file | nodes | imports | nodes after level 2 + export | matches PyTorch (NumPy, ORT, levels 0-3) |"
+          + (" ORT latency, ours / original |" if latency else ""))
+    print("|---|---:|---|---:|---|" + ("---:|" if latency else ""))
     for file in FILES:
         nodes = len(onnx.load(os.path.join(DATA, file), load_external_data=False).graph.node)
-        imported, after, result = "yes", "", "yes"
+        imported, after, result, ratio = "yes", "", "yes", ""
         try:
             graph = cg.load_onnx(os.path.join(DATA, file))
-            after = str(len(cg.export_onnx(cg.optimize(graph, level=2)).graph.node))
+            optimized = cg.optimize(graph, level=2)
+            after = str(len(cg.export_onnx(optimized).graph.node))
             test_zoo_model(file)
+            if latency:
+                ratio = f"{latency_ratio(file, optimized, np.concatenate([reference(file)[0]] * 4)):.2f}"
         except CnnGraphError as error:
             ops = sorted(set(re.findall(r"(\w+) at '", str(error))))
             imported, result = "no: " + (", ".join(ops) or str(error).splitlines()[0][:120]), "-"
         except AssertionError as error:
             result = "NO: " + str(error).splitlines()[0][:160]
-        print(f"| {file} | {nodes} | {imported} | {after} | {result} |")
+        print(f"| {file} | {nodes} | {imported} | {after} | {result} |" + (f" {ratio} |" if latency else ""))
 
 
 if __name__ == "__main__":
-    report()
+    import sys
+
+    report(latency="--latency" in sys.argv[1:])
