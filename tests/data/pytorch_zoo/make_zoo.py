@@ -36,8 +36,8 @@ import onnxruntime as ort
 import timm
 import torch
 import torchvision
-from timm.models._efficientnet_blocks import SqueezeExcite as TimmSqueezeExcite
 from timm.models import _efficientnet_builder as timm_builder
+from timm.models._efficientnet_blocks import SqueezeExcite as TimmSqueezeExcite
 from torch import nn
 from torchvision.models import convnext as tvm_convnext
 from torchvision.models import efficientnet as tvm_efficientnet
