@@ -5,9 +5,10 @@ opset 18) comes with ``<model>.npz``: a batch-2 input ``x`` and PyTorch's output
 tests/data/pytorch_zoo/make_zoo.py in a separate virtualenv (README.md there); this module needs no torch.
 
 For every file, in one test (the model is loaded once and dropped after): cg.load_onnx, the NumPy backend
-against PyTorch's output; then cg.optimize at levels 1, 2 and 3, each optimized graph against PyTorch in the
-NumPy backend and, exported with cg.export_onnx, in onnxruntime; and after level 2 the exported model has no
-more nodes than the file PyTorch wrote.
+against PyTorch's output, the batch still symbolic, batch 3 against onnxruntime on the file; then cg.optimize
+at levels 1, 2 and 3, each optimized graph against PyTorch in the NumPy backend and, exported with
+cg.export_onnx, in onnxruntime; and after level 2 the exported model has no more nodes than the file
+PyTorch wrote.
 
 A file that fails today is in KNOWN_GAPS with its reason, an xfail(strict=True): closing the gap makes the
 xfail fail, and the entry must go. A reason starting "refused:" accepts only a clean CnnGraphError (the
@@ -121,6 +122,9 @@ def test_zoo_model(file):
     x, y = reference(file)
     graph = cg.load_onnx(path)
     assert_close(cg.run(graph, x), y, f"{file}: cnngraph (NumPy) vs PyTorch")
+    assert isinstance(graph.type_of(graph.inputs[0]).shape[0], str), f"{file}: the batch was made static"
+    x3 = np.concatenate([x, x[:1] * np.float32(-0.5)])          # another batch size, against ORT on the file
+    assert_close(cg.run(graph, x3), ort_run(onnx.load(path), x3), f"{file}: cnngraph vs onnxruntime at batch 3")
     original_nodes = len(onnx.load(path, load_external_data=False).graph.node)
     for level in LEVELS:
         optimized = cg.optimize(graph, level=level)
