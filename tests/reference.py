@@ -269,6 +269,46 @@ REFERENCE_OPS = {
 }
 
 
+# --- per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm): one group of values at a time ------------
+def _standardized(values, eps):
+    mean = sum(values.reshape(-1)) / values.size
+    variance = sum((v - mean) ** 2 for v in values.reshape(-1)) / values.size
+    return (values - mean) / math.sqrt(variance + eps)
+
+
+def layer_norm(x, normalized_shape, eps, weight, bias):
+    out = np.empty_like(x)
+    for index in np.ndindex(*x.shape[:x.ndim - len(normalized_shape)]):
+        out[index] = _standardized(x[index], eps)
+        out[index] = out[index] * (1.0 if weight is None else weight) + (0.0 if bias is None else bias)
+    return out
+
+
+def group_norm(x, groups, eps, weight, bias):
+    out = np.empty_like(x)
+    size = x.shape[1] // groups
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            out[n, g * size:(g + 1) * size] = _standardized(x[n, g * size:(g + 1) * size], eps)
+        for c in range(x.shape[1]):
+            out[n, c] = out[n, c] * (1.0 if weight is None else weight[c]) + (0.0 if bias is None else bias[c])
+    return out
+
+
+def _sample_norm_ops():
+    layer = lambda node, x: layer_norm(x, node.attrs["normalized_shape"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    group = lambda node, x: group_norm(x, node.attrs["num_groups"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    instance = lambda node, x: group_norm(x, x.shape[1], node.attrs["eps"],  # noqa: E731
+                                          _param(node, "weight"), _param(node, "bias"))
+    return {"LayerNorm": layer, "GroupNorm": group, "InstanceNorm1d": instance, "InstanceNorm2d": instance,
+            "InstanceNorm3d": instance}
+
+
+REFERENCE_OPS.update(_sample_norm_ops())
+
+
 def _check_shape(node, array):
     """The reference's own output size must agree with the IR's inferred type (static dims)."""
     shape = node.type.shape
