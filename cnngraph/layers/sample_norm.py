@@ -18,7 +18,6 @@ from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported, nice_float
 from ..onnx.mapping import exports, imports
-from ..shapes import TensorType
 
 
 def _affine_params(shape: tuple, weight: bool, bias: bool) -> dict:
