@@ -84,21 +84,20 @@ def group_norm_from_instance_norm(m):
     """Reshape(N, G, −1) → InstanceNorm1d → Reshape(x.shape) [→ Mul γ] [→ Add β] -> GroupNorm(G, C)"""
     norm = m.node
     grouped = m.input()
-    if grouped.op != "Reshape" or norm.attrs["affine"]:
+    if not grouped.layer.reshape_like or norm.attrs["affine"]:
         return None
     x = grouped.inputs[0]
     shape, rows = m.graph.type_of(x).shape, grouped.type.shape
     groups = rows[1]
-    if len(shape) < 3 or not isinstance(shape[1], int) or rows[0] != shape[0] or shape[1] % groups:
+    if len(shape) < 2 or not isinstance(shape[1], int) or rows[0] != shape[0] or shape[1] % groups:
         return m.refuse(f"{grouped.name} reshapes {list(shape)} to {list(rows)}, not (N, G, -1) of (N, C, ...)",
                         grouped, norm)
-    users = m.graph.users(norm.name)
-    back = m.graph.node(users[0]) if len(users) == 1 else None
-    if back is None or back.op != "Reshape" or back.type.shape != shape:
-        return m.refuse(f"{norm.name} is not reshaped back to {list(shape)}", grouped, norm)
     for node in (grouped, norm):
         if why := m.read_elsewhere(node.name):
             return m.refuse(why, grouped, norm)
+    back = m.graph.node(m.graph.users(norm.name)[0])
+    if not back.layer.reshape_like or back.type.shape != shape:
+        return m.refuse(f"{norm.name} is not reshaped back to {list(shape)}", grouped, norm)
     channels = shape[1]
     found = _affine(m, back, len(shape), (channels,), 1)
     if isinstance(found, str):

@@ -348,7 +348,7 @@ def _layernorm(imp, node):
 
 @imports("GroupNormalization")
 def _groupnorm(imp, node):
-    """Opset 21: scale and bias per channel. Opset 18 (deprecated): per group, repeated here per channel."""
+    """Opset 21: scale and bias per channel (opset 18's per-group form is deprecated: the checker refuses it)."""
     a = imp.attrs(node)
     _stash_type(imp, node)
     x = imp.value(node.input[0])
@@ -359,10 +359,7 @@ def _groupnorm(imp, node):
     channels = shape[1]
     if groups < 1 or channels % groups:
         raise OnnxImportError(f"num_groups {groups} does not divide the {channels} channels")
-    per = groups if imp.opset < 21 else channels
-    scale, bias = (_per_channel(imp, node, i, what, per) for i, what in ((1, "scale"), (2, "bias")))
-    if per != channels:
-        scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
+    scale, bias = (_per_channel(imp, node, i, what, channels) for i, what in ((1, "scale"), (2, "bias")))
     attrs = dict(num_groups=groups, num_channels=channels, eps=nice_float(a.get("epsilon", 1e-5)), affine=True)
     imp.add(node, "GroupNorm", [x], attrs, dict(weight=scale, bias=bias))
 

