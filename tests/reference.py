@@ -14,6 +14,7 @@ PyTorch semantics followed here (one axis; pads are (begin, end) and equal in Py
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -267,6 +268,41 @@ REFERENCE_OPS = {
                                                              node.attrs["beta"], node.attrs["k"]),
     "Hardtanh": lambda node, x: np.minimum(np.maximum(x, node.attrs["min_val"]), node.attrs["max_val"]),
 }
+
+
+# --- 1-D and 3-D pooling (and any other rank): every output position, every tap --------------------------------
+def pool_nd(x, kernel, stride, pads, dilation, ceil_mode, maximum, count_include_pad=True):
+    """MaxPool/AvgPool over the len(kernel) trailing axes of x (N, C, *spatial); pads are the begins then the
+    ends; the windows and divisors of max_pool2d/avg_pool2d above, axis by axis."""
+    dims = len(kernel)
+    axes = [_pool_windows(x.shape[2 + i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil_mode)
+            for i in range(dims)]
+    out = np.zeros((*x.shape[:2], *(len(w) for w in axes)))
+    for index in itertools.product(*(range(len(w)) for w in axes)):
+        windows = [axes[i][j] for i, j in enumerate(index)]
+        taps = [x[(slice(None), slice(None), *tap)] for tap in itertools.product(*(w[0] for w in windows))]
+        if maximum:
+            out[(slice(None), slice(None), *index)] = np.max(taps, axis=0) if taps else -np.inf
+            continue
+        if count_include_pad:   # the window clipped to the padded input, as in avg_pool2d
+            count = math.prod(min(start + kernel[i], x.shape[2 + i] + pads[dims + i]) - start
+                              for i, (_, start) in enumerate(windows))
+        else:
+            count = len(taps)
+        out[(slice(None), slice(None), *index)] = sum(taps) / count
+    return out
+
+
+def _pool_nd_op(maximum):
+    def run(node, x):
+        a = node.attrs
+        dilation = a.get("dilation", (1,) * len(a["kernel_size"]))
+        return pool_nd(x, a["kernel_size"], a["stride"], a["pads"], dilation, a["ceil_mode"], maximum,
+                       a.get("count_include_pad", True))
+    return run
+
+
+REFERENCE_OPS.update({f"{kind}Pool{dims}d": _pool_nd_op(kind == "Max") for kind in ("Max", "Avg") for dims in (1, 3)})
 
 
 # --- per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm): one group of values at a time ------------
