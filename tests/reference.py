@@ -305,6 +305,23 @@ def _pool_nd_op(maximum):
 REFERENCE_OPS.update({f"{kind}Pool{dims}d": _pool_nd_op(kind == "Max") for kind in ("Max", "Avg") for dims in (1, 3)})
 
 
+# --- adaptive pooling: window i of an axis of n cells pooled to m is [floor(i·n/m), ceil((i+1)·n/m)) -----------
+def adaptive_pool(x, out_sizes, maximum):
+    sizes = x.shape[2:]
+    out = np.zeros((*x.shape[:2], *out_sizes))
+    for index in itertools.product(*(range(m) for m in out_sizes)):
+        window = tuple(slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+                       for i, n, m in zip(index, sizes, out_sizes))
+        cells = x[(slice(None), slice(None), *window)].reshape(*x.shape[:2], -1)
+        out[(slice(None), slice(None), *index)] = cells.max(axis=2) if maximum else cells.mean(axis=2)
+    return out
+
+
+REFERENCE_OPS.update({f"Adaptive{kind}Pool{dims}d": (
+    lambda node, x, maximum=kind == "Max": adaptive_pool(x, node.type.shape[2:], maximum))
+    for kind in ("Max", "Avg") for dims in (1, 2, 3)})
+
+
 # --- per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm): one group of values at a time ------------
 def _standardized(values, eps):
     mean = sum(values.reshape(-1)) / values.size

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import weakref
 
-from . import elementwise, gemm, pooling, sample_norm, tensor_ops  # noqa: F401  (register the kernels)
+from . import adaptive_pooling, elementwise, gemm, pooling, sample_norm, tensor_ops  # noqa: F401  (register the kernels)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor

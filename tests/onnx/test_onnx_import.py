@@ -136,8 +136,8 @@ def test_op_round_trips(op, seed, opset):
         assert_same(graph, back, seed=seed)
     else:                                            # canonicalised: same outputs, the constant became a weight
         assert_same_outputs(graph, back, seed=seed)
-    if op not in ("Dropout", "Identity"):
-        assert back.node(ours.name).op == expected
+    if op not in ("Dropout", "Identity"):            # an op ONNX has no node for comes back as what it equals
+        assert back.node(ours.name).op in (expected, *getattr(ours.layer, "exported_as", ()))
 
 
 @pytest.mark.parametrize("opset", OPSETS)
