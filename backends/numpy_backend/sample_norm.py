@@ -12,14 +12,24 @@ import numpy as np
 from .kernel import kernel
 
 
-def standardize_rows(rows: np.ndarray, eps: float, out: np.ndarray) -> None:
-    """out = (rows − mean) / √(var + eps), statistics along axis 1 of the 2-D ``rows``."""
-    np.subtract(rows, rows.mean(axis=1, keepdims=True), out=out)
-    variance = np.einsum("ij,ij->i", out, out)[:, None]
-    variance /= rows.shape[1]
-    variance += np.float32(eps)
-    np.sqrt(variance, out=variance)
-    out /= variance
+def standardize_rows(rows: np.ndarray, eps: float, out: np.ndarray, scale=None, shift=None) -> None:
+    """out = (rows − mean) / √(var + eps) [· scale + shift], statistics along axis 1 of the 2-D ``rows``;
+    ``scale`` and ``shift`` (rows, 1) are per row (InstanceNorm's per-channel affine, folded into the
+    reciprocal standard deviation: one pass fewer)."""
+    count = rows.shape[1]
+    mean = np.einsum("ij->i", rows)[:, None]
+    mean /= count
+    np.subtract(rows, mean, out=out)
+    inverse = np.einsum("ij,ij->i", out, out)[:, None]
+    inverse /= count
+    inverse += np.float32(eps)
+    np.sqrt(inverse, out=inverse)
+    np.reciprocal(inverse, out=inverse)
+    if scale is not None:
+        inverse *= scale
+    out *= inverse
+    if shift is not None:
+        out += shift
 
 
 def _norm_kernel(group_rows, affine_shape):
@@ -41,6 +51,22 @@ def _norm_kernel(group_rows, affine_shape):
     return make
 
 
+@kernel("InstanceNorm1d")
+@kernel("InstanceNorm2d")
+@kernel("InstanceNorm3d")
+def make_instance_norm(ctx):
+    """One row per (sample, channel): the affine is per row, folded into the standardisation."""
+    n, c = ctx.out_shape[:2]
+    eps = ctx.attrs["eps"]
+    scale, shift = (np.tile(ctx.params[k], n).reshape(n * c, 1) if k in ctx.params else None
+                    for k in ("weight", "bias"))
+
+    def step(inputs, out):
+        standardize_rows(inputs[0].reshape(n * c, -1), eps, out.reshape(n * c, -1), scale, shift)
+        return out
+    return step
+
+
 def _channel_shape(ctx):
     return (-1,) + (1,) * (len(ctx.out_shape) - 2)
 
@@ -49,5 +75,3 @@ kernel("LayerNorm")(_norm_kernel(
     lambda ctx: int(np.prod(ctx.out_shape[:len(ctx.out_shape) - len(ctx.attrs["normalized_shape"])])),
     lambda ctx: ctx.attrs["normalized_shape"]))
 kernel("GroupNorm")(_norm_kernel(lambda ctx: ctx.out_shape[0] * ctx.attrs["num_groups"], _channel_shape))
-for _op in ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"):
-    kernel(_op)(_norm_kernel(lambda ctx: ctx.out_shape[0] * ctx.out_shape[1], _channel_shape))
