@@ -117,3 +117,17 @@ def test_misfits_are_clean_errors():
         g = helper.make_graph([node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])])
         cg.load_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+@pytest.mark.parametrize("maximum", [True, False])
+@pytest.mark.parametrize("include", [True, False])
+def test_3d_ceil_mode_that_no_onnx_ceil_mode_says(maximum, include):
+    """kernel 2, stride 3 over (3, 4, 3): ceil adds a window on the second axis, and PyTorch drops the one
+    ONNX's ceil formula keeps on the first ("mixed"): exported as Pad(−inf) + MaxPool or as window sums."""
+    graph = cg.Graph("g")
+    graph.output(graph.apply(build(maximum, 3, 2, 3, 0, 1, True, include), graph.input("x", (None, 2, 3, 4, 3))))
+    x = np.random.default_rng(0).normal(size=(2, 2, 3, 4, 3)).astype(np.float32)
+    for opset in (13, NEWEST):
+        check(graph, x, opset)
+        ops = {n.op_type for n in cg.export_onnx(graph, opset=opset).graph.node}
+        assert ops == ({"Pad", "MaxPool"} if maximum else {"Conv", "Mul"})
