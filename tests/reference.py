@@ -14,6 +14,7 @@ PyTorch semantics followed here (one axis; pads are (begin, end) and equal in Py
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -302,6 +303,98 @@ REFERENCE_OPS = {
                                                              node.attrs["beta"], node.attrs["k"]),
     "Hardtanh": lambda node, x: np.minimum(np.maximum(x, node.attrs["min_val"]), node.attrs["max_val"]),
 }
+
+
+# --- 1-D and 3-D pooling (and any other rank): every output position, every tap --------------------------------
+def pool_nd(x, kernel, stride, pads, dilation, ceil_mode, maximum, count_include_pad=True):
+    """MaxPool/AvgPool over the len(kernel) trailing axes of x (N, C, *spatial); pads are the begins then the
+    ends; the windows and divisors of max_pool2d/avg_pool2d above, axis by axis."""
+    dims = len(kernel)
+    axes = [_pool_windows(x.shape[2 + i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil_mode)
+            for i in range(dims)]
+    out = np.zeros((*x.shape[:2], *(len(w) for w in axes)))
+    for index in itertools.product(*(range(len(w)) for w in axes)):
+        windows = [axes[i][j] for i, j in enumerate(index)]
+        taps = [x[(slice(None), slice(None), *tap)] for tap in itertools.product(*(w[0] for w in windows))]
+        if maximum:
+            out[(slice(None), slice(None), *index)] = np.max(taps, axis=0) if taps else -np.inf
+            continue
+        if count_include_pad:   # the window clipped to the padded input, as in avg_pool2d
+            count = math.prod(min(start + kernel[i], x.shape[2 + i] + pads[dims + i]) - start
+                              for i, (_, start) in enumerate(windows))
+        else:
+            count = len(taps)
+        out[(slice(None), slice(None), *index)] = sum(taps) / count
+    return out
+
+
+def _pool_nd_op(maximum):
+    def run(node, x):
+        a = node.attrs
+        dilation = a.get("dilation", (1,) * len(a["kernel_size"]))
+        return pool_nd(x, a["kernel_size"], a["stride"], a["pads"], dilation, a["ceil_mode"], maximum,
+                       a.get("count_include_pad", True))
+    return run
+
+
+REFERENCE_OPS.update({f"{kind}Pool{dims}d": _pool_nd_op(kind == "Max") for kind in ("Max", "Avg") for dims in (1, 3)})
+
+
+# --- adaptive pooling: window i of an axis of n cells pooled to m is [floor(i·n/m), ceil((i+1)·n/m)) -----------
+def adaptive_pool(x, out_sizes, maximum):
+    sizes = x.shape[2:]
+    out = np.zeros((*x.shape[:2], *out_sizes))
+    for index in itertools.product(*(range(m) for m in out_sizes)):
+        window = tuple(slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+                       for i, n, m in zip(index, sizes, out_sizes))
+        cells = x[(slice(None), slice(None), *window)].reshape(*x.shape[:2], -1)
+        out[(slice(None), slice(None), *index)] = cells.max(axis=2) if maximum else cells.mean(axis=2)
+    return out
+
+
+REFERENCE_OPS.update({f"Adaptive{kind}Pool{dims}d": (
+    lambda node, x, maximum=kind == "Max": adaptive_pool(x, node.type.shape[2:], maximum))
+    for kind in ("Max", "Avg") for dims in (1, 2, 3)})
+
+
+# --- per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm): one group of values at a time ------------
+def _standardized(values, eps):
+    mean = sum(values.reshape(-1)) / values.size
+    variance = sum((v - mean) ** 2 for v in values.reshape(-1)) / values.size
+    return (values - mean) / math.sqrt(variance + eps)
+
+
+def layer_norm(x, normalized_shape, eps, weight, bias):
+    out = np.empty_like(x)
+    for index in np.ndindex(*x.shape[:x.ndim - len(normalized_shape)]):
+        out[index] = _standardized(x[index], eps)
+        out[index] = out[index] * (1.0 if weight is None else weight) + (0.0 if bias is None else bias)
+    return out
+
+
+def group_norm(x, groups, eps, weight, bias):
+    out = np.empty_like(x)
+    size = x.shape[1] // groups
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            out[n, g * size:(g + 1) * size] = _standardized(x[n, g * size:(g + 1) * size], eps)
+        for c in range(x.shape[1]):
+            out[n, c] = out[n, c] * (1.0 if weight is None else weight[c]) + (0.0 if bias is None else bias[c])
+    return out
+
+
+def _sample_norm_ops():
+    layer = lambda node, x: layer_norm(x, node.attrs["normalized_shape"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    group = lambda node, x: group_norm(x, node.attrs["num_groups"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    instance = lambda node, x: group_norm(x, x.shape[1], node.attrs["eps"],  # noqa: E731
+                                          _param(node, "weight"), _param(node, "bias"))
+    return {"LayerNorm": layer, "GroupNorm": group, "InstanceNorm1d": instance, "InstanceNorm2d": instance,
+            "InstanceNorm3d": instance}
+
+
+REFERENCE_OPS.update(_sample_norm_ops())
 
 
 def _check_shape(node, array):

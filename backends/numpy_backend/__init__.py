@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import weakref
 
-from . import elementwise, gemm, pooling, reductions, select, tensor_ops  # noqa: F401  (register the kernels)
+from . import (  # noqa: F401  (register the kernels)
+    adaptive_pooling,
+    elementwise,
+    gemm,
+    pooling,
+    reductions,
+    sample_norm,
+    select,
+    tensor_ops,
+)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor

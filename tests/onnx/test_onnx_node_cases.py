@@ -33,9 +33,14 @@ ALL_DATA = {"Add", "Sub", "Mul", "Div", "Sum", "Concat", "MatMul"}
 REFUSED = [
     (r"allowzero_reordered", "empty tensors (a dim of 0)"),
     (r"test_reduce_.*empty_set", "reductions of empty tensors (a dim of 0)"),
-    (r"pool_(1d|3d)_|causal_conv", "1-D and 3-D pooling and convolution: cnngraph is 2-D"),
+    (r"causal_conv", "1-D and 3-D convolution: cnngraph is 2-D"),
+    (r"test_layer_normalization", "the Mean and InvStdDev outputs are read (training statistics cnngraph does "
+                                  "not compute)"),
     (r"test_maxpool_2d_ceil_output_size_reduce_by_one|test_averagepool_2d_ceil_last_window_starts_on_pad",
      "a ceil_mode window starting in the padding: ONNX keeps it, PyTorch drops it (pytorch #71549)"),
+    (r"test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+     "a ceil_mode average counting padding whose last window overhangs it: runtimes disagree on its divisor "
+     "(pytorch #183528)"),
     (r"training", "training mode"),
     (r"test_identity_(opt|sequence)", "optional and sequence types: cnngraph's values are tensors"),
 ]
