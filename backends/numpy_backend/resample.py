@@ -1,0 +1,89 @@
+"""The Upsample kernel (cnngraph/layers/resample.py): per spatial axis, the input coordinate of every output
+index is computed once, when the plan is built, in float32 as onnxruntime does; a run is then one gather per
+axis (nearest) or two gathers and a weighted sum per axis (linear, separable), no loop over pixels."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnngraph.layers.resample import Upsample
+
+from .kernel import kernel
+
+F = np.float32
+
+
+def source_coordinates(transform: str, length_in: int, length_out: int, scale: float) -> np.ndarray:
+    """The input coordinate of each output index along one axis (ONNX Resize's coordinate_transformation_mode)."""
+    x = np.arange(length_out, dtype=F)
+    s = F(scale)
+    if transform in ("half_pixel", "pytorch_half_pixel"):
+        coords = (x + F(0.5)) / s - F(0.5)
+        if transform == "pytorch_half_pixel" and length_out == 1:
+            coords[:] = 0
+        return coords
+    if transform == "align_corners":
+        if length_out == 1:
+            return np.zeros(1, F)
+        return x * F(length_in - 1) / F(length_out - 1)
+    if transform == "asymmetric":
+        return x / s
+    if transform == "tf_half_pixel_for_nn":
+        return (x + F(0.5)) / s
+    if transform == "half_pixel_symmetric":
+        adjustment = F(length_out) / (s * F(length_in))
+        offset = F(length_in) / F(2) * (F(1) - adjustment)
+        return offset + (x + F(0.5)) / s - F(0.5)
+    raise ValueError(f"unknown coordinate_transformation_mode {transform!r}")
+
+
+def nearest_indices(coords: np.ndarray, nearest_mode: str, length_in: int) -> np.ndarray:
+    floor = np.floor(coords)
+    if nearest_mode == "floor":
+        index = floor
+    elif nearest_mode == "ceil":
+        index = np.ceil(coords)
+    else:
+        tie = coords - floor == F(0.5)
+        index = np.where(tie, floor if nearest_mode == "round_prefer_floor" else floor + 1, np.rint(coords))
+    return np.clip(index, 0, length_in - 1).astype(np.intp)
+
+
+def linear_taps(coords: np.ndarray, length_in: int):
+    """(low index, high index, low weight, high weight) of linear interpolation at the clamped coordinates."""
+    coords = np.clip(coords, F(0), F(length_in - 1))
+    low = np.minimum(coords.astype(np.intp), length_in - 1)
+    high = np.minimum(low + 1, length_in - 1)
+    weight = (coords - low).astype(F)
+    return low, high, F(1) - weight, weight
+
+
+@kernel("Upsample")
+def make_upsample(ctx):
+    a, shape = ctx.attrs, ctx.in_shapes[0]
+    rank = len(shape)
+    sizes, scales = Upsample.spatial(a, shape)
+    axes = []
+    for offset, (length_in, length_out, scale) in enumerate(zip(shape[2:], sizes, scales)):
+        coords = source_coordinates(a["coordinate_transformation_mode"], length_in, length_out, scale)
+        along = [1] * rank
+        along[2 + offset] = length_out
+        if a["mode"] == "nearest":
+            axes.append((2 + offset, nearest_indices(coords, a["nearest_mode"], length_in), None))
+        else:
+            low, high, w_low, w_high = linear_taps(coords, length_in)
+            axes.append((2 + offset, (low, high), (w_low.reshape(along), w_high.reshape(along))))
+
+    def step(inputs, out):
+        x = inputs[0]
+        for index, (axis, taps, weights) in enumerate(axes):
+            last = index == len(axes) - 1
+            if weights is None:
+                x = np.take(x, taps, axis=axis, out=out if last else None)
+                continue
+            low = np.take(x, taps[0], axis=axis)
+            low *= weights[0]
+            high = np.take(x, taps[1], axis=axis)
+            high *= weights[1]
+            x = np.add(low, high, out=out if last else None)
+        return out
+    return step
