@@ -285,6 +285,8 @@ def tile(x, dims):
 def _resize_coordinate(x, transform, length_in, length_out, scale):
     """ONNX Resize's coordinate_transformation_mode for one output index, in float32 as runtimes compute it."""
     f, x, s = np.float32, np.float32(x), np.float32(scale)
+    if length_in == length_out and s == 1:
+        return x                         # runtimes leave an axis of scale 1 alone, whatever the mode
     if transform == "asymmetric":
         return x / s
     if transform == "tf_half_pixel_for_nn":

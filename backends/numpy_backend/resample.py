@@ -64,6 +64,8 @@ def make_upsample(ctx):
     sizes, scales = Upsample.spatial(a, shape)
     axes = []
     for offset, (length_in, length_out, scale) in enumerate(zip(shape[2:], sizes, scales)):
+        if length_out == length_in and F(scale) == 1:
+            continue                     # scale 1 leaves an axis alone (onnxruntime, ONNX's reference)
         coords = source_coordinates(a["coordinate_transformation_mode"], length_in, length_out, scale)
         along = [1] * rank
         along[2 + offset] = length_out
@@ -75,6 +77,9 @@ def make_upsample(ctx):
 
     def step(inputs, out):
         x = inputs[0]
+        if not axes:
+            np.copyto(out, x)
+            return out
         for index, (axis, taps, weights) in enumerate(axes):
             last = index == len(axes) - 1
             if weights is None:

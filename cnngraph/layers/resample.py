@@ -12,6 +12,8 @@ the scale factor, or output size / input size when a size is given):
     tf_half_pixel_for_nn  (x + 0.5) / scale          PyTorch's nearest-exact (with nearest_mode floor)
     half_pixel_symmetric  half_pixel, recentred when out / scale is not a whole number of input cells
 
+An axis of scale 1 (output length = input length) is left alone whatever the mode, as onnxruntime and ONNX's
+reference do (the formulas would shift it by a cell for tf_half_pixel_for_nn with ceil rounding).
 Nearest picks the input index the coordinate rounds to (``nearest_mode``: round_prefer_floor,
 round_prefer_ceil, floor, ceil), clamped to the axis; linear interpolates between the two neighbours of the
 coordinate clamped to [0, in - 1]. Refused (a ShapeError, or at import an unsupported-node entry): cubic,
@@ -85,7 +87,7 @@ class Upsample(Layer):
             transform = "asymmetric" if mode == "nearest" else "align_corners" if align_corners else "half_pixel"
         if transform not in TRANSFORMS:
             raise ValueError(f"Upsample: coordinate_transformation_mode must be one of {TRANSFORMS}, got {transform!r}")
-        nearest_mode = nearest_mode or "floor"
+        nearest_mode = (nearest_mode or "floor") if mode == "nearest" else "floor"   # unused by linear modes
         if nearest_mode not in NEAREST_MODES:
             raise ValueError(f"Upsample: nearest_mode must be one of {NEAREST_MODES}, got {nearest_mode!r}")
         super().__init__(size=None if size is None else tuple(int(s) for s in size),
@@ -173,7 +175,8 @@ def _upsample_to_onnx(e, n):
     elif all(isinstance(d, int) for d in shape[:2]):
         e.emit(n, "Resize", [n.inputs[0], "", "", e.int64(n, "sizes", [*shape[:2], *sizes])], **attrs)
     else:
-        head = e.helper_node(n, "Shape", [n.inputs[0]], start=0, end=2)
+        whole = e.helper_node(n, "Shape", [n.inputs[0]])              # Shape's start/end exist from 15 only
+        head = e.helper_node(n, "Slice", [whole, e.int64(n, "head_begin", [0]), e.int64(n, "head_end", [2])])
         full = e.helper_node(n, "Concat", [head, e.int64(n, "sizes", sizes)], axis=0)
         e.emit(n, "Resize", [n.inputs[0], "", "", full], **attrs)
 
@@ -228,8 +231,9 @@ def _resize_attrs(imp, node, shape, onnx_mode: str, transform: str, nearest_mode
         raise Unsupported(f"coordinate_transformation_mode {transform!r}")
     if nearest_mode not in NEAREST_MODES:
         raise Unsupported(f"nearest_mode {nearest_mode!r}")
-    attrs = dict(size=None, scale_factor=None, mode=_mode_for_rank(onnx_mode, rank),
-                 coordinate_transformation_mode=transform, nearest_mode=nearest_mode)
+    mode = _mode_for_rank(onnx_mode, rank)
+    attrs = dict(size=None, scale_factor=None, mode=mode, coordinate_transformation_mode=transform,
+                 nearest_mode=nearest_mode if mode == "nearest" else "floor")      # as the constructor stores it
     if sizes is not None:
         attrs["size"] = tuple(int(s) for s in _spatial_only(sizes, shape, "sizes", lambda v, d: v == d))
     else:
@@ -248,7 +252,7 @@ def _resize_input(imp, node, index: int, what: str):
     array = imp.consts[name].reshape(-1)
     if array.size == 0:
         return None
-    return [v if isinstance(v, str) else v.item() for v in array]
+    return [v if isinstance(v, (str, int, float)) else v.item() for v in array]
 
 
 @imports("Resize")
