@@ -204,3 +204,34 @@ def test_passes_fold_and_merge_slices():
     assert [n.op for n in optimized.layers()].count("Slice") == 1
     arrays = [randn(np.random.default_rng(0), (3, 4))]
     assert_close(cg.run(optimized, *arrays), cg.run(graph, *arrays), "optimized")
+
+
+def modern_blocks() -> cg.Graph:
+    """ShuffleNetV2's chunk(2, dim=1) with one half convolved, GhostNet's out[:, :C], a ReXNet-style residual
+    onto the first channels, an FCN-style bilinear upsampling."""
+    cg.manual_seed(0)
+    graph = cg.Graph("blocks")
+    x = graph.input("x", (None, 4, 6, 6))
+    y = graph.apply(cg.ReLU(), graph.apply(cg.Conv2d(4, 8, 3, padding=1), x))
+    kept, branch = chunk(graph, y, 2, dim=1)
+    branch = graph.apply(cg.ReLU(), graph.apply(cg.Conv2d(4, 4, 1), branch))
+    y = graph.apply(cg.Concat(1), kept, branch)
+    ghost = graph.apply(cg.Slice([0], [6], [1]), y)
+    wide = graph.apply(cg.Conv2d(8, 10, 1), y)
+    y = graph.apply(cg.Add(), graph.apply(cg.Slice([0], [6], [1]), wide), ghost)
+    graph.output(graph.apply(cg.Upsample(scale_factor=2, mode="bilinear"), y))
+    return graph
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_modern_blocks_optimize_and_export(level):
+    graph = modern_blocks()
+    optimized = cg.optimize(graph, level=level, verify=True)
+    optimized.lint()
+    x = randn(np.random.default_rng(3), (2, 4, 6, 6))
+    expected = cg.run(graph, x)
+    assert_close(reference_run(graph, x), expected, "reference")
+    assert_close(cg.run(optimized, x), expected, f"level {level}")
+    model = cg.export_onnx(optimized, opset=13)
+    assert [n.op_type for n in model.graph.node].count("Split") == 1
+    assert_close(ort_outputs(model, x)[0], expected, "onnxruntime")

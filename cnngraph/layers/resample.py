@@ -127,6 +127,8 @@ class Upsample(Layer):
                              f"{wanted or 'at least 3'}, got {x.describe()}")
         if any(not isinstance(d, int) for d in x.shape[2:]):
             raise ShapeError(f"Upsample needs static spatial sizes, got {x.describe()}")
+        if attrs["scale_factor"] and not all(0 < s < 2 ** 31 for s in attrs["scale_factor"]):   # NaN fails too
+            raise ShapeError(f"Upsample's scale_factor {list(attrs['scale_factor'])} must be positive and finite")
         sizes, scales = cls.spatial(attrs, x.shape)
         if min(sizes) < 1 or min(scales) <= 0:
             raise ShapeError(f"Upsample to {list(sizes)} (scales {list(scales)}) from {x.describe()}: "
