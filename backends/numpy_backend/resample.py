@@ -7,6 +7,7 @@ import numpy as np
 
 from cnngraph.layers.resample import Upsample
 
+from .elementwise import ANY
 from .kernel import kernel
 
 F = np.float32
@@ -57,8 +58,9 @@ def linear_taps(coords: np.ndarray, length_in: int):
     return low, high, F(1) - weight, weight
 
 
-@kernel("Upsample")
+@kernel("Upsample", layouts=ANY)
 def make_upsample(ctx):
+    """Touches the spatial axes only, which are axes 2.. in both layouts."""
     a, shape = ctx.attrs, ctx.in_shapes[0]
     rank = len(shape)
     sizes, scales = Upsample.spatial(a, shape)

@@ -6,16 +6,18 @@ import numpy as np
 
 from cnngraph.layers.slicing import Slice, Tile
 
+from .elementwise import ANY
 from .kernel import kernel
 
 
-@kernel("Slice")
+@kernel("Slice", layouts=ANY)
 def make_slice(ctx):
+    """In either layout: the slices go on the physical axes (a conv's cnhw output is cut without a transpose)."""
     shape = ctx.in_shapes[0]
     index = [slice(None)] * len(shape)
     for axis, taken in Slice.ranges(ctx.attrs, shape).items():
         stop = taken.stop if taken.stop >= 0 else None          # a negative step that runs to the front
-        index[axis] = slice(taken.start, stop, taken.step)
+        index[ctx.axis(axis, len(shape))] = slice(taken.start, stop, taken.step)
     index = tuple(index)
 
     def step(inputs, out):
