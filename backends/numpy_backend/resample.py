@@ -58,30 +58,51 @@ def linear_taps(coords: np.ndarray, length_in: int):
     return low, high, F(1) - weight, weight
 
 
+def _repeats(index: np.ndarray, length_in: int) -> int | None:
+    """r when a nearest index map repeats every input cell r times in order (PyTorch's integer scale factors)."""
+    r, rest = divmod(len(index), length_in)
+    return r if not rest and np.array_equal(index, np.arange(len(index)) // r) else None
+
+
 @kernel("Upsample", layouts=ANY)
 def make_upsample(ctx):
-    """Touches the spatial axes only, which are axes 2.. in both layouts."""
+    """Touches the spatial axes only, which are axes 2.. in both layouts. The last axis is resized first, while
+    the others are still small (its gather is per element; the others' gather whole rows). A nearest resize by
+    whole factors is one broadcasting copy into the output seen as (N, C, H, r, W, r, ...)."""
     a, shape = ctx.attrs, ctx.in_shapes[0]
+    physical = ctx.physical(shape)
     rank = len(shape)
     sizes, scales = Upsample.spatial(a, shape)
     axes = []
+    repeats = []
     for offset, (length_in, length_out, scale) in enumerate(zip(shape[2:], sizes, scales)):
         if length_out == length_in and F(scale) == 1:
+            repeats.append(1)
             continue                     # scale 1 leaves an axis alone (onnxruntime, ONNX's reference)
         coords = source_coordinates(a["coordinate_transformation_mode"], length_in, length_out, scale)
         along = [1] * rank
         along[2 + offset] = length_out
         if a["mode"] == "nearest":
-            axes.append((2 + offset, nearest_indices(coords, a["nearest_mode"], length_in), None))
+            index = nearest_indices(coords, a["nearest_mode"], length_in)
+            repeats.append(_repeats(index, length_in))
+            axes.append((2 + offset, index, None))
         else:
+            repeats.append(None)
             low, high, w_low, w_high = linear_taps(coords, length_in)
             axes.append((2 + offset, (low, high), (w_low.reshape(along), w_high.reshape(along))))
+    axes.reverse()
+
+    if None not in repeats:
+        blocks = (*physical[:2], *(v for d, r in zip(shape[2:], repeats) for v in (d, r)))
+        spread = (*physical[:2], *(v for d in shape[2:] for v in (d, 1)))
+
+        def repeat(inputs, out):
+            out.reshape(blocks)[...] = inputs[0].reshape(spread)
+            return out
+        return repeat
 
     def step(inputs, out):
         x = inputs[0]
-        if not axes:
-            np.copyto(out, x)
-            return out
         for index, (axis, taps, weights) in enumerate(axes):
             last = index == len(axes) - 1
             if weights is None:
