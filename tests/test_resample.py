@@ -165,3 +165,17 @@ def test_size_export_at_opset_13_keeps_the_batch_symbolic():
     assert [n.op_type for n in model.graph.node] == ["Shape", "Slice", "Concat", "Resize"]
     for batch in (1, 3):
         check(graph, 13, batch=batch)
+
+
+def test_fcn_form_resizes_back_to_the_input_size():
+    """FCN/LR-ASPP: F.interpolate(features, size=x.shape[-2:], mode="bilinear"), sizes built from two Shapes."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["f"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "two", "four"], ["hw"]),
+             helper.make_node("Shape", ["f"], ["fs"]), helper.make_node("Slice", ["fs", "zero", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["f", "", "", "sizes"], ["y"], **LINEAR)]
+    model = resize_model([], [("zero", I64([0])), ("two", I64([2])), ("four", I64([4]))], 17, shape=("N", 3, 8, 6))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    graph = matches_onnxruntime(model)
+    assert graph.type_of("y").shape == ("N", 3, 8, 6)

@@ -180,6 +180,12 @@ def test_slice_gather_expand_tile_import_with_a_dynamic_batch():
     assert {"Slice", "IndexSelect", "Expand", "Tile"} <= {n.op for n in graph.layers()}
 
 
+def test_slice_with_attributes_before_opset_10():
+    nodes = [helper.make_node("Slice", ["x"], ["y"], starts=[1, -3], ends=[INT64_MAX, -1], axes=[1, 2])]
+    graph = matches_onnxruntime(model_of(nodes, 9))
+    assert graph.node("y").attrs["steps"] == (1, 1) and graph.type_of("y").shape == ("N", 5, 2)
+
+
 def test_unsupported_forms_are_refused_by_name():
     nodes = [helper.make_node("Gather", ["x", "i"], ["y"], axis=1)]
     with pytest.raises(OnnxImportError, match=r"Gather at 'y' \(indices of rank 2"):
