@@ -119,11 +119,17 @@ def test_split_and_chunk_follow_pytorch_and_export_as_one_split():
         assert [n.op for n in back.layers()] == ["Slice"] * 3
 
 
-def test_overlapping_slices_export_as_slices():
+def test_overlapping_slices_export_as_slices_and_pieces_with_gaps_as_one_split():
     graph = cg.Graph("g")
     x = graph.input("x", (None, 4))
     graph.output(graph.apply(cg.Slice([0], [3], [1]), x), graph.apply(cg.Slice([2], [4], [1]), x))
     assert [n.op_type for n in cg.export_onnx(graph).graph.node] == ["Slice", "Slice"]
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, 9, 2))
+    graph.output(graph.apply(cg.Slice([-2], [INT64_MAX], [1]), x), graph.apply(cg.Slice([1], [3], [-2]), x))
+    model = cg.export_onnx(graph, opset=13)
+    assert [n.op_type for n in model.graph.node] == ["Split"] and len(model.graph.node[0].output) == 4
+    check(graph, 13)
 
 
 # --- ONNX import: the forms exporters write ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ Modern blocks cut tensors they computed: ReXNet's residual adds to the first cha
 ``out[:, :C]``, ShuffleNetV2 and CSPNet halve the channels with ``chunk(2, dim=1)``. A node of the IR has one
 output, so a split is one Slice per piece: the importer reads an ONNX Split with N outputs as N Slice nodes
 (named after the Split's outputs), and the exporter writes Slices that cut one value into consecutive pieces
-covering an axis back as one Split. Every op here is affine in its input (``linear``) and keeps a symbolic
+of one axis back as one Split. Every op here is affine in its input (``linear``) and keeps a symbolic
 batch symbolic; an op that would have to know the batch's size (a slice of the batch that is not all of it)
 is refused with a ShapeError.
 """
@@ -249,10 +249,11 @@ def chunk(graph, x, chunks: int, dim: int = 0, name: str | None = None) -> list:
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
-def split_pieces(graph, node) -> list[tuple[int, str]] | None:
-    """When ``node`` (a Slice) is one of two or more step-1 Slices of one axis of the same value whose pieces
-    are consecutive, not empty, and cover that static axis exactly: [(length, name), ...] in order along the
-    axis; else None. Such Slices are written back as one ONNX Split."""
+def split_pieces(graph, node) -> list[tuple[int, str | None]] | None:
+    """When ``node`` (a Slice) is one of two or more step-1 Slices of one static axis of the same value whose
+    pieces do not overlap and are not empty: [(length, name or None), ...] along the whole axis, None for a
+    gap no Slice takes (a Split that an optimization left an unread output of); else None. Such Slices are
+    written back as one ONNX Split (one node where an import made one Slice per output)."""
     a = node.attrs
     if len(a["axes"]) != 1 or a["steps"] != (1,):
         return None
@@ -270,33 +271,39 @@ def split_pieces(graph, node) -> list[tuple[int, str]] | None:
         taken = slice_range(user.attrs["starts"][0], user.attrs["ends"][0], 1, shape[axis])
         pieces.append((taken.start, len(taken), name))
     pieces.sort()
-    position = 0
-    for start, length, _ in pieces:
-        if start != position or length == 0:
-            return None
-        position += length
-    if position != shape[axis] or len(pieces) < 2 or node.name not in {name for *_, name in pieces}:
+    if len(pieces) < 2 or any(length == 0 for _, length, _ in pieces):
         return None
-    return [(length, name) for _, length, name in pieces]
+    layout, position = [], 0
+    for start, length, name in pieces:
+        if start < position:
+            return None                                            # overlapping pieces: Slices
+        if start > position:
+            layout.append((start - position, None))
+        layout.append((length, name))
+        position = start + length
+    if position < shape[axis]:
+        layout.append((shape[axis] - position, None))
+    return layout
 
 
 @exports("Slice")
 def _slice_to_onnx(e, n):
-    """One Slice, or, for consecutive pieces covering an axis, one Split writing every piece (emitted when the
-    first piece is reached; the others are then already written)."""
+    """One Slice, or, for pieces of one axis, one Split writing every piece (emitted when the first piece is
+    reached; the others are then already written; a gap is an output nothing reads)."""
     pieces = split_pieces(e.graph, n)
     if pieces is None:
         a = n.attrs
         e.emit(n, "Slice", [n.inputs[0], e.int64(n, "starts", a["starts"]), e.int64(n, "ends", a["ends"]),
                             e.int64(n, "axes", a["axes"]), e.int64(n, "steps", a["steps"])])
         return
-    names = [name for _, name in pieces]
+    names = [name for _, name in pieces if name is not None]
     if any(name in node.output for node in e.nodes for name in names):
         return
     from onnx import helper
     axis = n.attrs["axes"][0] % len(e.graph.type_of(n.inputs[0]).shape)
     split = e.int64(n, "split", [length for length, _ in pieces])
-    e.nodes.append(helper.make_node("Split", [n.inputs[0], split], names, name=e.unique(f"{names[0]}/Split"),
+    outputs = [name if name is not None else e.unique(f"{names[0]}/unused") for _, name in pieces]
+    e.nodes.append(helper.make_node("Split", [n.inputs[0], split], outputs, name=e.unique(f"{names[0]}/Split"),
                                     axis=axis))
 
 
