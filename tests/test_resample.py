@@ -14,7 +14,7 @@ from reference import reference_run
 
 import cnngraph as cg
 from cnngraph.errors import OnnxImportError, ShapeError
-from cnngraph.layers.resample import NEAREST_MODES, TRANSFORMS
+from cnngraph.layers.resample import NEAREST_MODES, TRANSFORMS, interpolate
 from cnngraph.tolerance import assert_close
 
 NEWEST = onnx.defs.onnx_opset_version()
@@ -55,6 +55,9 @@ def test_pytorch_values(layer, expected):
 
 
 def test_pytorch_arguments():
+    graph = cg.Graph("g")
+    y = interpolate(graph, graph.input("x", (None, 1, 2, 2)), size=(3, 3), mode="bilinear", align_corners=True)
+    assert graph.node(y.name).attrs == cg.Upsample(size=3, mode="bilinear", align_corners=True).attrs | {"size": (3, 3)}
     assert cg.Upsample(scale_factor=2).attrs["coordinate_transformation_mode"] == "asymmetric"
     assert cg.Upsample(scale_factor=2, mode="bilinear", align_corners=True).attrs[
         "coordinate_transformation_mode"] == "align_corners"
@@ -124,6 +127,9 @@ LINEAR = dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"
     ("torchscript13 nearest scales", resize_model(["roi", "scales"], [("roi", F32([])), ("scales", F32([1, 1, 2, 2]))],
                                                   13, mode="nearest", coordinate_transformation_mode="asymmetric",
                                                   nearest_mode="floor")),
+    ("opset11 roi and scales", resize_model(["roi", "scales"], [("roi", F32([])), ("scales", F32([1, 1, 3, 2]))],
+                                            11, mode="nearest", coordinate_transformation_mode="half_pixel",
+                                            nearest_mode="round_prefer_ceil")),
     ("torchscript17 bilinear sizes from Shape", resize_model(["roi", "", "sizes"], [("roi", F32([])), *SHAPE_INIT],
                                                             17, extra_nodes=SHAPE_SIZES, **LINEAR)),
     ("torchscript13 align_corners", resize_model(["", "scales"], [("scales", F32([1, 1, 1.5, 2]))], 13,

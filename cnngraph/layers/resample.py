@@ -146,7 +146,14 @@ class Upsample(Layer):
         return count * 2 ** (output.rank - 2)
 
 
-__all__ = ["Upsample"]
+def interpolate(graph, x, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None,
+                name: str | None = None):
+    """``F.interpolate(x, size, scale_factor, mode, align_corners)`` in ``graph``: one Upsample node; returns
+    its value."""
+    return graph.apply(Upsample(size, scale_factor, mode, align_corners), x, name=name)
+
+
+__all__ = ["Upsample", "interpolate"]
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
