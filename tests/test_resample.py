@@ -163,6 +163,8 @@ def test_resize_imports(name, model):
 def test_resize_refusals_name_the_node(attrs, inputs, init, reason):
     with pytest.raises(OnnxImportError, match=f"'y'.*{reason}"):
         cg.load_onnx(resize_model(inputs, init, 13, **attrs))
+    with pytest.raises(OnnxImportError, match="repeat an axis"):
+        cg.load_onnx(resize_model(["", "", "sizes"], [("sizes", I64([2, 3]))], 18, axes=[2, -2]))
 
 
 def test_size_export_at_opset_13_keeps_the_batch_symbolic():

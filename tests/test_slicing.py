@@ -196,6 +196,9 @@ def test_unsupported_forms_are_refused_by_name():
     nodes = [helper.make_node("Gather", ["x", "i"], ["y"], axis=1)]
     with pytest.raises(OnnxImportError, match=r"Gather at 'y' \(indices of rank 2"):
         cg.load_onnx(model_of(nodes, 13, [("i", np.int64([[0, 1]]))], shape=("N", 6, 4)))
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=4)]
+    with pytest.raises(OnnxImportError, match="num_outputs 4 but 2 outputs"):
+        cg.load_onnx(model_of(nodes, 18, outputs=("a", "b")))
     nodes = [helper.make_node("Split", ["x", "s"], ["a", "b"], axis=1)]
     with pytest.raises(OnnxImportError, match="do not cut axis 1"):
         cg.load_onnx(model_of(nodes, 13, [("s", np.int64([2, 3]))], outputs=("a", "b")))

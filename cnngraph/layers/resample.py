@@ -216,6 +216,8 @@ def _full(values, axes, rank: int, fill, what: str) -> list:
     full = [fill] * rank
     if len(values) != len(axes):
         raise Unsupported(f"{len(values)} {what} for {len(axes)} axes")
+    if len({a % rank for a in axes}) != len(axes):
+        raise Unsupported(f"axes {list(axes)} repeat an axis")
     for axis, value in zip(axes, values):
         if not -rank <= axis < rank:
             raise Unsupported(f"axis {axis} out of range for rank {rank}")

@@ -382,6 +382,8 @@ def _split(imp, node):
         raise ShapeError(f"Split's axis {axis} is out of range for a tensor of rank {len(shape)}")
     axis %= len(shape)
     size, count = shape[axis], len(node.output)
+    if "num_outputs" in a and int(a["num_outputs"]) != count:
+        raise ShapeError(f"Split: num_outputs {a['num_outputs']} but {count} outputs")
     if not isinstance(size, int):
         raise Unsupported(f"a split of the symbolic axis {axis}")
     sizes = [int(s) for s in a["split"]] if imp.opset < 13 and "split" in a else _constant_ints(imp, node, 1, "split")
