@@ -26,6 +26,7 @@ from . import (
     fold_batchnorm,
     fold_branches,
     fold_conv,
+    fold_conv_linear,
     fold_linear,
     fuse_activation,
     identity,
@@ -38,7 +39,7 @@ from .records import Refusal, Rewrite, as_refusal, as_rewrite
 PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, canon_linear.PASS, canon_pool_pad.PASS,
                         canon_window_average.PASS, reshape_merge.PASS, cse.PASS,
                         fold_batchnorm.PASS, fold_branches.PASS, commute_reshape.PASS, fold_linear.PASS,
-                        fold_conv.PASS, fuse_activation.PASS]
+                        fold_conv.PASS, fold_conv_linear.PASS, fuse_activation.PASS]
 MAX_ROUNDS = 10
 
 __all__ = ["PIPELINE", "OptimizeError", "Report", "PassRun", "optimize", "register", "unregister"]

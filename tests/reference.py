@@ -342,6 +342,36 @@ def upsample(x, attrs):
     return out
 
 
+def reduce_naive(x, axes, keepdims, how):
+    """A reduction by a loop over every element: each adds to (or bounds) the output cell its kept indices
+    name. Empty axes means all axes (ONNX's default)."""
+    axes = {a % x.ndim for a in axes} if axes else set(range(x.ndim))
+    cells: dict[tuple, list] = {}
+    for index in np.ndindex(*x.shape):
+        cells.setdefault(tuple(0 if i in axes else v for i, v in enumerate(index)), []).append(x[index])
+    out = np.zeros([1 if i in axes else d for i, d in enumerate(x.shape)])
+    for key, values in cells.items():
+        if how == "sum":
+            out[key] = math.fsum(values)
+        elif how == "mean":
+            out[key] = math.fsum(values) / len(values)
+        elif how == "l2":
+            out[key] = math.sqrt(math.fsum(v * v for v in values))
+        else:
+            out[key] = max(values) if how == "max" else min(values)
+    return out if keepdims else out.reshape([d for i, d in enumerate(x.shape) if i not in axes])
+
+
+def where_naive(condition, x, y):
+    """Element by element over the broadcast shape: x where the condition is non-zero, else y."""
+    shape = np.broadcast_shapes(condition.shape, x.shape, y.shape)
+    c, x, y = (np.broadcast_to(a, shape) for a in (condition, x, y))
+    out = np.empty(shape)
+    for index in np.ndindex(*shape):
+        out[index] = x[index] if c[index] != 0 else y[index]
+    return out
+
+
 REFERENCE_OPS = {
     "Conv2d": lambda node, x: _conv(node, x),
     "Linear": lambda node, x: linear(x, _param(node, "weight"), _param(node, "bias")),
@@ -371,7 +401,12 @@ REFERENCE_OPS = {
     "Transpose": lambda node, x: np.transpose(x, node.attrs["perm"]).copy(),
     "Pad": lambda node, x: pad(x, node.attrs["pads"], node.attrs["mode"], node.attrs["value"]),
     "Reshape": lambda node, x: reshape(x, node.attrs["shape"], node.bindings),
-    "ReduceMean": lambda node, x: np.mean(x, axis=tuple(node.attrs["axes"]) or None, keepdims=node.attrs["keepdims"]),
+    "ReduceMean": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "mean"),
+    "ReduceSum": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "sum"),
+    "ReduceMax": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "max"),
+    "ReduceMin": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "min"),
+    "ReduceL2": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "l2"),
+    "Where": lambda node, x, y: where_naive(_param(node, "condition"), x, y),
     "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
                                                              node.attrs["beta"], node.attrs["k"]),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import weakref
 
-from . import elementwise, gemm, pooling, resample, slicing, tensor_ops  # noqa: F401  (register the kernels)
+from . import elementwise, gemm, pooling, reductions, resample, select, slicing, tensor_ops  # noqa: F401  (register the kernels)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor
