@@ -187,3 +187,17 @@ def test_fcn_form_resizes_back_to_the_input_size():
     model.graph.node.extend(nodes)
     graph = matches_onnxruntime(model)
     assert graph.type_of("y").shape == ("N", 3, 8, 6)
+
+
+def test_a_linear_chain_through_slice_and_upsample_collapses():
+    """Slice and Upsample are affine per sample (``linear``): Conv -> Slice -> Upsample -> Flatten -> Linear is
+    one Linear at level 2 (fold_conv_linear runs the chain on the identity basis)."""
+    cg.manual_seed(0)
+    graph = cg.Graph("g")
+    y = graph.apply(cg.Conv2d(2, 4, 3, padding=1), graph.input("x", (None, 2, 4, 4)))
+    y = graph.apply(cg.Upsample(scale_factor=2, mode="bilinear"), graph.apply(cg.Slice([0], [2], [1]), y))
+    graph.output(graph.apply(cg.Linear(2 * 8 * 8, 3), graph.apply(cg.Flatten(), y)))
+    optimized = cg.optimize(graph, level=2, verify=True)
+    assert [n.op for n in optimized.layers()] == ["Flatten", "Linear"]
+    x = randn(np.random.default_rng(4), (3, 2, 4, 4))
+    assert_close(cg.run(optimized, x), reference_run(graph, x), "collapsed vs the reference")
