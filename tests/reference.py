@@ -311,6 +311,24 @@ def _round(c, mode):
     return int(round(float(c)))
 
 
+def _linear_taps(c, n):
+    """(index, weight) of the two cells around coordinate c, clamped to [0, n - 1]."""
+    c = min(max(c, 0.0), n - 1.0)
+    low = int(math.floor(c))
+    return [(low, 1.0 - (c - low)), (min(low + 1, n - 1), c - low)]
+
+
+def _cubic_taps(c, n, a=-0.75):
+    """(index, weight) of the four cells around c by Keys' kernel; a cell past the edge reads the edge."""
+    def keys(d):
+        d = abs(d)
+        if d <= 1:
+            return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a if d < 2 else 0.0
+    low = int(math.floor(c))
+    return [(min(max(i, 0), n - 1), keys(c - i)) for i in range(low - 1, low + 3)]
+
+
 def upsample(x, attrs):
     spatial = x.shape[2:]
     wanted = attrs["size"] or attrs["scale_factor"]
@@ -329,14 +347,16 @@ def upsample(x, attrs):
             source = tuple(min(max(_round(c, attrs["nearest_mode"]), 0), n - 1) for c, n in zip(coords, spatial))
             out[(Ellipsis, *position)] = x[(Ellipsis, *source)]
             continue
+        if attrs["mode"] == "bicubic":
+            taps = [_cubic_taps(float(c), n) for c, n in zip(coords, spatial)]
+        else:
+            taps = [_linear_taps(float(c), n) for c, n in zip(coords, spatial)]
         total = 0.0
-        for corner in np.ndindex(*(2,) * len(spatial)):
+        for choice in np.ndindex(*(len(t) for t in taps)):
             weight, source = 1.0, []
-            for c, n, high in zip(coords, spatial, corner):
-                c = min(max(float(c), 0.0), n - 1.0)
-                low = int(math.floor(c))
-                weight *= (c - low) if high else (1.0 - (c - low))
-                source.append(min(low + high, n - 1))
+            for axis_taps, k in zip(taps, choice):
+                weight *= axis_taps[k][1]
+                source.append(axis_taps[k][0])
             total = total + weight * x[(Ellipsis, *source)]
         out[(Ellipsis, *position)] = total
     return out

@@ -47,6 +47,8 @@ SQUARE = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)
     (cg.Upsample(size=(1, 3), mode="bilinear"),                      # output length 1: PyTorch's half_pixel
      [[2.0, 2.5, 3.0]]),
     (cg.Upsample(scale_factor=1.5, mode="nearest-exact"), [[1.0, 2.0, 2.0], [3.0, 4.0, 4.0], [3.0, 4.0, 4.0]]),
+    (cg.Upsample(size=(1, 3), mode="bicubic", align_corners=True),   # t = 0.5: Keys' weights -1/16, 9/16, 9/16, -1/16
+     [[1.0, 1.5, 2.0]]),
 ])
 def test_pytorch_values(layer, expected):
     graph = one_layer(layer, (None, 1, 2, 2))
@@ -75,7 +77,8 @@ def test_pytorch_arguments():
 @st.composite
 def resizes(draw):
     spatial = draw(st.integers(1, 3))
-    mode = draw(st.sampled_from(["nearest", {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]]))
+    mode = draw(st.sampled_from(["nearest", {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]]
+                                + (["bicubic"] if spatial == 2 else [])))
     shape = (None, 2, *draw(st.lists(st.integers(1, 5), min_size=spatial, max_size=spatial)))
     if draw(st.booleans()):
         how = dict(size=tuple(draw(st.lists(st.integers(1, 7), min_size=spatial, max_size=spatial))))
@@ -140,6 +143,9 @@ LINEAR = dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"
                                                    mode="linear", coordinate_transformation_mode="half_pixel_symmetric")),
     ("default attributes", resize_model(["", "scales"], [("scales", F32([1, 1, 2, 1.5]))], 13)),
     ("resize10", resize_model(["scales"], [("scales", F32([1, 1, 2, 3]))], 10)),
+    ("torchscript17 bicubic", resize_model(["roi", "scales"], [("roi", F32([])), ("scales", F32([1, 1, 2, 1.5]))],
+                                           17, mode="cubic", cubic_coeff_a=-0.75,
+                                           coordinate_transformation_mode="pytorch_half_pixel")),
     ("upsample9 nearest", resize_model(["scales"], [("scales", F32([1, 1, 2, 3]))], 9, op="Upsample")),
     ("upsample9 linear", resize_model(["scales"], [("scales", F32([1, 1, 2, 2]))], 9, op="Upsample", mode="linear")),
 ])
@@ -152,7 +158,7 @@ def test_resize_imports(name, model):
 
 
 @pytest.mark.parametrize("attrs, inputs, init, reason", [
-    (dict(mode="cubic"), ["", "scales"], [("scales", F32([1, 1, 2, 2]))], "mode 'cubic'"),
+    (dict(mode="cubic", cubic_coeff_a=-0.5), ["", "scales"], [("scales", F32([1, 1, 2, 2]))], "cubic kernel"),
     (dict(coordinate_transformation_mode="tf_crop_and_resize"), ["roi", "scales"],
      [("roi", F32([0, 0, 0, 0, 1, 1, 1, 1])), ("scales", F32([1, 1, 2, 2]))], "tf_crop_and_resize"),
     (dict(), ["", "scales"], [("scales", F32([1, 2, 2, 2]))], "batch or channel"),

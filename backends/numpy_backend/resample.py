@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnngraph.layers.resample import Upsample
+from cnngraph.layers.resample import CUBIC_COEFF_A, Upsample
 
 from .elementwise import ANY
 from .kernel import kernel
@@ -49,6 +49,20 @@ def nearest_indices(coords: np.ndarray, nearest_mode: str, length_in: int) -> np
     return np.clip(index, 0, length_in - 1).astype(np.intp)
 
 
+def cubic_taps(coords: np.ndarray, length_in: int, a: float):
+    """Four (index, weight) pairs per coordinate: Keys' cubic kernel at the cells floor(c) - 1 .. floor(c) + 2,
+    indices clamped to the axis (a cell past the edge reads the edge)."""
+    base = np.floor(coords)
+    t = (coords - base).astype(F)
+    a = F(a)
+
+    def kernel(d):                                          # d = |distance| in [0, 2]
+        return np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a)
+    distances = (F(1) + t, t, F(1) - t, F(2) - t)
+    indices = [np.clip(base.astype(np.intp) + k, 0, length_in - 1) for k in (-1, 0, 1, 2)]
+    return indices, [kernel(d).astype(F) for d in distances]
+
+
 def linear_taps(coords: np.ndarray, length_in: int):
     """(low index, high index, low weight, high weight) of linear interpolation at the clamped coordinates."""
     coords = np.clip(coords, F(0), F(length_in - 1))
@@ -88,8 +102,12 @@ def make_upsample(ctx):
             axes.append((2 + offset, index, None))
         else:
             repeats.append(None)
-            low, high, w_low, w_high = linear_taps(coords, length_in)
-            axes.append((2 + offset, (low, high), (w_low.reshape(along), w_high.reshape(along))))
+            if a["mode"] == "bicubic":
+                indices, weights = cubic_taps(coords, length_in, CUBIC_COEFF_A)
+            else:
+                low, high, w_low, w_high = linear_taps(coords, length_in)
+                indices, weights = (low, high), (w_low, w_high)
+            axes.append((2 + offset, tuple(indices), tuple(w.reshape(along) for w in weights)))
     axes.reverse()
 
     if None not in repeats:
@@ -108,10 +126,12 @@ def make_upsample(ctx):
             if weights is None:
                 x = np.take(x, taps, axis=axis, out=out if last else None)
                 continue
-            low = np.take(x, taps[0], axis=axis)
-            low *= weights[0]
-            high = np.take(x, taps[1], axis=axis)
-            high *= weights[1]
-            x = np.add(low, high, out=out if last else None)
+            total = np.take(x, taps[0], axis=axis)
+            total *= weights[0]
+            for index_k, weight_k in zip(taps[1:-1], weights[1:-1]):
+                total += np.take(x, index_k, axis=axis) * weight_k
+            tap = np.take(x, taps[-1], axis=axis)
+            tap *= weights[-1]
+            x = np.add(total, tap, out=out if last else None)
         return out
     return step

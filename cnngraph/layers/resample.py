@@ -16,9 +16,10 @@ An axis of scale 1 (output length = input length) is left alone whatever the mod
 reference do (the formulas would shift it by a cell for tf_half_pixel_for_nn with ceil rounding).
 Nearest picks the input index the coordinate rounds to (``nearest_mode``: round_prefer_floor,
 round_prefer_ceil, floor, ceil), clamped to the axis; linear interpolates between the two neighbours of the
-coordinate clamped to [0, in - 1]. Refused (a ShapeError, or at import an unsupported-node entry): cubic,
-tf_crop_and_resize, antialiased downsampling, aspect-ratio policies, and a resize of the batch or channel
-axes.
+coordinate clamped to [0, in - 1]; bicubic weighs the four cells around the (unclamped) coordinate by Keys'
+kernel (a = -0.75), a cell past the edge reading the edge. Refused (a ShapeError, or at import an
+unsupported-node entry): other cubic kernels, 1-D and 3-D cubic, tf_crop_and_resize, antialiased
+downsampling, aspect-ratio policies, and a resize of the batch or channel axes.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from ..onnx.handler_tools import Unsupported, nice_float
 from ..onnx.mapping import exports, imports
 from ..shapes import TensorType
 
-LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5}            # PyTorch's mode -> input rank
+LINEAR_MODES = {"linear": 3, "bilinear": 4, "trilinear": 5, "bicubic": 4}   # PyTorch's mode -> input rank
+CUBIC_COEFF_A = -0.75                    # PyTorch's bicubic kernel (ONNX's default cubic_coeff_a)
 TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn",
               "half_pixel_symmetric")
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
@@ -54,9 +56,11 @@ class Upsample(Layer):
         size: the output's spatial size: an int (every spatial axis) or one int per spatial axis.
         scale_factor: the output is floor(input · scale_factor) on each spatial axis: a float or one per
             axis. Exactly one of ``size`` and ``scale_factor`` is given.
-        mode: "nearest" (any rank >= 3), "linear" (3-D input), "bilinear" (4-D), "trilinear" (5-D), or
-            "nearest-exact" (stored as nearest with tf_half_pixel_for_nn and floor). Default "nearest".
-        align_corners: linear modes only: map the corner pixels' centres onto each other (PyTorch's
+        mode: "nearest" (any rank >= 3), "linear" (3-D input), "bilinear" (4-D), "trilinear" (5-D), "bicubic"
+            (4-D; Keys' cubic with a = -0.75, taps past the edge repeat the edge, as PyTorch and ONNX's cubic
+            with exclude_outside 0), or "nearest-exact" (stored as nearest with tf_half_pixel_for_nn and floor).
+            Default "nearest".
+        align_corners: linear and cubic modes only: map the corner pixels' centres onto each other (PyTorch's
             default None means False).
         coordinate_transformation_mode: ONNX's name for how output indices map to input coordinates (module
             docstring); by default what ``mode`` and ``align_corners`` mean in PyTorch.
@@ -137,13 +141,13 @@ class Upsample(Layer):
 
     @classmethod
     def macs(cls, attrs, inputs, output):
-        """Linear: 2^d multiply-adds per output element; nearest: none (a copy)."""
+        """Linear: 2^d multiply-adds per output element (bicubic 4^d); nearest: none (a copy)."""
         if attrs["mode"] == "nearest":
             return 0
         count = 1
         for d in output.shape[1:]:
             count *= d
-        return count * 2 ** (output.rank - 2)
+        return count * (4 if attrs["mode"] == "bicubic" else 2) ** (output.rank - 2)
 
 
 def interpolate(graph, x, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None,
@@ -165,10 +169,12 @@ def _upsample_to_onnx(e, n):
     a = n.attrs
     shape = e.graph.type_of(n.inputs[0]).shape
     sizes, _ = Upsample.spatial(a, shape)
-    attrs = dict(mode="nearest" if a["mode"] == "nearest" else "linear",
+    attrs = dict(mode={"nearest": "nearest", "bicubic": "cubic"}.get(a["mode"], "linear"),
                  coordinate_transformation_mode=a["coordinate_transformation_mode"])
     if a["mode"] == "nearest":
         attrs["nearest_mode"] = a["nearest_mode"]
+    if a["mode"] == "bicubic":
+        attrs["cubic_coeff_a"] = CUBIC_COEFF_A
     if a["coordinate_transformation_mode"] == "half_pixel_symmetric" and e.opset < 19:
         from ..errors import ExportError
         raise ExportError(f"{n.label()}: half_pixel_symmetric needs opset 19 or newer, not {e.opset}")
@@ -199,12 +205,16 @@ def _text(value, default: str) -> str:
 def _mode_for_rank(onnx_mode: str, rank: int) -> str:
     if onnx_mode == "nearest":
         return "nearest"
+    if onnx_mode == "cubic":
+        if rank != 4:
+            raise Unsupported(f"cubic resize of a rank-{rank} tensor (2-D spatial only, as PyTorch's bicubic)")
+        return "bicubic"
     if onnx_mode == "linear":
-        names = {r: m for m, r in LINEAR_MODES.items()}
+        names = {r: m for m, r in LINEAR_MODES.items() if m != "bicubic"}
         if rank not in names:
             raise Unsupported(f"linear resize of a rank-{rank} tensor (1-, 2- or 3-D spatial only)")
         return names[rank]
-    raise Unsupported(f"mode {onnx_mode!r} (nearest and linear only)")
+    raise Unsupported(f"mode {onnx_mode!r} (nearest, linear and cubic only)")
 
 
 def _full(values, axes, rank: int, fill, what: str) -> list:
@@ -289,6 +299,9 @@ def _resize(imp, node):
         raise Unsupported(f"keep_aspect_ratio_policy {_text(a['keep_aspect_ratio_policy'], '')}")
     if (scales is None) == (sizes is None):
         raise Unsupported("exactly one of scales and sizes must be given")
+    if onnx_mode == "cubic" and (float(a.get("cubic_coeff_a", CUBIC_COEFF_A)) != CUBIC_COEFF_A
+                                 or a.get("exclude_outside", 0)):
+        raise Unsupported("a cubic kernel other than PyTorch's (cubic_coeff_a -0.75, exclude_outside 0)")
     axes = [int(v) for v in a["axes"]] if "axes" in a else None
     if scales is not None:
         scales = _full(scales, axes, len(shape), 1.0, "scales")

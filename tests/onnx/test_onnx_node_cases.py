@@ -41,13 +41,13 @@ REFUSED = [
     (r"test_slice_start_out_of_bounds|zero_size_splits|test_rotary_embedding(?!.*rotary_dim).*_expanded",
      "empty tensors (a slice or split piece of length 0)"),
     (r"test_gather_2d_indices", "Gather with indices of rank 2: IndexSelect takes a scalar or a list"),
-    (r"test_resize_.*(cubic|antialias|tf_crop_and_resize|not_larger|not_smaller)",
-     "Resize's cubic mode, antialiasing, tf_crop_and_resize and aspect-ratio policies"),
+    (r"test_resize_.*(cubic_A_n0p5|antialias|tf_crop_and_resize|not_larger|not_smaller)",
+     "Resize's cubic kernels other than PyTorch's, antialiasing, tf_crop_and_resize and aspect-ratio policies"),
 ]
 
 # cases whose expected output is not what onnxruntime (our oracle for ONNX semantics) and PyTorch compute
 DIFFERENT = [
-    (r"test_resize_downsample_scales_linear_align_corners",
+    (r"test_resize_downsample_scales_(linear|cubic)_align_corners",
      "align_corners with a scale: the case divides by in·scale − 1 unfloored (2.4 − 1); onnxruntime and "
      "PyTorch by the output length − 1 (2 − 1), as cnngraph does"),
 ]
