@@ -233,6 +233,136 @@ def _avg_pool(node, x):
     return avg_pool2d(x, a["kernel_size"], a["stride"], a["pads"], a["ceil_mode"], a["count_include_pad"])
 
 
+# --- slicing and resampling (cnngraph/layers/slicing.py, resample.py) ----------------------------------------
+def onnx_slice(x, starts, ends, axes, steps):
+    """ONNX Slice, written out: normalise and clamp each start/end by the spec, then copy index by index."""
+    taken = [list(range(size)) for size in x.shape]
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = x.shape[axis]
+        start, end = start + size if start < 0 else start, end + size if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), size), min(max(end, 0), size)
+        else:
+            start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+        picked, i = [], start
+        while (i < end) if step > 0 else (i > end):
+            picked.append(i)
+            i += step
+        taken[axis % x.ndim] = picked
+    out = np.empty([len(t) for t in taken])
+    for index in np.ndindex(*out.shape):
+        out[index] = x[tuple(t[i] for t, i in zip(taken, index))]
+    return out
+
+
+def index_select(x, dim, index):
+    dim %= x.ndim
+    picks = index if isinstance(index, tuple) else (index,)
+    parts = [np.expand_dims(x[(slice(None),) * dim + (i % x.shape[dim],)], dim) for i in picks]
+    out = np.concatenate(parts, axis=dim)
+    return out if isinstance(index, tuple) else out.squeeze(dim)
+
+
+def expand(x, shape):
+    rank = max(x.ndim, len(shape))
+    dims = (1,) * (rank - x.ndim) + x.shape
+    target = (1,) * (rank - len(shape)) + tuple(1 if isinstance(d, str) else d for d in shape)
+    out_shape = [max(a, b) for a, b in zip(dims, target)]
+    out = np.empty(out_shape)
+    source = x.reshape(dims)
+    for index in np.ndindex(*out_shape):
+        out[index] = source[tuple(0 if d == 1 else i for i, d in zip(index, dims))]
+    return out
+
+
+def tile(x, dims):
+    repeats = (1,) * (x.ndim - len(dims)) + tuple(dims)
+    out = np.empty([d * r for d, r in zip(x.shape, repeats)])
+    for index in np.ndindex(*out.shape):
+        out[index] = x[tuple(i % d for i, d in zip(index, x.shape))]
+    return out
+
+
+def _resize_coordinate(x, transform, length_in, length_out, scale):
+    """ONNX Resize's coordinate_transformation_mode for one output index, in float32 as runtimes compute it."""
+    f, x, s = np.float32, np.float32(x), np.float32(scale)
+    if length_in == length_out and s == 1:
+        return x                         # runtimes leave an axis of scale 1 alone, whatever the mode
+    if transform == "asymmetric":
+        return x / s
+    if transform == "tf_half_pixel_for_nn":
+        return (x + f(0.5)) / s
+    if transform == "align_corners":
+        return f(0) if length_out == 1 else x * f(length_in - 1) / f(length_out - 1)
+    if transform == "pytorch_half_pixel" and length_out == 1:
+        return f(0)
+    shift = f(0)
+    if transform == "half_pixel_symmetric":
+        shift = f(length_in) / f(2) * (f(1) - f(length_out) / (s * f(length_in)))
+    return shift + (x + f(0.5)) / s - f(0.5)
+
+
+def _round(c, mode):
+    if mode == "floor":
+        return math.floor(c)
+    if mode == "ceil":
+        return math.ceil(c)
+    if c - math.floor(c) == 0.5:
+        return math.floor(c) if mode == "round_prefer_floor" else math.ceil(c)
+    return int(round(float(c)))
+
+
+def _linear_taps(c, n):
+    """(index, weight) of the two cells around coordinate c, clamped to [0, n - 1]."""
+    c = min(max(c, 0.0), n - 1.0)
+    low = int(math.floor(c))
+    return [(low, 1.0 - (c - low)), (min(low + 1, n - 1), c - low)]
+
+
+def _cubic_taps(c, n, a=-0.75):
+    """(index, weight) of the four cells around c by Keys' kernel; a cell past the edge reads the edge."""
+    def keys(d):
+        d = abs(d)
+        if d <= 1:
+            return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a if d < 2 else 0.0
+    low = int(math.floor(c))
+    return [(min(max(i, 0), n - 1), keys(c - i)) for i in range(low - 1, low + 3)]
+
+
+def upsample(x, attrs):
+    spatial = x.shape[2:]
+    wanted = attrs["size"] or attrs["scale_factor"]
+    wanted = tuple(wanted) * len(spatial) if len(wanted) == 1 else tuple(wanted)
+    if attrs["size"]:
+        sizes = list(wanted)
+        scales = [np.float32(o) / np.float32(i) for o, i in zip(sizes, spatial)]
+    else:
+        scales = [np.float32(s) for s in wanted]
+        sizes = [int(math.floor(i * float(s))) for i, s in zip(spatial, scales)]
+    out = np.empty((*x.shape[:2], *sizes))
+    for position in np.ndindex(*sizes):
+        coords = [_resize_coordinate(p, attrs["coordinate_transformation_mode"], n, o, s)
+                  for p, n, o, s in zip(position, spatial, sizes, scales)]
+        if attrs["mode"] == "nearest":
+            source = tuple(min(max(_round(c, attrs["nearest_mode"]), 0), n - 1) for c, n in zip(coords, spatial))
+            out[(Ellipsis, *position)] = x[(Ellipsis, *source)]
+            continue
+        if attrs["mode"] == "bicubic":
+            taps = [_cubic_taps(float(c), n) for c, n in zip(coords, spatial)]
+        else:
+            taps = [_linear_taps(float(c), n) for c, n in zip(coords, spatial)]
+        total = 0.0
+        for choice in np.ndindex(*(len(t) for t in taps)):
+            weight, source = 1.0, []
+            for axis_taps, k in zip(taps, choice):
+                weight *= axis_taps[k][1]
+                source.append(axis_taps[k][0])
+            total = total + weight * x[(Ellipsis, *source)]
+        out[(Ellipsis, *position)] = total
+    return out
+
+
 def reduce_naive(x, axes, keepdims, how):
     """A reduction by a loop over every element: each adds to (or bounds) the output cell its kept indices
     name. Empty axes means all axes (ONNX's default)."""
@@ -302,6 +432,12 @@ REFERENCE_OPS = {
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
                                                              node.attrs["beta"], node.attrs["k"]),
     "Hardtanh": lambda node, x: np.minimum(np.maximum(x, node.attrs["min_val"]), node.attrs["max_val"]),
+    "Slice": lambda node, x: onnx_slice(x, node.attrs["starts"], node.attrs["ends"], node.attrs["axes"],
+                                        node.attrs["steps"]),
+    "IndexSelect": lambda node, x: index_select(x, node.attrs["dim"], node.attrs["index"]),
+    "Expand": lambda node, x: expand(x, node.attrs["shape"]),
+    "Tile": lambda node, x: tile(x, node.attrs["dims"]),
+    "Upsample": lambda node, x: upsample(x, node.attrs),
 }
 
 

@@ -9,8 +9,10 @@ from . import (  # noqa: F401  (register the kernels)
     gemm,
     pooling,
     reductions,
+    resample,
     sample_norm,
     select,
+    slicing,
     tensor_ops,
 )
 from .inputs import coerce_inputs

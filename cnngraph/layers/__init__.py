@@ -2,21 +2,36 @@
 (cnngraph.ReLU, ...): a new layer class in a family module is exported without a change here."""
 from ..layer import REGISTRY
 from . import (
-               activations,
-               adaptive_pooling,
-               conv,
-               linear,
-               normalization,
-               pooling,
-               reductions,
-               sample_norm,
-               select,
-               structure,
-               tensor_ops,
+    activations,
+    adaptive_pooling,
+    conv,
+    linear,
+    normalization,
+    pooling,
+    reductions,
+    resample,
+    sample_norm,
+    select,
+    slicing,
+    structure,
+    tensor_ops,
 )
 
-FAMILIES = (activations, adaptive_pooling, conv, linear, normalization, pooling, sample_norm, structure,
-            tensor_ops, reductions, select)
+FAMILIES = (
+    activations,
+    adaptive_pooling,
+    conv,
+    linear,
+    normalization,
+    pooling,
+    sample_norm,
+    structure,
+    tensor_ops,
+    reductions,
+    select,
+    resample,
+    slicing,
+)
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
            if isinstance(cls, type) and cls.__module__ == family.__name__ and REGISTRY.get(cls.op) is cls}
