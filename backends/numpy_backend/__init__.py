@@ -3,7 +3,19 @@ from __future__ import annotations
 
 import weakref
 
-from . import conv_nd, elementwise, gemm, pooling, tensor_ops  # noqa: F401  (register the kernels)
+from . import (  # noqa: F401  (register the kernels)
+    adaptive_pooling,
+    conv_nd,
+    elementwise,
+    gemm,
+    pooling,
+    reductions,
+    resample,
+    sample_norm,
+    select,
+    slicing,
+    tensor_ops,
+)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor

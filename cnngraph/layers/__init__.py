@@ -1,9 +1,39 @@
 """The layer catalogue: importing this package registers every op, and exports each family's layers by name
 (cnngraph.ReLU, ...): a new layer class in a family module is exported without a change here."""
 from ..layer import REGISTRY
-from . import activations, conv, conv_transpose, linear, normalization, pooling, structure, tensor_ops
+from . import (
+    activations,
+    adaptive_pooling,
+    conv,
+    conv_transpose,
+    linear,
+    normalization,
+    pooling,
+    reductions,
+    resample,
+    sample_norm,
+    select,
+    slicing,
+    structure,
+    tensor_ops,
+)
 
-FAMILIES = (activations, conv, conv_transpose, linear, normalization, pooling, structure, tensor_ops)
+FAMILIES = (
+    activations,
+    adaptive_pooling,
+    conv,
+    conv_transpose,
+    linear,
+    normalization,
+    pooling,
+    sample_norm,
+    structure,
+    tensor_ops,
+    reductions,
+    select,
+    resample,
+    slicing,
+)
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
            if isinstance(cls, type) and cls.__module__ == family.__name__ and REGISTRY.get(cls.op) is cls}
