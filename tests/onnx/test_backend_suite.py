@@ -34,8 +34,6 @@ from cnngraph.tolerance import assert_close
 CATEGORIES = {"pytorch-converted": "OnnxBackendPyTorchConvertedModelTest",
               "pytorch-operator": "OnnxBackendPyTorchOperatorModelTest"}
 
-_CONV1D = "refused: Conv1d (Conv on a 3-D input): cnngraph convolutions are 2-D"
-_CONV3D = "refused: Conv3d (Conv on a 5-D input): cnngraph convolutions are 2-D"
 _POOL1D = "refused: 1-D pooling (a 3-D input): cnngraph pooling is 2-D"
 _POOL3D = "refused: 3-D pooling (a 5-D input): cnngraph pooling is 2-D"
 _PRELU = "refused: unsupported op PRelu"
@@ -44,23 +42,6 @@ KNOWN_GAPS = {  # case (without the _cpu suffix): why it fails today
     "test_AvgPool3d": _POOL3D,
     "test_AvgPool3d_stride": _POOL3D,
     "test_AvgPool3d_stride1_pad0_gpu_input": _POOL3D,
-    "test_Conv1d": _CONV1D,
-    "test_Conv1d_dilated": _CONV1D,
-    "test_Conv1d_groups": _CONV1D,
-    "test_Conv1d_pad1": _CONV1D,
-    "test_Conv1d_pad1size1": _CONV1D,
-    "test_Conv1d_pad2": _CONV1D,
-    "test_Conv1d_pad2size1": _CONV1D,
-    "test_Conv1d_stride": _CONV1D,
-    "test_Conv3d": _CONV3D,
-    "test_Conv3d_dilated": _CONV3D,
-    "test_Conv3d_dilated_strided": _CONV3D,
-    "test_Conv3d_groups": _CONV3D,
-    "test_Conv3d_no_bias": _CONV3D,
-    "test_Conv3d_stride": _CONV3D,
-    "test_Conv3d_stride_padding": _CONV3D,
-    "test_ConvTranspose2d": "refused: unsupported op ConvTranspose",
-    "test_ConvTranspose2d_no_bias": "refused: unsupported op ConvTranspose",
     "test_ELU": "refused: unsupported op Elu",
     "test_GLU": "refused: unsupported op Split (on a computed tensor)",
     "test_GLU_dim": "refused: unsupported op Split (on a computed tensor)",
@@ -86,7 +67,6 @@ KNOWN_GAPS = {  # case (without the _cpu suffix): why it fails today
     "test_log_softmax_lastdim": "refused: unsupported op LogSoftmax",
     "test_operator_basic": "refused: unsupported op Neg",
     "test_operator_chunk": "refused: unsupported op Split (on a computed tensor)",
-    "test_operator_convtranspose": "refused: unsupported op ConvTranspose",
     "test_operator_exp": "refused: unsupported op Exp",
     "test_operator_index": "refused: unsupported op Slice (on a computed tensor)",
     "test_operator_max": "refused: unsupported op Max (elementwise)",
