@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer, Operand, require_rank
 from ..onnx.handler_tools import Unsupported, binary, nice_float
@@ -536,3 +537,24 @@ def _pad(imp, node):
 
 for _onnx_op in ("MatMul", "Mul", "Sub", "Div"):
     imports(_onnx_op)(binary(_onnx_op))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# (x · y)' = ∂z·y and ∂z·x, each summed down to its operand's shape; a reshape's gradient is the reshape back.
+@gradient("Mul")
+def _mul_gradient(b, node, dy):
+    from .structure import reduce_to
+    x, y = node.inputs
+    return {0: reduce_to(b, node, "0", b.add(node, "0.product", "Mul", [dy, y]), x),
+            1: reduce_to(b, node, "1", b.add(node, "1.product", "Mul", [dy, x]), y)}
+
+
+@gradient("Reshape")
+def _reshape_gradient(b, node, dy):
+    from .structure import reshape_back
+    return {0: reshape_back(b, node, dy)}
+
+
+@gradient("Constant")
+def _constant_gradient(b, node, dy):
+    return {}
