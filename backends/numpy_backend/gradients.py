@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnngraph.shapes import average_pool_divisor
+
 from .gemm import padded_source, tap, window_view
 from .kernel import CNHW, NCHW, kernel
-from cnngraph.shapes import average_pool_divisor
 
 ANY = (CNHW, NCHW)
 
