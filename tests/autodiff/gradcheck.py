@@ -10,11 +10,11 @@ with the float64 result at float32 tolerance: the kernels are checked too.
 from __future__ import annotations
 
 import numpy as np
+from reference import REFERENCE_OPS
 
 import cnngraph as cg
 from cnngraph.autodiff.backward import build
 from cnngraph.tolerance import assert_close
-from reference import REFERENCE_OPS
 
 EPS = 1e-6
 
@@ -95,12 +95,12 @@ def check_gradients(graph: cg.Graph, arrays, *, train: bool = False, loss: str |
         direction = rng.standard_normal(point.shape)
         assert gradient.shape == point.shape, (key, gradient.shape, point.shape)
 
-        def at(sign):
+        values = []
+        for sign in (1, -1):
             moved = point + sign * EPS * direction
-            if kind == "input":
-                return objective(base[:key] + [moved] + base[key + 1:])
-            return objective(base, {key: moved})
-        numeric = (at(1) - at(-1)) / (2 * EPS)
+            values.append(objective(base[:key] + [moved] + base[key + 1:]) if kind == "input"
+                          else objective(base, {key: moved}))
+        numeric = (values[0] - values[1]) / (2 * EPS)
         exact = float(np.sum(gradient * direction))
         scale = max(1.0, abs(numeric), float(np.sum(np.abs(gradient * direction))))
         assert abs(exact - numeric) <= 1e-6 * scale, f"{kind} {key}: analytic {exact!r}, finite differences {numeric!r}"

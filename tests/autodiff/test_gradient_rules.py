@@ -3,13 +3,13 @@ attributes; the NumPy backend's float32 run of the same training graph against t
 (gradcheck.py says how.)"""
 import numpy as np
 import pytest
+from conftest import examples
 from gradcheck import check_gradients
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cnngraph as cg
 from cnngraph.autodiff.backward import build, missing_rules
-from conftest import examples
 
 ACTIVATIONS = [None, {"op": "ReLU", "attrs": {}}, {"op": "Sigmoid", "attrs": {}}, {"op": "Tanh", "attrs": {}},
                {"op": "ReLU6", "attrs": {}}, {"op": "LeakyReLU", "attrs": {"negative_slope": 0.1}}]
