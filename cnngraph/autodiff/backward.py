@@ -37,6 +37,7 @@ class TrainingGraph:
     inputs: list[str | None]                          # per forward input: output holding its gradient, or None
     stats: dict[str, str] = field(default_factory=dict)     # BatchNorm node -> output of BatchStats (train)
     masks: dict[str, str] = field(default_factory=dict)     # Dropout node -> its mask input (train)
+    dropout_p: dict[str, float] = field(default_factory=dict)  # Dropout node -> its drop probability (train)
     holders: dict[tuple, list] = field(default_factory=dict)  # (node, param) -> [(training node, param)]
 
 
@@ -125,6 +126,7 @@ def _training_mode(graph: Graph, tg: Graph, result: TrainingGraph) -> None:
             mask = tg.input(f"{node.name}.mask", tg.type_of(node.inputs[0]).shape).name
             tg.replace(node.name, "Mul", [node.inputs[0], mask])
             result.masks[node.name] = mask
+            result.dropout_p[node.name] = float(node.attrs["p"])
 
 
 def _add_loss(tg: Graph, out: str, loss: str, grads) -> str:
