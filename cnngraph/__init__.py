@@ -69,7 +69,8 @@ def lint(graph: Graph) -> list[Finding]:
     return _lint(graph)
 
 
-__all__ = ["models", "datasets", "optim", "gradients", "Gradients", "Trainer", "History", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
+__all__ = ["datasets", "optim", "gradients", "Gradients", "Trainer", "History",
+           "models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
            "load_onnx",
            "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", "OnnxImportError",
            "ExportError", *_layer_names]
