@@ -198,3 +198,14 @@ def test_an_op_without_a_rule_is_refused_by_name():
     graph.output(graph.apply(cg.GlobalMaxPool2d(), x, name="gmp"))
     with pytest.raises(cg.GraphError, match=r"no gradient rule for gmp \(GlobalMaxPool2d\)"):
         build(graph, loss=None)
+
+
+def test_backward_keeps_only_the_activations_it_needs():
+    """The ReLU's gradient reads its output, not its input, and the global average's gradient reads neither:
+    the convolutions' outputs are read by the forward pass alone, so the plan frees them early."""
+    graph = cg.models.seed_m1(input_shape=(None, 1, 8, 8))
+    tg = build(graph, "cross_entropy", wrt_inputs=False).graph
+    assert tg.users("L1") == ["relu"]
+    assert tg.users("L2") == ["avgpool"]
+    assert set(tg.users("relu")) == {"L2", "relu.dx", "L2.dweight"}
+    assert not [n for n in tg.layers() if n.op == "Conv2dGradInput" and n.name.startswith("L1")]   # no ∂input
