@@ -168,8 +168,9 @@ class Conv2dGradInput(Layer):
     (N, in_channels, H, W), H and W given by ``input_size`` (a strided convolution's input size is not
     determined by its output's). Input pixels no window reads get 0.
 
-    Args: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation, groups) and
-        input_size, the forward input's (H, W).
+    Args:
+        attrs: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation,
+            groups) and input_size, the forward input's (H, W).
     Parameters: weight, the Conv2d's (out_channels, in_channels / groups, kh, kw).
     """
     prefix = "dconv_x"
@@ -205,7 +206,8 @@ class Conv2dGradWeight(Layer):
     """∂L/∂W of a Conv2d from its input x and ∂L/∂y, summed over the batch (training graphs only): inputs x
     (N, in_channels, H, W) and dy (N, out_channels, H', W'), output (out_channels, in_channels / groups, kh, kw).
 
-    Args: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation, groups).
+    Args:
+        attrs: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation, groups).
     """
     prefix = "dconv_w"
     arity = (2, 2)

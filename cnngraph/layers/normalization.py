@@ -119,8 +119,9 @@ class BatchNorm2dTrain(_BatchNormTraining):
     """BatchNorm2d in training mode (training graphs only): y = (x − μ_batch)/√(σ²_batch + eps)·weight + bias,
     statistics over every axis but 1 (σ² biased, as PyTorch normalises); input (N, C, ...), same output shape.
 
-    Args and parameters: BatchNorm2d's (num_features, eps; weight, bias, running_mean, running_var, the
-    running statistics unused here).
+    Args:
+        attrs: BatchNorm2d's (num_features, eps).
+    Parameters: BatchNorm2d's (weight, bias, running_mean, running_var; the running statistics unused here).
     """
     @classmethod
     def example(cls):
@@ -154,8 +155,9 @@ class BatchNorm2dGrad(_BatchNormTraining):
     """∂L/∂x or ∂L/∂weight of a BatchNorm2d (training graphs only), from its input x and ∂L/∂y: output of x's
     shape (wrt "x") or (num_features,) (wrt "weight").
 
-    Args: BatchNorm2d's (num_features, eps), plus ``training`` (batch statistics, else the running ones) and
-        ``wrt`` ("x" or "weight").
+    Args:
+        attrs: BatchNorm2d's (num_features, eps), plus ``training`` (batch statistics, else the running ones)
+            and ``wrt`` ("x" or "weight").
     Parameters: BatchNorm2d's.
     """
     arity = (2, 2)

@@ -248,7 +248,8 @@ class MaxPool2dGrad(Layer):
     """∂L/∂x of a MaxPool2d (training graphs only): inputs x (N, C, H, W), y (the pool's output) and dy (of
     y's shape), output of x's shape: each window's ∂y goes to its first maximum in row-major order.
 
-    Args: the MaxPool2d's attributes (kernel_size, stride, pads, dilation, ceil_mode).
+    Args:
+        attrs: the MaxPool2d's attributes (kernel_size, stride, pads, dilation, ceil_mode).
     """
     prefix = "dpool"
     arity = (3, 3)
@@ -275,7 +276,9 @@ class AvgPool2dGrad(Layer):
     """∂L/∂x of an AvgPool2d from ∂L/∂y (training graphs only): dy (N, C, H', W') → (N, C, H, W) with (H, W)
     given by ``input_size``.
 
-    Args: the AvgPool2d's attributes (kernel_size, stride, pads, ceil_mode, count_include_pad) and input_size.
+    Args:
+        attrs: the AvgPool2d's attributes (kernel_size, stride, pads, ceil_mode, count_include_pad) and
+            input_size.
     """
     prefix = "dpool"
     training_only = True
