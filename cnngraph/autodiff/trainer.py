@@ -18,7 +18,6 @@ from ..readonly import readonly_array
 from .backward import build
 from .gradients import collect, feeds, learnable
 
-
 SMALL_STEP_MACS = 50_000_000       # forward + backward ≈ 3 × the forward's MACs
 
 
