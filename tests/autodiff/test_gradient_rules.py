@@ -162,6 +162,44 @@ def test_add_mul_concat_reshape(seed, broadcast):
     check_gradients(graph, data(rng, (2, 2, 3, 3), (2, 2, 3, 3), s_shape), seed=seed)
 
 
+@examples(10)
+@given(op=st.sampled_from(["Sub", "Div", "Mul"]), other=st.sampled_from([(None, 2, 3), (2, 1), (3,), ()]),
+       seed=st.integers(0, 2**16))
+def test_broadcasting_arithmetic(op, other, seed):
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("arith")
+    x, y = graph.input("x", (None, 2, 3)), graph.input("y", other)
+    graph.output(graph.add(op, [x, y]))
+    shape = [2 if d is None else d for d in other]
+    divisor = (1.5 + np.abs(rng.standard_normal(shape))) * rng.choice([-1, 1], shape)
+    check_gradients(graph, [data(rng, (2, 2, 3))[0], divisor.astype(np.float32)], seed=seed)
+
+
+@examples(10)
+@given(perm=st.permutations([1, 2, 3]), axes=st.sets(st.integers(1, 3), min_size=1), keepdims=st.booleans(),
+       pads=st.tuples(*[st.integers(-1, 2)] * 3), seed=st.integers(0, 2**16))
+def test_transpose_reduce_mean_pad(perm, axes, keepdims, pads, seed):
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("tensor_ops")
+    x = graph.input("x", (None, 2, 3, 4))
+    t = graph.apply(cg.Transpose((0, *perm)), x)
+    p = graph.apply(cg.Pad((0, 0, 1, pads[0], 0, pads[1], 0, pads[2])), t)
+    graph.output(graph.apply(cg.ReduceMean(tuple(sorted(axes)), keepdims), p))
+    check_gradients(graph, data(rng, (2, 2, 3, 4)), seed=seed)
+
+
+def test_global_max_pool():
+    rng = np.random.default_rng(6)
+    check_gradients(one_op(cg.GlobalMaxPool2d(), (None, 3, 2, 4)), data(rng, (2, 3, 2, 4)))
+
+
+def test_refused_attributes_are_named():
+    with pytest.raises(cg.GraphError, match=r"pad1 \(Pad\): no gradient rule for mode 'reflect'"):
+        build(one_op(cg.Pad((0, 0, 1, 0, 0, 1), mode="reflect"), (None, 2, 3)), loss=None)
+    with pytest.raises(cg.GraphError, match="mean over a symbolic axis"):
+        build(one_op(cg.ReduceMean((0,)), (None, 2)), loss=None)
+
+
 def test_dropout_in_training_mode_multiplies_by_its_mask():
     rng = np.random.default_rng(3)
     graph = one_op(cg.Dropout(0.5), (None, 4))
@@ -195,8 +233,8 @@ def test_every_builtin_model_has_every_rule(name):
 def test_an_op_without_a_rule_is_refused_by_name():
     graph = cg.Graph("g")
     x = graph.input("x", (None, 3, 4, 4))
-    graph.output(graph.apply(cg.GlobalMaxPool2d(), x, name="gmp"))
-    with pytest.raises(cg.GraphError, match=r"no gradient rule for gmp \(GlobalMaxPool2d\)"):
+    graph.output(graph.apply(cg.LocalResponseNorm(3), x, name="lrn"))
+    with pytest.raises(cg.GraphError, match=r"no gradient rule for lrn \(LocalResponseNorm\)"):
         build(graph, loss=None)
 
 
