@@ -1,6 +1,8 @@
 """Every gradient rule against central finite differences in float64, with hypothesis drawing the op's
 attributes; the NumPy backend's float32 run of the same training graph against the float64 result.
 (gradcheck.py says how.)"""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import examples
@@ -247,3 +249,16 @@ def test_backward_keeps_only_the_activations_it_needs():
     assert tg.users("L2") == ["avgpool"]
     assert set(tg.users("relu")) == {"L2", "relu.dx", "L2.dweight"}
     assert not [n for n in tg.layers() if n.op == "Conv2dGradInput" and n.name.startswith("L1")]   # no ∂input
+
+
+PYTORCH_MODELS = sorted(p.name for p in (Path(__file__).parent.parent / "data" / "pytorch").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("name", PYTORCH_MODELS)
+def test_every_pytorch_test_model_gets_a_training_graph(name):
+    """The models PyTorch's TorchScript and dynamo exporters wrote (tests/data/pytorch): every op has a rule,
+    in both modes, and the training graph lints."""
+    graph = cg.load_onnx(Path(__file__).parent.parent / "data" / "pytorch" / name)
+    loss = "cross_entropy" if len(graph.type_of(graph.outputs[0]).shape) == 2 else None
+    for train in (False, True):
+        build(graph, loss, train=train).graph.lint()
