@@ -275,6 +275,8 @@ def demo(args) -> int:
     console.print("\nseed_m2 is seed_m1 without its ReLU: two 3×3 convolutions with nothing between them are one "
                   "linear map, and cnngraph folds them into the single 5×5 convolution of seed_m3. seed_m1 keeps "
                   "both: its ReLU makes it more than one linear map.")
+    from .train_command import demo_training
+    demo_training(console)
     return 0
 
 
