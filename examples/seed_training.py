@@ -8,7 +8,7 @@ set of functions (affine maps of the image through a 5×5 window) and M1's ReLU 
   2. cg.optimize folds the trained M2 into M3's shape with the same predictions: an M3 as good as M2 exists;
   3. M3 given four times the epochs narrows the gap: its parameters do adjust themselves, slowly.
 
-    python examples/seed_training.py [--epochs N] [--seeds K]
+    python examples/seed_training.py [--epochs N] [--seeds K] [--plot curves.png]
 """
 import argparse
 
@@ -19,6 +19,7 @@ import cnngraph as cg
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=10)
 parser.add_argument("--seeds", type=int, default=3)
+parser.add_argument("--plot", help="draw the validation accuracy per epoch here (needs matplotlib)")
 args = parser.parse_args()
 
 x, y = cg.datasets.digits()
@@ -35,13 +36,14 @@ def train_model(name: str, seed: int):
     return trainer.graph, history
 
 
-results, trained_m2 = {}, None
+results, curves, trained_m2 = {}, {}, None
 print(f"{'model':8} {'parameters':>10}  validation accuracy per seed ({args.epochs} epochs, Adam 0.02, cosine)")
 for name in ("seed_m1", "seed_m2", "seed_m3"):
     accuracies = []
     for seed in range(args.seeds):
         graph, history = train_model(name, seed)
         accuracies.append(history.val_accuracy[-1])
+        curves.setdefault(name, []).append(history.val_accuracy)
         if name == "seed_m2" and seed == 0:
             trained_m2 = graph
     results[name] = np.array(accuracies)
@@ -71,3 +73,23 @@ args.epochs *= 4
 _, history = train_model("seed_m3", 0)
 print(f"M3 with {args.epochs} epochs: accuracy {history.val_accuracy[-1]:.3f} (M2 with {args.epochs // 4}: "
       f"{m2[0]:.3f})")
+
+if args.plot:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for name, label in (("seed_m1", "M1: conv → ReLU → conv"), ("seed_m2", "M2: conv → conv"),
+                        ("seed_m3", "M3: one 5×5 conv")):
+        runs = np.array(curves[name])
+        epochs = np.arange(1, runs.shape[1] + 1)
+        axes.plot(epochs, runs.mean(0), label=label)
+        axes.fill_between(epochs, runs.min(0), runs.max(0), alpha=0.2)
+    axes.axhline(folded_accuracy, color="grey", linestyle=":", label="M2 trained, folded into M3's shape")
+    axes.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1),
+             title=f"digits, {args.seeds} seeds (band: min to max), same budget")
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(args.plot, dpi=100)
+    print(f"wrote {args.plot}")
