@@ -251,6 +251,15 @@ def test_backward_keeps_only_the_activations_it_needs():
     assert not [n for n in tg.layers() if n.op == "Conv2dGradInput" and n.name.startswith("L1")]   # no ∂input
 
 
+def test_a_training_graph_is_a_graph_like_any_other():
+    """It lints, the linter finds nothing to say, and it draws."""
+    from cnngraph.draw import to_dot
+    tg = build(cg.models.seed_m1(input_shape=(None, 1, 8, 8)), "cross_entropy", train=True).graph
+    tg.lint()
+    assert cg.lint(tg) == []
+    assert "Conv2dGradWeight" in to_dot(tg)
+
+
 PYTORCH_MODELS = sorted(p.name for p in (Path(__file__).parent.parent / "data" / "pytorch").glob("*.onnx"))
 
 
