@@ -456,7 +456,7 @@ REFERENCE_OPS.update({
                                                           node.attrs["dilation"], node.attrs["groups"]),
     "Conv2dGradWeight": lambda node, x, dy: conv2d_grad_weight(x, dy, node.attrs["kernel_size"], node.attrs["stride"],
                                                                node.attrs["pads"], node.attrs["dilation"],
-                                                               node.attrs["groups"]),
+                                                               node.attrs["groups"]).reshape(dy.shape[1], -1),
     "LinearGradInput": lambda node, dy: np.einsum("...o,oi->...i", dy, _param(node, "weight")),
     "LinearGradWeight": lambda node, x, dy: dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1]),
     "MaxPool2dGrad": lambda node, x, y, dy: max_pool2d_grad(x, y, dy, node.attrs["kernel_size"], node.attrs["stride"],

@@ -81,17 +81,15 @@ def make_conv_grad_weight(ctx):
     k = cin_g * kh * kw
     pad = padded_source((cin, n, h, w), a["pads"], _extent(a, (ho, wo), (h, w)), 0.0, ctx.scratch)
     columns = ctx.scratch.request((n, ho, wo, cin_g, kh, kw))      # (N·Ho·Wo, K): both GEMM operands row-major
-    result = ctx.scratch.request((cout, cin_g, kh, kw))
 
     def step(inputs, out):
         xp, dy = pad(inputs[0]), inputs[1]
-        cols, gradient = columns(), result()
+        cols = columns()
         for g in range(groups):
             np.copyto(cols, window_view(xp[g * cin_g:(g + 1) * cin_g], a["kernel_size"], a["stride"],
                                         a["dilation"], (ho, wo)).transpose(3, 4, 5, 0, 1, 2))
             np.matmul(dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo), cols.reshape(n * ho * wo, k),
-                      out=gradient[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k))
-        np.copyto(out, gradient.transpose(1, 0, 2, 3))    # a 4-D value is stored cnhw: (in/groups, out, kh, kw)
+                      out=out[g * cout_g:(g + 1) * cout_g])
         return out
     return step
 

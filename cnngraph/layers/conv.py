@@ -204,7 +204,9 @@ class Conv2dGradInput(Layer):
 
 class Conv2dGradWeight(Layer):
     """∂L/∂W of a Conv2d from its input x and ∂L/∂y, summed over the batch (training graphs only): inputs x
-    (N, in_channels, H, W) and dy (N, out_channels, H', W'), output (out_channels, in_channels / groups, kh, kw).
+    (N, in_channels, H, W) and dy (N, out_channels, H', W'), output the weight's gradient as a matrix
+    (out_channels, in_channels / groups · kh · kw), the GEMM's own result (a Reshape gives the weight's shape;
+    a 4-D result would be stored channels-first and transposed twice).
 
     Args:
         attrs: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation, groups).
@@ -227,7 +229,7 @@ class Conv2dGradWeight(Layer):
         if forward.shape[1:] != dy.shape[1:] or forward.shape[0] != dy.shape[0]:
             raise ShapeError(f"dy {dy.describe()} is not the output {forward} of this convolution of {x.describe()}")
         kh, kw = attrs["kernel_size"]
-        return TensorType((attrs["out_channels"], attrs["in_channels"] // attrs["groups"], kh, kw))
+        return TensorType((attrs["out_channels"], attrs["in_channels"] // attrs["groups"] * kh * kw))
 
     @classmethod
     def macs(cls, attrs, inputs, output):
@@ -245,7 +247,9 @@ def _conv_gradient(b, node, dy):
     x = node.inputs[0]
     grads = {0: b.add(node, "x", "Conv2dGradInput", [dy], {"weight": node.params["weight"]},
                       **_window_attrs(node.attrs), input_size=tuple(b.shape(x)[2:])),
-             "weight": b.add(node, "weight", "Conv2dGradWeight", [x, dy], **_window_attrs(node.attrs))}
+             "weight": b.add(node, "weight", "Reshape", [b.add(node, "weight.matrix", "Conv2dGradWeight", [x, dy],
+                                                                **_window_attrs(node.attrs))],
+                             shape=node.params["weight"].shape)}
     if node.attrs["bias"]:
         grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
     return grads
