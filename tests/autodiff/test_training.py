@@ -166,3 +166,10 @@ def test_trainer_updates_batchnorm_running_statistics_like_pytorch():
     params = trainer.graph.node("bn").params
     assert_close(params["running_mean"], 0.1 * data.mean(axis=(0, 2, 3)))
     assert_close(params["running_var"], 0.9 + 0.1 * data.var(axis=(0, 2, 3), ddof=1))
+
+
+def test_training_step_benchmark_runs(capsys):
+    from cnngraph.autodiff.benchmark import main
+    main(["seed_m1", "--size", "8", "--batch", "2", "--repeats", "1", "--one-thread"])
+    out = capsys.readouterr().out
+    assert "seed_m1 at 8×8, batch 2: forward" in out and "× the forward" in out and "MiB" in out
