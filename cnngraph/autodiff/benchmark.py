@@ -5,7 +5,8 @@
 The training graph (forward in training mode, cross-entropy, backward to every parameter) runs in the NumPy
 backend; the forward pass is the inference graph on the same batch. Times are medians; the peak is the most
 memory NumPy held at once during a first step (the plan's activation buffers, gradients and temporaries;
-tracemalloc, which NumPy reports its arrays to), beyond the parameters and what was held before it. ``--one-thread`` runs BLAS on one thread (the forward pass already does, per batch piece): on a
+tracemalloc, which NumPy reports its arrays to), beyond the parameters and what was held before it.
+``--one-thread`` runs BLAS on one thread (the forward pass already does, per batch piece): on a
 machine whose cores are busy, BLAS threads handing each other work can cost more than they save.
 """
 from __future__ import annotations
