@@ -32,6 +32,10 @@ def feeds(tg: TrainingGraph, inputs, target, rng: np.random.Generator) -> list[n
     target = np.asarray(target)
     if target.dtype.kind == "f" and tg.graph.node(tg.loss).op == "CrossEntropyLoss":
         raise InputError(f"the cross-entropy target must be integer class indices, got dtype {target.dtype}")
+    if tg.graph.node(tg.loss).op == "CrossEntropyLoss":
+        classes = graph.type_of(tg.forward_outputs[0]).shape[1]
+        if target.ndim != 1 or target.size and (target.min() < 0 or target.max() >= classes):
+            raise InputError(f"the cross-entropy target must be class indices in [0, {classes}), one per sample")
     named["target"] = target.astype(np.float32)
     for node, mask_input in tg.masks.items():
         p = tg.dropout_p[node]

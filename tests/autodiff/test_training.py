@@ -73,6 +73,8 @@ def test_gradients_api():
     assert trained.loss != result.loss                      # batch statistics instead of the running ones
     with pytest.raises(cg.InputError, match="integer class indices"):
         cg.gradients(graph, x, target=y.astype(np.float32))
+    with pytest.raises(cg.InputError, match=r"class indices in \[0, 10\)"):
+        cg.gradients(graph, x, target=y + 10)
 
 
 def test_mse_gradients_of_a_linear_map():
