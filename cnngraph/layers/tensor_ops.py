@@ -595,7 +595,7 @@ def _reduce_mean_gradient(b, node, dy):
     constant 1/count of the input's shape (1 along the symbolic axes, which must not be reduced)."""
     from ..errors import GraphError
     x = b.shape(node.inputs[0])
-    axes = ReduceMean.axes(node.attrs, len(x))
+    axes = node.layer.axes(node.attrs, len(x))
     if any(isinstance(x[i], str) for i in axes):
         raise GraphError(f"{node.label()}: no gradient rule for a mean over a symbolic axis")
     count = int(np.prod([x[i] for i in axes]))
