@@ -89,11 +89,11 @@ def train(args) -> int:
     console.print(f"training {graph.name} ({graph.param_count():,} parameters) on {len(x)} samples, "
                   f"validating on {len(xv)}: {optimizer}")
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("train", total=args.epochs, epoch=1, loss=float("nan"))
+                  TextColumn("accuracy {task.fields[accuracy]:.3f}"), console=console, transient=True) as progress:
+        task = progress.add_task("train", total=args.epochs, epoch=1, loss=float("nan"), accuracy=float("nan"))
 
-        def report(epoch, batch, batches, loss):
-            progress.update(task, completed=epoch + batch / batches, epoch=epoch + 1, loss=loss)
+        def report(epoch, batch, batches, loss, accuracy):
+            progress.update(task, completed=epoch + batch / batches, epoch=epoch + 1, loss=loss, accuracy=accuracy)
         history = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation=(xv, yv),
                               progress=report)
     for epoch in range(args.epochs):

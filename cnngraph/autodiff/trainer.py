@@ -100,7 +100,8 @@ class Trainer:
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation=None, shuffle: bool = True,
             progress=None) -> History:
         """Train for ``epochs`` over (x, y) in mini-batches; ``validation=(xv, yv)`` is scored after each epoch;
-        ``progress(epoch, batch, batches, loss)`` is called after every step. Returns the History."""
+        ``progress(epoch, batch, batches, loss, accuracy)`` is called after every step with the epoch's running
+        mean loss and accuracy. Returns the History."""
         x, y = np.asarray(x, np.float32), np.asarray(y)
         history = History()
         count = len(x)
@@ -114,7 +115,9 @@ class Trainer:
                 if self.loss == "cross_entropy":
                     correct += int((logits.argmax(axis=1) == y[chosen]).sum())
                 if progress:
-                    progress(epoch, index + 1, batches, loss)
+                    seen = min(start + batch_size, count)
+                    progress(epoch, index + 1, batches, total / seen,
+                             correct / seen if self.loss == "cross_entropy" else float("nan"))
             history.loss.append(total / count)
             history.accuracy.append(correct / count if self.loss == "cross_entropy" else float("nan"))
             if validation is not None:

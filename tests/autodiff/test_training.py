@@ -175,3 +175,12 @@ def test_training_step_benchmark_runs(capsys):
     main(["seed_m1", "--size", "8", "--batch", "2", "--repeats", "1", "--one-thread"])
     out = capsys.readouterr().out
     assert "seed_m1 at 8×8, batch 2: forward" in out and "× the forward" in out and "MiB" in out
+
+
+def test_fit_reports_progress_with_the_running_loss_and_accuracy():
+    (x, y), _ = split_digits(70)
+    calls = []
+    trainer = cg.Trainer(small_net(), optimizer=cg.optim.SGD(lr=0.05))
+    history = trainer.fit(x, y, epochs=1, batch_size=32, progress=lambda *args: calls.append(args))
+    assert [c[:3] for c in calls] == [(0, 1, 3), (0, 2, 3), (0, 3, 3)]
+    assert calls[-1][3] == pytest.approx(history.loss[0]) and calls[-1][4] == pytest.approx(history.accuracy[0])
