@@ -56,6 +56,8 @@ def make_conv_grad_input(ctx):
     groups = a["groups"]
     cin_g, cout_g = cin // groups, cout // groups
     weight = ctx.params["weight"]
+    if tuple(a["stride"]) == (1, 1):
+        return _conv_grad_input_as_conv(ctx, weight, (cin, n, h, w), (cout, ho, wo))
     matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kh * kw).T for g in range(groups)]
     columns = ctx.scratch.request((cin, kh, kw, n, ho, wo))
     scatter = _scatter_taps(ctx, (cin, n, *_extent(a, (ho, wo), (h, w))), (h, w), (ho, wo))
@@ -67,6 +69,37 @@ def make_conv_grad_input(ctx):
             np.matmul(matrix, dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo),
                       out=cols[g * cin_g:(g + 1) * cin_g].reshape(cin_g * kh * kw, n * ho * wo))
         return scatter(lambda i, j: cols[:, i, j], out)
+    return step
+
+
+def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
+    """Stride 1: ∂x is a convolution of ∂y, zero-padded by (k − 1)·d, with the kernel flipped and its in/out
+    axes swapped: ∂x[c, i, j] = Σ_{o,a,b} W[o, c, k−1−a, k−1−b] · ∂y_full[o, i + top + a·d, j + left + b·d].
+    Columns gathered like the forward pass's, then one GEMM per group: no scatter-add over taps."""
+    a = ctx.attrs
+    cin, n, h, w = x_shape
+    cout, ho, wo = y_shape
+    (kh, kw), (dh, dw) = a["kernel_size"], a["dilation"]
+    top, left = a["pads"][0], a["pads"][1]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    flipped = weight[:, :, ::-1, ::-1]
+    matrices = [np.ascontiguousarray(flipped[g * cout_g:(g + 1) * cout_g].transpose(1, 0, 2, 3))
+                .reshape(cin_g, cout_g * kh * kw) for g in range(groups)]
+    begin = ((kh - 1) * dh, (kw - 1) * dw)
+    full = ctx.scratch.request((cout, n, max(begin[0] + ho, h + top + begin[0]), max(begin[1] + wo, w + left + begin[1])))
+    columns = ctx.scratch.request((cout_g, kh, kw, n, h, w))
+
+    def step(inputs, out):
+        dy, padded, cols = inputs[0], full(), columns()
+        padded[...] = 0.0
+        padded[:, :, begin[0]:begin[0] + ho, begin[1]:begin[1] + wo] = dy
+        for g, matrix in enumerate(matrices):
+            np.copyto(cols, window_view(padded[g * cout_g:(g + 1) * cout_g, :, top:, left:], (kh, kw), (1, 1),
+                                        (dh, dw), (h, w)))
+            np.matmul(matrix, cols.reshape(cout_g * kh * kw, n * h * w),
+                      out=out[g * cin_g:(g + 1) * cin_g].reshape(cin_g, n * h * w))
+        return out
     return step
 
 
