@@ -55,14 +55,23 @@ def collect(tg: TrainingGraph, graph: Graph, outputs) -> Gradients:
     return Gradients(float(by_name[tg.loss]), params, tuple(by_name[name] if name else None for name in tg.inputs))
 
 
+def run_training(graph: Graph, *arrays):
+    """Run a training graph in the NumPy backend with BLAS on one thread. A training graph cannot be cut into
+    batch pieces (its weight gradients sum over the batch), and BLAS's own threads cost more than they gave on
+    the 2-core machines measured: resnet18 at 32×32, batch 32, took 1,472 ms a step with them, 274 ms without."""
+    from .. import run
+    from ..backends.numpy_backend.batch_split import single_threaded_blas
+    with single_threaded_blas():
+        return run(graph, *arrays)
+
+
 def gradients(graph: Graph, *inputs, target, loss: str = "cross_entropy", train: bool = False,
               seed: int = 0) -> Gradients:
     """The mean ``loss`` ("cross_entropy" on logits with integer targets, or "mse") of ``graph`` on ``inputs``
     and its gradient with respect to every learnable parameter and every input. ``train`` uses BatchNorm's
     batch statistics and Dropout's masks (drawn with ``seed``); otherwise the graph is as at inference."""
-    from .. import run
     tg = build(graph, loss, train=train)
     arrays = [np.asarray(a, np.float32) for a in inputs]
-    result = collect(tg, graph, run(tg.graph, *feeds(tg, arrays, target, np.random.default_rng(seed))))
+    result = collect(tg, graph, run_training(tg.graph, *feeds(tg, arrays, target, np.random.default_rng(seed))))
     result.inputs = tuple(np.zeros(a.shape, np.float32) if g is None else g for g, a in zip(result.inputs, arrays))
     return result

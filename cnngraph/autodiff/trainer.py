@@ -8,7 +8,6 @@ PyTorch: running = (1 − momentum)·running + momentum·batch, the batch varian
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,9 +15,7 @@ import numpy as np
 from ..graph import Graph
 from ..readonly import readonly_array
 from .backward import build
-from .gradients import collect, feeds, learnable
-
-SMALL_STEP_MACS = 50_000_000       # forward + backward ≈ 3 × the forward's MACs
+from .gradients import collect, feeds, learnable, run_training
 
 
 @dataclass
@@ -56,7 +53,6 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.training = build(graph, loss, train=True, wrt_inputs=False)
         self.keys = learnable(graph)
-        self.macs_per_sample = graph.macs()
 
     @property
     def graph(self) -> Graph:
@@ -65,10 +61,8 @@ class Trainer:
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One optimizer step on one batch; returns the batch's loss and the logits (training mode)."""
-        from .. import run
         tg = self.training
-        with self._blas_threads(len(x)):
-            outputs = run(tg.graph, *feeds(tg, [x], y, self.rng))
+        outputs = run_training(tg.graph, *feeds(tg, [x], y, self.rng))
         result = collect(tg, self._graph, outputs)
         for key in self.keys:
             param = self._graph.node(key[0]).params[key[1]]
@@ -82,14 +76,6 @@ class Trainer:
             self._set((node, "running_mean"), (1 - m) * params["running_mean"] + m * batch[0])
             self._set((node, "running_var"), (1 - m) * params["running_var"] + m * batch[1])
         return result.loss, by_name[tg.forward_outputs[0]]
-
-    def _blas_threads(self, batch: int):
-        """One BLAS thread for a small step: threads handing each other products of a few thousand MACs cost
-        more than they save (seed_m1 at 8×8, batch 64: 18 ms a step on one thread, 210 ms on two busy cores)."""
-        if 3 * batch * self.macs_per_sample >= SMALL_STEP_MACS:
-            return nullcontext()
-        from ..backends.numpy_backend.batch_split import single_threaded_blas
-        return single_threaded_blas()
 
     def _set(self, key: tuple, value: np.ndarray) -> None:
         array = readonly_array(np.asarray(value, np.float32))

@@ -172,7 +172,7 @@ def test_trainer_updates_batchnorm_running_statistics_like_pytorch():
 
 def test_training_step_benchmark_runs(capsys):
     from cnngraph.autodiff.benchmark import main
-    main(["seed_m1", "--size", "8", "--batch", "2", "--repeats", "1", "--one-thread"])
+    main(["seed_m1", "--size", "8", "--batch", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "seed_m1 at 8×8, batch 2: forward" in out and "× the forward" in out and "MiB" in out
 
