@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (register the kernels)
     adaptive_pooling,
     elementwise,
     gemm,
+    gradients,
     pooling,
     reductions,
     resample,

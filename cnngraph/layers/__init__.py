@@ -6,6 +6,7 @@ from . import (
     adaptive_pooling,
     conv,
     linear,
+    losses,
     normalization,
     pooling,
     reductions,
@@ -31,6 +32,7 @@ FAMILIES = (
     select,
     resample,
     slicing,
+    losses,
 )
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
