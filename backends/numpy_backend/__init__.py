@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import weakref
 
-from . import elementwise, gemm, pooling, tensor_ops  # noqa: F401  (register the kernels)
+from . import activations, elementwise, gemm, math_ops, pooling, tensor_ops  # noqa: F401  (register the kernels)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor
