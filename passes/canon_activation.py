@@ -253,12 +253,14 @@ def mish(m):
     """x · tanh(softplus(x)) -> Mish(x), softplus with beta 1 (a threshold of 15 or more is exact in float32)"""
     graph = m.graph
     found = _product_of(m, 1.0)
-    pair = found and _of_x(graph, found[0], "Tanh")
-    if not pair:
+    if not found or len(found[0]) != 2:
         return None
-    x, tanh = pair
-    softplus = graph.node(tanh.inputs[0])
-    if softplus.op != "Softplus" or softplus.inputs != (x,):
+    for x, other in (found[0], found[0][::-1]):
+        tanh = graph.node(other)
+        softplus = graph.node(tanh.inputs[0]) if tanh.op == "Tanh" else None
+        if softplus is not None and softplus.op == "Softplus" and tuple(softplus.inputs) == (x,):
+            break
+    else:
         return None
     if softplus.attrs["beta"] != 1.0 or softplus.attrs["threshold"] < SOFTPLUS_EXACT_THRESHOLD:
         return m.refuse(f"{softplus.name} is Softplus{tuple(softplus.attrs.values())}, not Mish's (1, 20)",

@@ -15,10 +15,20 @@ def _erf(x, out, attrs):
 
 unary("Abs", lambda x, out, attrs: np.abs(x, out=out))
 unary("Neg", lambda x, out, attrs: np.negative(x, out=out))
-unary("Exp", lambda x, out, attrs: np.exp(x, out=out))
-unary("Log", lambda x, out, attrs: np.log(x, out=out))
-unary("Sqrt", lambda x, out, attrs: np.sqrt(x, out=out))
-unary("Reciprocal", lambda x, out, attrs: np.reciprocal(x, out=out))
+
+
+def _quiet(function):
+    """ONNX's values where NumPy warns: nan below 0 (Log, Sqrt), ±inf at 0 (Log, Reciprocal), inf past exp(88)."""
+    def apply(x, out, attrs):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            function(x, out=out)
+    return apply
+
+
+unary("Exp", _quiet(np.exp))
+unary("Log", _quiet(np.log))
+unary("Sqrt", _quiet(np.sqrt))
+unary("Reciprocal", _quiet(np.reciprocal))
 unary("Erf", _erf)
 
 
@@ -28,7 +38,8 @@ def make_pow(ctx):
 
     def step(inputs, out):
         base, exponent = broadcast(inputs)
-        np.power(base, exponent, out=out)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            np.power(base, exponent, out=out)
         return out
     return step
 

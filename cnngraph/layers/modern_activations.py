@@ -321,13 +321,17 @@ def _prelu(imp, node):
     if slope.size == 1:
         imp.add(node, "PReLU", [x], dict(num_parameters=1, init=0.25), dict(weight=slope.reshape(1)))
         return
-    if len(shape) < 2 or slope.ndim > len(shape):
-        raise Unsupported(f"slope of shape {list(slope.shape)} for an input of shape {list(shape)}")
     full = (1,) * (len(shape) - slope.ndim) + slope.shape
-    others = [d for i, d in enumerate(full) if i != 1]
-    if full[1] != shape[1] or any(d != 1 for d in others):
-        raise Unsupported(f"slope of shape {list(slope.shape)} is not one per channel of {list(shape)}")
-    imp.add(node, "PReLU", [x], dict(num_parameters=int(slope.size), init=0.25), dict(weight=slope.reshape(-1)))
+    if slope.ndim > len(shape) or any(d not in (1, n) for d, n in zip(full, shape)):
+        raise Unsupported(f"slope of shape {list(slope.shape)} does not broadcast to the input's {list(shape)}")
+    if len(shape) >= 2 and full[1] == shape[1] and all(d == 1 for i, d in enumerate(full) if i != 1):
+        imp.add(node, "PReLU", [x], dict(num_parameters=int(slope.size), init=0.25), dict(weight=slope.reshape(-1)))
+        return
+    # any other slope (per element, along the last axis): ONNX's broadcast spelled out, max(x, 0) + s·min(x, 0)
+    zero = imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.zeros((), np.float32)))
+    scale = imp.add_step(node, "Constant", [], dict(shape=slope.shape), dict(value=slope))
+    negative = imp.add_step(node, "Mul", [imp.add_step(node, "Min", [x, zero]), scale])
+    imp.add(node, "Add", [imp.add_step(node, "Max", [x, zero]), negative], dict(broadcast=True))
 
 
 @imports("Elu", "Celu")
@@ -338,12 +342,16 @@ def _elu_celu(imp, node):
 
 @imports("Selu")
 def _selu(imp, node):
-    """SELU has fixed constants: ONNX's defaults (float32 of PyTorch's) or PyTorch's own, nothing else."""
+    """SELU's own constants (ONNX's defaults are their float32 values) make a SELU; any others gamma·ELU(alpha)."""
     a = imp.attrs(node)
+    x = imp.value(node.input[0])
     alpha, gamma = a.get("alpha", SELU_ALPHA), a.get("gamma", SELU_SCALE)
-    if np.float32(alpha) != np.float32(SELU_ALPHA) or np.float32(gamma) != np.float32(SELU_SCALE):
-        raise Unsupported(f"alpha {alpha}, gamma {gamma} are not SELU's constants")
-    imp.add(node, "SELU", [imp.value(node.input[0])])
+    if np.float32(alpha) == np.float32(SELU_ALPHA) and np.float32(gamma) == np.float32(SELU_SCALE):
+        imp.add(node, "SELU", [x])
+        return
+    elu = imp.add_step(node, "ELU", [x], dict(alpha=nice_float(alpha)))
+    scale = imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.array(gamma, np.float32)))
+    imp.add(node, "Mul", [elu, scale])
 
 
 @imports("Gelu")

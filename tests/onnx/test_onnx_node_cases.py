@@ -37,6 +37,7 @@ REFUSED = [
      "a ceil_mode window starting in the padding: ONNX keeps it, PyTorch drops it (pytorch #71549)"),
     (r"training", "training mode"),
     (r"test_identity_(opt|sequence)", "optional and sequence types: cnngraph's values are tensors"),
+    (r"test_center_crop_pad_.*_expanded", "Slice on computed values (its Max/Min now import; Slice does not yet)"),
 ]
 
 
