@@ -64,18 +64,20 @@ def _celu(x, out, attrs):
 
 
 def _gelu(x, out, attrs):
+    """0.5·x·(1 + erf or tanh(...)), the bracket in float64: in float32, 1 + erf(−4) keeps one significant digit."""
     if attrs["approximate"] == "tanh":
-        inner = x * x
-        inner *= np.float32(0.044715)
+        inner = x.astype(np.float64)
+        inner *= inner
+        inner *= 0.044715
         inner += 1.0
         inner *= x
-        inner *= np.float32(math.sqrt(2 / math.pi))
+        inner *= math.sqrt(2 / math.pi)
         np.tanh(inner, out=inner)
     else:
-        inner = erf(x * (1 / math.sqrt(2))).astype(np.float32)
+        inner = erf(x * (1 / math.sqrt(2)))
     inner += 1.0
     inner *= 0.5
-    np.multiply(x, inner, out=out)
+    np.multiply(x, inner, out=out, casting="same_kind")
 
 
 def _silu(x, out, attrs):
