@@ -10,6 +10,7 @@ scale · Π factors (c·a·b, (a·b)/c and a·(b·c) alike); the rules then matc
   gelu_tanh    0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))      -> GELU(x, approximate="tanh")
                (x³ as x·x·x or Pow(x, 3))
   mish         x · tanh(softplus(x))                                    -> Mish(x)
+  softplus_beta  softplus(β·x) / β  (how both exporters write beta ≠ 1)   -> Softplus(x; β)
 Each layer computes its formula exactly as written here, so a rewrite changes float32 results only by rounding.
 A rule fires only when every node it removes is read by the pattern alone and is no graph output, the
 constants equal the formula's to float32 precision (a relative 1e-6: 0.7071 for 1/√2 is not GELU), and the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 
 from cnngraph.layers.modern_activations import SOFTPLUS_EXACT_THRESHOLD
+from cnngraph.onnx.handler_tools import nice_float
 
 from .base import constant_value, sole_reader
 from .rules import rule, rule_pass
@@ -268,5 +270,24 @@ def mish(m):
     return _replace(m, [*found[1], tanh, softplus], "Mish", x)
 
 
-PASS = rule_pass("canon_activation", 1, [silu, hardsigmoid, hardswish, gelu, gelu_tanh, mish],
+@rule(anchor=PRODUCT)
+def softplus_beta(m):
+    """softplus(β·x) / β -> Softplus(x; β), the inner softplus of beta 1: exact, thresholds included (β·x > t
+    gives β·x/β = x on both sides)"""
+    graph = m.graph
+    found = _product(graph, m.node)
+    if found is None or len(found[1]) != 1 or found[0] == 0.0:
+        return None
+    scale, (inner,), nodes = found
+    softplus = graph.node(inner)
+    if softplus.op != "Softplus" or softplus.attrs["beta"] != 1.0:
+        return None
+    argument = _scaled_factors(graph, softplus.inputs[0], 1 / scale)
+    if argument is None or len(argument[0]) != 1 or _equals(1 / scale, 1.0):
+        return None
+    attrs = dict(beta=nice_float(1 / scale), threshold=softplus.attrs["threshold"])
+    return _replace(m, [*nodes, softplus, *argument[1]], "Softplus", argument[0][0], attrs)
+
+
+PASS = rule_pass("canon_activation", 1, [silu, hardsigmoid, hardswish, gelu, gelu_tanh, mish, softplus_beta],
                  "activations spelled out element by element (x·sigmoid(x), the erf form of GELU, ...) made one layer")

@@ -123,8 +123,7 @@ def test_activation_and_unary_math_everywhere(case):
         with pytest.raises(ExportError, match="threshold"):
             cg.export_onnx(graph, opset=case["opset"])
         return
-    beta_spelled = layer.op == "Softplus" and layer.attrs["beta"] != 1.0   # exported Div(Softplus(Mul(x, β)), β)
-    check_everywhere(graph, case, scale, "Div" if beta_spelled else layer.op)
+    check_everywhere(graph, case, scale, layer.op)
 
 
 @examples(60)
@@ -243,6 +242,9 @@ SPELLED_OUT = {
                           ("Hardswish", {})),
     "mish_opset13": ([N("Softplus", ["x"], ["s"]), N("Tanh", ["s"], ["t"]), N("Mul", ["x", "t"], ["y"])], {},
                      ("Mish", {})),
+    # both exporters' Softplus(beta=2): Div(Softplus(Mul(x, 2)), 2)
+    "softplus_beta": ([N("Mul", ["x", "beta"], ["b"]), N("Softplus", ["b"], ["s"]), N("Div", ["s", "beta"], ["y"])],
+                      dict(beta=2.0), ("Softplus", {"beta": 2.0, "threshold": 20.0})),
 }
 
 

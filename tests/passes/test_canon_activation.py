@@ -73,6 +73,11 @@ def mish(b, beta=1.0, threshold=20.0):
     return b("Mul", b.x, b("Tanh", soft, name="t"), name="y")
 
 
+def softplus_beta(b, beta=3.0, divisor=3.0, inner_beta=1.0):
+    soft = b("Softplus", b("Mul", b.x, b.const(beta), name="bx"), name="sp", beta=inner_beta, threshold=20.0)
+    return b("Div", soft, b.const(divisor), name="y")
+
+
 POSITIVE = {
     "silu": (lambda b: silu(b), "SiLU", {}),
     "silu_swapped": (lambda b: silu(b, swap=True), "SiLU", {}),
@@ -89,6 +94,10 @@ POSITIVE = {
     "hardsigmoid": (lambda b: b("Div", b("ReLU6", b("Add", b.x, b.const(3.0), name="a"), name="c"), b.const(6.0),
                                 name="y"), "Hardsigmoid", {"alpha": 1 / 6, "beta": 0.5}),
     "mish": (lambda b: mish(b), "Mish", {}),
+    "softplus_beta": (lambda b: softplus_beta(b), "Softplus", {"beta": 3.0, "threshold": 20.0}),
+    "softplus_beta_as_product": (lambda b: b("Mul", b.const(0.5), b("Softplus", b("Mul", b.const(2.0), b.x),
+                                                                       beta=1.0, threshold=20.0)),
+                                 "Softplus", {"beta": 2.0, "threshold": 20.0}),
 }
 
 
@@ -151,6 +160,8 @@ NEGATIVE = {
     "x_times_hardsigmoid_of_onnx_defaults": lambda b: b("Mul", b("Hardsigmoid", b.x, alpha=0.2, beta=0.5), b.x),
     "mish_of_softplus_beta_2": lambda b: mish(b, beta=2.0),
     "mish_of_softplus_threshold_1": lambda b: mish(b, threshold=1.0),
+    "softplus_divided_by_another_beta": lambda b: softplus_beta(b, divisor=2.0),
+    "softplus_of_softplus_beta_2": lambda b: softplus_beta(b, inner_beta=2.0),
     "relu6_clip_of_other_bounds": lambda b: b("Div", b("Mul", b.x, b("Hardtanh", b("Add", b.x, b.const(3.0)),
                                                                       min_val=0.0, max_val=5.0)), b.const(6.0)),
 }
