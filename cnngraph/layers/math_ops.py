@@ -106,15 +106,13 @@ class _Variadic(Layer):
 
 class Max(_Variadic):
     """The element-wise maximum of one or more values, with broadcasting, as ``torch.maximum`` (ONNX's Max).
-    No arguments."""
-    idempotent = True
+    No arguments. (Not ``idempotent``: max(max(a, b), c) is no repetition.)"""
     prefix = "max"
 
 
 class Min(_Variadic):
     """The element-wise minimum of one or more values, with broadcasting, as ``torch.minimum`` (ONNX's Min).
     No arguments."""
-    idempotent = True
     prefix = "min"
 
 
