@@ -280,3 +280,22 @@ def test_import_refusals_name_the_node():
         cg.load_onnx(one_node_model("Gelu", ["N", 3], 20, approximate="fast"))
     with pytest.raises(OnnxImportError, match="slope of shape"):
         cg.load_onnx(one_node_model("PRelu", ["N", 3], 17, [("slope", np.ones((4,), np.float32))]))
+
+
+@pytest.mark.parametrize("exponent", [np.array(2, np.int64), np.array([3], np.int32), np.array([0.5], np.float32)])
+def test_pow_exponent_of_another_type_becomes_a_float32_constant(exponent):
+    shape = ["N", 3]
+    model = one_node_model("Pow", shape, 17, [("e", exponent)])
+    graph = cg.load_onnx(model)
+    assert graph.node("y").op == "Pow"
+    x = np.random.default_rng(0).uniform(0.1, 3, size=(2, 3)).astype(np.float32)
+    assert_close(cg.run(graph, x), ort_outputs(model, x)[0])
+
+
+def test_max_min_with_a_constant_operand_import():
+    shape = ["N", 3]
+    for op_type in ("Max", "Min"):
+        model = one_node_model(op_type, shape, 13, [("c", np.array([0.5, -0.5, 0.0], np.float32))])
+        graph = cg.load_onnx(model)
+        assert graph.node("y").op == op_type
+        matches_ort(model, graph, shape)
