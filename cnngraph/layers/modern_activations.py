@@ -60,10 +60,6 @@ class PReLU(Layer):
             raise ShapeError(f"{count} slopes need an input (N, {count}, ...), got {x.describe()}")
         return x.type
 
-    @classmethod
-    def summary(cls, attrs):
-        return f"{attrs['num_parameters']} slope{'s' if attrs['num_parameters'] > 1 else ''}"
-
 
 class ELU(_Elementwise):
     """x if x > 0 else alpha·(exp(x) − 1) element-wise, as ``torch.nn.ELU``.
@@ -141,8 +137,8 @@ class Hardsigmoid(_Elementwise):
     """min(max(alpha·x + beta, 0), 1) element-wise, as ``torch.nn.Hardsigmoid()`` (= relu6(x + 3)/6).
 
     Args:
-        alpha, beta: PyTorch's module has none: its are alpha = 1/6, beta = 1/2 (the defaults). Other values
-            are ONNX's HardSigmoid in general (its own defaults are 0.2 and 0.5), kept when imported.
+        alpha, beta: PyTorch's module has no arguments; its slope and offset are the defaults. Other values are
+            ONNX's HardSigmoid in general (its own defaults are 0.2 and 0.5), kept when imported.
     """
     fusable_activation = True
     prefix = "hardsigmoid"
@@ -209,7 +205,7 @@ __all__ = ["PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardsigmoid"
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
-def _scalar(e, n, key: str, value: float) -> str:
+def _scalar(e, n, key: str, value: float) -> str:                  # a float32 scalar initializer
     return e.initializer(f"{n.name}.{key}", np.array(value, np.float32))
 
 
@@ -223,9 +219,9 @@ def _prelu_to_onnx(e, n):
     e.emit(n, "PRelu", [n.inputs[0], e.param(n, "weight", weight)])
 
 
-@exports("ELU")
-def _elu_to_onnx(e, n):
-    e.emit(n, "Elu", n.inputs, alpha=n.attrs["alpha"])
+@exports("ELU", "CELU")
+def _elu_celu_to_onnx(e, n):
+    e.emit(n, n.op.capitalize(), n.inputs, alpha=n.attrs["alpha"])
 
 
 @exports("SELU")
@@ -233,16 +229,10 @@ def _selu_to_onnx(e, n):
     e.emit(n, "Selu", n.inputs, alpha=SELU_ALPHA, gamma=SELU_SCALE)
 
 
-@exports("CELU")
-def _celu_to_onnx(e, n):
-    e.emit(n, "Celu", n.inputs, alpha=n.attrs["alpha"])
-
-
 @exports("GELU")
 def _gelu_to_onnx(e, n):
-    """Gelu from opset 20; before, the expression PyTorch's TorchScript exporter writes:
-    erf form  Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5);
-    tanh form Mul(Mul(x, Add(Tanh(Mul(Add(x, Mul(Mul(x, Mul(x, x)), 0.044715)), √(2/π))), 1)), 0.5)."""
+    """Gelu from opset 20; before, what PyTorch's TorchScript exporter writes: Mul(Mul(x, Add(Erf(Div(x, √2)), 1)),
+    0.5), or Mul(Mul(x, Add(Tanh(Mul(Add(x, Mul(Mul(x, Mul(x, x)), 0.044715)), √(2/π))), 1)), 0.5)."""
     x, form = n.inputs[0], n.attrs["approximate"]
     if e.opset >= 20:
         e.emit(n, "Gelu", [x], approximate=form)
@@ -277,7 +267,7 @@ def _mish_to_onnx(e, n):
 
 @exports("Hardsigmoid")
 def _hardsigmoid_to_onnx(e, n):
-    e.emit(n, "HardSigmoid", n.inputs, alpha=n.attrs["alpha"], beta=n.attrs["beta"])
+    e.emit(n, "HardSigmoid", n.inputs, **n.attrs)
 
 
 @exports("Hardswish")
@@ -365,7 +355,7 @@ def _gelu(imp, node):
 
 @imports("Mish", "HardSwish")
 def _mish_hardswish(imp, node):
-    imp.add(node, "Mish" if node.op_type == "Mish" else "Hardswish", [imp.value(node.input[0])])
+    imp.add(node, node.op_type.capitalize(), [imp.value(node.input[0])])
 
 
 @imports("Swish")
@@ -392,7 +382,7 @@ def _hardsigmoid(imp, node):
 
 @imports("Softplus")
 def _softplus(imp, node):
-    """log(1 + exp(x)): PyTorch's Softplus(1, 20) to float32 (past x = 20 the two differ by exp(−20) ≈ 2e-9)."""
+    """log(1 + exp(x)) is PyTorch's Softplus(1, 20) to float32: past x = 20 they differ by exp(−20) ≈ 2e-9."""
     imp.add(node, "Softplus", [imp.value(node.input[0])], dict(beta=1.0, threshold=20.0))
 
 
