@@ -15,29 +15,47 @@ from cnngraph.layers.modern_activations import SELU_ALPHA, SELU_SCALE
 from .elementwise import ANY, unary
 from .kernel import kernel
 
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_TWO_OVER_SQRT_PI = np.float32(2.0 / math.sqrt(math.pi))
 # erfc(z) ≈ t·exp(−z² + P(t)), t = 1/(1 + z/2), z ≥ 0: relative error below 1.2e-7 everywhere (Numerical
-# Recipes' erfcc, a Chebyshev fit); below |z| = 0.5 erf's Taylor series (10 terms, error < 1e-16) keeps
-# erf(z)'s own relative precision, which 1 − erfc loses near 0.
-_ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
-         -0.82215223, 0.17087277)
+# Recipes' erfcc, a Chebyshev fit), so erfc keeps its relative precision far into the tail (GELU's left side).
+# Below z = 0.5 erf's Taylor series (7 terms, error < 1e-12) keeps erf(z)'s own precision, which 1 − erfc loses.
+_ERFC = tuple(np.float32(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+                                      -1.13520398, 1.48851587, -0.82215223, 0.17087277))
+_ERF_SERIES = tuple(np.float32((-1) ** n / (math.factorial(n) * (2 * n + 1))) for n in range(7))
 
 
-def erf(x: np.ndarray) -> np.ndarray:
-    """erf element-wise, in float64 (vectorized; NumPy has no erf)."""
-    z = np.abs(x, dtype=np.float64)
-    t = 1.0 / (1.0 + 0.5 * z)
+def erfc_nonnegative(z: np.ndarray) -> np.ndarray:
+    """erfc(z) for z ≥ 0, float32 in and out (a new array)."""
+    t = z * np.float32(0.5)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
     poly = np.full_like(t, _ERFC[-1])
     for c in reversed(_ERFC[:-1]):
         poly *= t
         poly += c
-    large = 1.0 - t * np.exp(poly - z * z)
-    square, term, series = z * z, z.copy(), z.copy()
-    for k in range(1, 10):                     # Σ (−1)ᵏ z^(2k+1) / (k! (2k+1))
-        term *= -square / k
-        series += term / (2 * k + 1)
-    result = np.where(z < 0.5, series * _TWO_OVER_SQRT_PI, large)
-    return np.copysign(result, x)
+    poly -= z * z
+    np.exp(poly, out=poly)
+    poly *= t
+    return poly
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf element-wise, float32 (vectorized; NumPy has no erf): a new array."""
+    z = np.abs(x)
+    result = erfc_nonnegative(z)
+    np.subtract(np.float32(1.0), result, out=result)
+    small = z < 0.5
+    if small.any():
+        zs = z[small]
+        square = zs * zs
+        series = np.full_like(zs, _ERF_SERIES[-1])
+        for c in reversed(_ERF_SERIES[:-1]):
+            series *= square
+            series += c
+        series *= zs
+        series *= _TWO_OVER_SQRT_PI
+        result[small] = series
+    return np.copysign(result, x, out=result)
 
 
 def _elu(x, out, attrs):
@@ -64,20 +82,24 @@ def _celu(x, out, attrs):
 
 
 def _gelu(x, out, attrs):
-    """0.5·x·(1 + erf or tanh(...)), the bracket in float64: in float32, 1 + erf(−4) keeps one significant digit."""
+    """x·Φ(x) without the cancellation of 1 + erf(x/√2) or 1 + tanh(u) for x < 0 in float32:
+    none: 1 + erf(x/√2) = erfc(|x|/√2) for x < 0, 2 − erfc(|x|/√2) otherwise;
+    tanh: 1 + tanh(u) = 2·sigmoid(2u), u = √(2/π)·(x + 0.044715·x³)."""
     if attrs["approximate"] == "tanh":
-        inner = x.astype(np.float64)
-        inner *= inner
-        inner *= 0.044715
-        inner += 1.0
-        inner *= x
-        inner *= math.sqrt(2 / math.pi)
-        np.tanh(inner, out=inner)
-    else:
-        inner = erf(x * (1 / math.sqrt(2)))
-    inner += 1.0
-    inner *= 0.5
-    np.multiply(x, inner, out=out, casting="same_kind")
+        half_bracket = x * x
+        half_bracket *= np.float32(0.044715)
+        half_bracket += np.float32(1.0)
+        half_bracket *= x
+        half_bracket *= np.float32(-2 * math.sqrt(2 / math.pi))      # −2u
+        with np.errstate(over="ignore"):
+            np.exp(half_bracket, out=half_bracket)
+        half_bracket += np.float32(1.0)
+        np.divide(x, half_bracket, out=out)                           # x·sigmoid(2u) = 0.5·x·(1 + tanh(u))
+        return
+    tail = erfc_nonnegative(np.abs(x) * np.float32(1 / math.sqrt(2)))
+    bracket = np.where(x < 0, tail, np.float32(2.0) - tail)
+    bracket *= np.float32(0.5)
+    np.multiply(x, bracket, out=out)
 
 
 def _silu(x, out, attrs):

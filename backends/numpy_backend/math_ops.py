@@ -10,7 +10,7 @@ from .kernel import kernel
 
 
 def _erf(x, out, attrs):
-    np.copyto(out, erf(x), casting="same_kind")
+    np.copyto(out, erf(x))
 
 
 unary("Abs", lambda x, out, attrs: np.abs(x, out=out))
