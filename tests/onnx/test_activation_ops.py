@@ -299,3 +299,13 @@ def test_max_min_with_a_constant_operand_import():
         graph = cg.load_onnx(model)
         assert graph.node("y").op == op_type
         matches_ort(model, graph, shape)
+
+
+@pytest.mark.parametrize("opset, axis", [(11, 1), (11, -1), (11, None), (13, 1), (13, None)])
+def test_log_softmax_before_and_from_opset_13(opset, axis):
+    """Before 13 LogSoftmax normalizes over the axes from ``axis`` on, flattened (default 1); from 13 along ``axis``
+    (default −1): the PITFALLS' Softmax change, the same for LogSoftmax."""
+    shape = ["N", 3, 2, 4]
+    model = one_node_model("LogSoftmax", shape, opset, **({} if axis is None else {"axis": axis}))
+    graph = cg.optimize(cg.load_onnx(model), level=1)
+    matches_ort(model, graph, shape)
