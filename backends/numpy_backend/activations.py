@@ -63,7 +63,7 @@ def _elu(x, out, attrs):
     np.expm1(negative, out=negative)
     negative *= np.float32(attrs["alpha"])
     np.maximum(x, 0.0, out=out)
-    np.copyto(out, negative, where=out <= 0.0)     # x ≤ 0 → alpha·(exp(x) − 1); x > 0 kept (x itself)
+    out += negative                                # exact: one of the two terms is 0
 
 
 def _selu(x, out, attrs):
