@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import examples
+from hypothesis import given
+from hypothesis import strategies as st
 from pass_helpers import assert_equivalent, named_ops, refusals
 
 import cnngraph as cg
@@ -183,4 +186,54 @@ def test_a_constant_that_broadcasts_x_larger_is_no_scalar():
     optimized = cg.optimize(graph, level=1)
     assert "SiLU" not in {n.op for n in optimized.layers()}
     assert any("not the shape of x" in r for r in refusals(optimized))
+    assert_equivalent(graph, optimized)
+
+
+# --- any operand order and any grouping of the product ---------------------------------------------------------
+def product_of(b, draw, factors, constant):
+    """constant · Π factors as binary Mul nodes in a drawn order and grouping, or a Div by 1/constant (a constant
+    1 is left out: x·sigmoid(x)·1 is SiLU(x)·1, rightly)."""
+    divide = constant != 1.0 and draw(st.booleans())              # the constant becomes a divisor instead
+    items = list(factors) if divide or constant == 1.0 else [*factors, b.const(constant)]
+    items = draw(st.permutations(items))
+    while len(items) > 1:
+        i = draw(st.integers(0, len(items) - 2))
+        items[i:i + 2] = [b("Mul", items[i], items[i + 1])]
+    return b("Div", items[0], b.const(1 / constant)) if divide else items[0]
+
+
+def add_one(b, draw, value):
+    return b("Add", *((value, b.const(1.0)) if draw(st.booleans()) else (b.const(1.0), value)))
+
+
+@st.composite
+def spelled_out(draw):
+    b = Builder()
+    kind = draw(st.sampled_from(["GELU", "GELU tanh", "SiLU", "Hardswish", "Mish"]))
+    if kind == "GELU":
+        argument = product_of(b, draw, [b.x], 1 / math.sqrt(2))
+        y = product_of(b, draw, [b.x, add_one(b, draw, b("Erf", argument))], 0.5)
+    elif kind == "GELU tanh":
+        cube = product_of(b, draw, [b.x, b.x, b.x], 0.044715)
+        shift = b("Add", *draw(st.permutations([b.x, cube])))
+        inner = b("Tanh", product_of(b, draw, [shift], math.sqrt(2 / math.pi)))
+        y = product_of(b, draw, [b.x, add_one(b, draw, inner)], 0.5)
+    elif kind == "SiLU":
+        y = product_of(b, draw, [b.x, b("Sigmoid", b.x)], 1.0)
+    elif kind == "Hardswish":
+        shifted = b("Add", *draw(st.permutations([b.x, b.const(3.0)])))
+        y = product_of(b, draw, [b.x, b("ReLU6", shifted)], 1 / 6)
+    else:
+        y = product_of(b, draw, [b.x, b("Tanh", b("Softplus", b.x, beta=1.0, threshold=20.0))], 1.0)
+    return kind, b.done(y)
+
+
+@examples(60)
+@given(spelled_out())
+def test_any_grouping_and_order_becomes_one_layer(case):
+    kind, graph = case
+    optimized = cg.optimize(graph, level=1)
+    op, _, form = kind.partition(" ")
+    assert [n.op for n in optimized.layers()] == [op]
+    assert optimized.layers()[0].attrs == ({"approximate": form or "none"} if op == "GELU" else {})
     assert_equivalent(graph, optimized)
