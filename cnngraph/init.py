@@ -33,7 +33,12 @@ def seeded(seed: int):
 
 
 def uniform(shape, bound: float) -> np.ndarray:
-    return _generator.uniform(-bound, bound, size=shape).astype(np.float32)
+    """U(-bound, bound) drawn in float32 directly: a float64 draw and its cast took seconds on VGG's 133M
+    parameters."""
+    values = _generator.random(shape, dtype=np.float32)
+    values *= np.float32(2 * bound)
+    values -= np.float32(bound)
+    return values
 
 
 def fan_in_uniform(shape, fan_in: int) -> np.ndarray:

@@ -14,6 +14,7 @@ PyTorch semantics followed here (one axis; pads are (begin, end) and equal in Py
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -232,6 +233,166 @@ def _avg_pool(node, x):
     return avg_pool2d(x, a["kernel_size"], a["stride"], a["pads"], a["ceil_mode"], a["count_include_pad"])
 
 
+# --- slicing and resampling (cnngraph/layers/slicing.py, resample.py) ----------------------------------------
+def onnx_slice(x, starts, ends, axes, steps):
+    """ONNX Slice, written out: normalise and clamp each start/end by the spec, then copy index by index."""
+    taken = [list(range(size)) for size in x.shape]
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = x.shape[axis]
+        start, end = start + size if start < 0 else start, end + size if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), size), min(max(end, 0), size)
+        else:
+            start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+        picked, i = [], start
+        while (i < end) if step > 0 else (i > end):
+            picked.append(i)
+            i += step
+        taken[axis % x.ndim] = picked
+    out = np.empty([len(t) for t in taken])
+    for index in np.ndindex(*out.shape):
+        out[index] = x[tuple(t[i] for t, i in zip(taken, index))]
+    return out
+
+
+def index_select(x, dim, index):
+    dim %= x.ndim
+    picks = index if isinstance(index, tuple) else (index,)
+    parts = [np.expand_dims(x[(slice(None),) * dim + (i % x.shape[dim],)], dim) for i in picks]
+    out = np.concatenate(parts, axis=dim)
+    return out if isinstance(index, tuple) else out.squeeze(dim)
+
+
+def expand(x, shape):
+    rank = max(x.ndim, len(shape))
+    dims = (1,) * (rank - x.ndim) + x.shape
+    target = (1,) * (rank - len(shape)) + tuple(1 if isinstance(d, str) else d for d in shape)
+    out_shape = [max(a, b) for a, b in zip(dims, target)]
+    out = np.empty(out_shape)
+    source = x.reshape(dims)
+    for index in np.ndindex(*out_shape):
+        out[index] = source[tuple(0 if d == 1 else i for i, d in zip(index, dims))]
+    return out
+
+
+def tile(x, dims):
+    repeats = (1,) * (x.ndim - len(dims)) + tuple(dims)
+    out = np.empty([d * r for d, r in zip(x.shape, repeats)])
+    for index in np.ndindex(*out.shape):
+        out[index] = x[tuple(i % d for i, d in zip(index, x.shape))]
+    return out
+
+
+def _resize_coordinate(x, transform, length_in, length_out, scale):
+    """ONNX Resize's coordinate_transformation_mode for one output index, in float32 as runtimes compute it."""
+    f, x, s = np.float32, np.float32(x), np.float32(scale)
+    if length_in == length_out and s == 1:
+        return x                         # runtimes leave an axis of scale 1 alone, whatever the mode
+    if transform == "asymmetric":
+        return x / s
+    if transform == "tf_half_pixel_for_nn":
+        return (x + f(0.5)) / s
+    if transform == "align_corners":
+        return f(0) if length_out == 1 else x * f(length_in - 1) / f(length_out - 1)
+    if transform == "pytorch_half_pixel" and length_out == 1:
+        return f(0)
+    shift = f(0)
+    if transform == "half_pixel_symmetric":
+        shift = f(length_in) / f(2) * (f(1) - f(length_out) / (s * f(length_in)))
+    return shift + (x + f(0.5)) / s - f(0.5)
+
+
+def _round(c, mode):
+    if mode == "floor":
+        return math.floor(c)
+    if mode == "ceil":
+        return math.ceil(c)
+    if c - math.floor(c) == 0.5:
+        return math.floor(c) if mode == "round_prefer_floor" else math.ceil(c)
+    return int(round(float(c)))
+
+
+def _linear_taps(c, n):
+    """(index, weight) of the two cells around coordinate c, clamped to [0, n - 1]."""
+    c = min(max(c, 0.0), n - 1.0)
+    low = int(math.floor(c))
+    return [(low, 1.0 - (c - low)), (min(low + 1, n - 1), c - low)]
+
+
+def _cubic_taps(c, n, a=-0.75):
+    """(index, weight) of the four cells around c by Keys' kernel; a cell past the edge reads the edge."""
+    def keys(d):
+        d = abs(d)
+        if d <= 1:
+            return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a if d < 2 else 0.0
+    low = int(math.floor(c))
+    return [(min(max(i, 0), n - 1), keys(c - i)) for i in range(low - 1, low + 3)]
+
+
+def upsample(x, attrs):
+    spatial = x.shape[2:]
+    wanted = attrs["size"] or attrs["scale_factor"]
+    wanted = tuple(wanted) * len(spatial) if len(wanted) == 1 else tuple(wanted)
+    if attrs["size"]:
+        sizes = list(wanted)
+        scales = [np.float32(o) / np.float32(i) for o, i in zip(sizes, spatial)]
+    else:
+        scales = [np.float32(s) for s in wanted]
+        sizes = [int(math.floor(i * float(s))) for i, s in zip(spatial, scales)]
+    out = np.empty((*x.shape[:2], *sizes))
+    for position in np.ndindex(*sizes):
+        coords = [_resize_coordinate(p, attrs["coordinate_transformation_mode"], n, o, s)
+                  for p, n, o, s in zip(position, spatial, sizes, scales)]
+        if attrs["mode"] == "nearest":
+            source = tuple(min(max(_round(c, attrs["nearest_mode"]), 0), n - 1) for c, n in zip(coords, spatial))
+            out[(Ellipsis, *position)] = x[(Ellipsis, *source)]
+            continue
+        if attrs["mode"] == "bicubic":
+            taps = [_cubic_taps(float(c), n) for c, n in zip(coords, spatial)]
+        else:
+            taps = [_linear_taps(float(c), n) for c, n in zip(coords, spatial)]
+        total = 0.0
+        for choice in np.ndindex(*(len(t) for t in taps)):
+            weight, source = 1.0, []
+            for axis_taps, k in zip(taps, choice):
+                weight *= axis_taps[k][1]
+                source.append(axis_taps[k][0])
+            total = total + weight * x[(Ellipsis, *source)]
+        out[(Ellipsis, *position)] = total
+    return out
+
+
+def reduce_naive(x, axes, keepdims, how):
+    """A reduction by a loop over every element: each adds to (or bounds) the output cell its kept indices
+    name. Empty axes means all axes (ONNX's default)."""
+    axes = {a % x.ndim for a in axes} if axes else set(range(x.ndim))
+    cells: dict[tuple, list] = {}
+    for index in np.ndindex(*x.shape):
+        cells.setdefault(tuple(0 if i in axes else v for i, v in enumerate(index)), []).append(x[index])
+    out = np.zeros([1 if i in axes else d for i, d in enumerate(x.shape)])
+    for key, values in cells.items():
+        if how == "sum":
+            out[key] = math.fsum(values)
+        elif how == "mean":
+            out[key] = math.fsum(values) / len(values)
+        elif how == "l2":
+            out[key] = math.sqrt(math.fsum(v * v for v in values))
+        else:
+            out[key] = max(values) if how == "max" else min(values)
+    return out if keepdims else out.reshape([d for i, d in enumerate(x.shape) if i not in axes])
+
+
+def where_naive(condition, x, y):
+    """Element by element over the broadcast shape: x where the condition is non-zero, else y."""
+    shape = np.broadcast_shapes(condition.shape, x.shape, y.shape)
+    c, x, y = (np.broadcast_to(a, shape) for a in (condition, x, y))
+    out = np.empty(shape)
+    for index in np.ndindex(*shape):
+        out[index] = x[index] if c[index] != 0 else y[index]
+    return out
+
+
 REFERENCE_OPS = {
     "Conv2d": lambda node, x: _conv(node, x),
     "Linear": lambda node, x: linear(x, _param(node, "weight"), _param(node, "bias")),
@@ -261,34 +422,115 @@ REFERENCE_OPS = {
     "Transpose": lambda node, x: np.transpose(x, node.attrs["perm"]).copy(),
     "Pad": lambda node, x: pad(x, node.attrs["pads"], node.attrs["mode"], node.attrs["value"]),
     "Reshape": lambda node, x: reshape(x, node.attrs["shape"], node.bindings),
-    "ReduceMean": lambda node, x: np.mean(x, axis=tuple(node.attrs["axes"]) or None, keepdims=node.attrs["keepdims"]),
+    "ReduceMean": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "mean"),
+    "ReduceSum": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "sum"),
+    "ReduceMax": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "max"),
+    "ReduceMin": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "min"),
+    "ReduceL2": lambda node, x: reduce_naive(x, node.attrs["axes"], node.attrs["keepdims"], "l2"),
+    "Where": lambda node, x, y: where_naive(_param(node, "condition"), x, y),
     "GlobalMaxPool2d": lambda node, x: np.max(x, axis=(2, 3), keepdims=True),
     "LocalResponseNorm": lambda node, x: local_response_norm(x, node.attrs["size"], node.attrs["alpha"],
                                                              node.attrs["beta"], node.attrs["k"]),
     "Hardtanh": lambda node, x: np.minimum(np.maximum(x, node.attrs["min_val"]), node.attrs["max_val"]),
-    # modern activations (PyTorch's documented formulas) and element-wise math
-    "PReLU": lambda node, x: prelu(x, _param(node, "weight")),
-    "ELU": lambda node, x: np.where(x > 0, x, node.attrs["alpha"] * (np.exp(np.minimum(x, 0.0)) - 1.0)),
-    "SELU": lambda node, x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0.0)) - 1.0)),
-    "CELU": lambda node, x: celu(x, node.attrs["alpha"]),
-    "GELU": lambda node, x: gelu(x, node.attrs["approximate"]),
-    "SiLU": lambda node, x: x / (1.0 + np.exp(-x)),
-    "Mish": lambda node, x: x * np.tanh(softplus(x, 1.0, 20.0)),
-    "Hardsigmoid": lambda node, x: np.clip(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0),
-    "Hardswish": lambda node, x: x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0,
-    "Softplus": lambda node, x: softplus(x, node.attrs["beta"], node.attrs["threshold"]),
-    "LogSoftmax": lambda node, x: np.log(softmax(x, node.attrs["dim"])),
-    "Abs": lambda node, x: np.abs(x),
-    "Neg": lambda node, x: -x,
-    "Exp": lambda node, x: np.exp(x),
-    "Log": lambda node, x: np.log(x),
-    "Sqrt": lambda node, x: np.sqrt(x),
-    "Reciprocal": lambda node, x: 1.0 / x,
-    "Erf": lambda node, x: _erf(x),
-    "Pow": lambda node, a, b: np.power(a, b),
-    "Max": lambda node, *xs: np.maximum.reduce(np.broadcast_arrays(*xs)),
-    "Min": lambda node, *xs: np.minimum.reduce(np.broadcast_arrays(*xs)),
+    "Slice": lambda node, x: onnx_slice(x, node.attrs["starts"], node.attrs["ends"], node.attrs["axes"],
+                                        node.attrs["steps"]),
+    "IndexSelect": lambda node, x: index_select(x, node.attrs["dim"], node.attrs["index"]),
+    "Expand": lambda node, x: expand(x, node.attrs["shape"]),
+    "Tile": lambda node, x: tile(x, node.attrs["dims"]),
+    "Upsample": lambda node, x: upsample(x, node.attrs),
 }
+
+
+# --- 1-D and 3-D pooling (and any other rank): every output position, every tap --------------------------------
+def pool_nd(x, kernel, stride, pads, dilation, ceil_mode, maximum, count_include_pad=True):
+    """MaxPool/AvgPool over the len(kernel) trailing axes of x (N, C, *spatial); pads are the begins then the
+    ends; the windows and divisors of max_pool2d/avg_pool2d above, axis by axis."""
+    dims = len(kernel)
+    axes = [_pool_windows(x.shape[2 + i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil_mode)
+            for i in range(dims)]
+    out = np.zeros((*x.shape[:2], *(len(w) for w in axes)))
+    for index in itertools.product(*(range(len(w)) for w in axes)):
+        windows = [axes[i][j] for i, j in enumerate(index)]
+        taps = [x[(slice(None), slice(None), *tap)] for tap in itertools.product(*(w[0] for w in windows))]
+        if maximum:
+            out[(slice(None), slice(None), *index)] = np.max(taps, axis=0) if taps else -np.inf
+            continue
+        if count_include_pad:   # the window clipped to the padded input, as in avg_pool2d
+            count = math.prod(min(start + kernel[i], x.shape[2 + i] + pads[dims + i]) - start
+                              for i, (_, start) in enumerate(windows))
+        else:
+            count = len(taps)
+        out[(slice(None), slice(None), *index)] = sum(taps) / count
+    return out
+
+
+def _pool_nd_op(maximum):
+    def run(node, x):
+        a = node.attrs
+        dilation = a.get("dilation", (1,) * len(a["kernel_size"]))
+        return pool_nd(x, a["kernel_size"], a["stride"], a["pads"], dilation, a["ceil_mode"], maximum,
+                       a.get("count_include_pad", True))
+    return run
+
+
+REFERENCE_OPS.update({f"{kind}Pool{dims}d": _pool_nd_op(kind == "Max") for kind in ("Max", "Avg") for dims in (1, 3)})
+
+
+# --- adaptive pooling: window i of an axis of n cells pooled to m is [floor(i·n/m), ceil((i+1)·n/m)) -----------
+def adaptive_pool(x, out_sizes, maximum):
+    sizes = x.shape[2:]
+    out = np.zeros((*x.shape[:2], *out_sizes))
+    for index in itertools.product(*(range(m) for m in out_sizes)):
+        window = tuple(slice(math.floor(i * n / m), math.ceil((i + 1) * n / m))
+                       for i, n, m in zip(index, sizes, out_sizes))
+        cells = x[(slice(None), slice(None), *window)].reshape(*x.shape[:2], -1)
+        out[(slice(None), slice(None), *index)] = cells.max(axis=2) if maximum else cells.mean(axis=2)
+    return out
+
+
+REFERENCE_OPS.update({f"Adaptive{kind}Pool{dims}d": (
+    lambda node, x, maximum=kind == "Max": adaptive_pool(x, node.type.shape[2:], maximum))
+    for kind in ("Max", "Avg") for dims in (1, 2, 3)})
+
+
+# --- per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm): one group of values at a time ------------
+def _standardized(values, eps):
+    mean = sum(values.reshape(-1)) / values.size
+    variance = sum((v - mean) ** 2 for v in values.reshape(-1)) / values.size
+    return (values - mean) / math.sqrt(variance + eps)
+
+
+def layer_norm(x, normalized_shape, eps, weight, bias):
+    out = np.empty_like(x)
+    for index in np.ndindex(*x.shape[:x.ndim - len(normalized_shape)]):
+        out[index] = _standardized(x[index], eps)
+        out[index] = out[index] * (1.0 if weight is None else weight) + (0.0 if bias is None else bias)
+    return out
+
+
+def group_norm(x, groups, eps, weight, bias):
+    out = np.empty_like(x)
+    size = x.shape[1] // groups
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            out[n, g * size:(g + 1) * size] = _standardized(x[n, g * size:(g + 1) * size], eps)
+        for c in range(x.shape[1]):
+            out[n, c] = out[n, c] * (1.0 if weight is None else weight[c]) + (0.0 if bias is None else bias[c])
+    return out
+
+
+def _sample_norm_ops():
+    layer = lambda node, x: layer_norm(x, node.attrs["normalized_shape"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    group = lambda node, x: group_norm(x, node.attrs["num_groups"], node.attrs["eps"],  # noqa: E731
+                                       _param(node, "weight"), _param(node, "bias"))
+    instance = lambda node, x: group_norm(x, x.shape[1], node.attrs["eps"],  # noqa: E731
+                                          _param(node, "weight"), _param(node, "bias"))
+    return {"LayerNorm": layer, "GroupNorm": group, "InstanceNorm1d": instance, "InstanceNorm2d": instance,
+            "InstanceNorm3d": instance}
+
+
+REFERENCE_OPS.update(_sample_norm_ops())
 
 
 # --- modern activations, float64, with Python's math.erf element by element ---------------------------------
@@ -321,6 +563,31 @@ def softplus(x, beta, threshold):
     with np.errstate(over="ignore"):
         smooth = np.log1p(np.exp(beta * x)) / beta
     return np.where(beta * x > threshold, x, smooth)
+
+
+REFERENCE_OPS.update({   # modern activations (PyTorch's documented formulas) and element-wise math
+    "PReLU": lambda node, x: prelu(x, _param(node, "weight")),
+    "ELU": lambda node, x: np.where(x > 0, x, node.attrs["alpha"] * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "SELU": lambda node, x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "CELU": lambda node, x: celu(x, node.attrs["alpha"]),
+    "GELU": lambda node, x: gelu(x, node.attrs["approximate"]),
+    "SiLU": lambda node, x: x / (1.0 + np.exp(-x)),
+    "Mish": lambda node, x: x * np.tanh(softplus(x, 1.0, 20.0)),
+    "Hardsigmoid": lambda node, x: np.clip(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0),
+    "Hardswish": lambda node, x: x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0,
+    "Softplus": lambda node, x: softplus(x, node.attrs["beta"], node.attrs["threshold"]),
+    "LogSoftmax": lambda node, x: np.log(softmax(x, node.attrs["dim"])),
+    "Abs": lambda node, x: np.abs(x),
+    "Neg": lambda node, x: -x,
+    "Exp": lambda node, x: np.exp(x),
+    "Log": lambda node, x: np.log(x),
+    "Sqrt": lambda node, x: np.sqrt(x),
+    "Reciprocal": lambda node, x: 1.0 / x,
+    "Erf": lambda node, x: _erf(x),
+    "Pow": lambda node, a, b: np.power(a, b),
+    "Max": lambda node, *xs: np.maximum.reduce(np.broadcast_arrays(*xs)),
+    "Min": lambda node, *xs: np.minimum.reduce(np.broadcast_arrays(*xs)),
+})
 
 
 def _check_shape(node, array):

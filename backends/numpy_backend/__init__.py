@@ -3,7 +3,20 @@ from __future__ import annotations
 
 import weakref
 
-from . import activations, elementwise, gemm, math_ops, pooling, tensor_ops  # noqa: F401  (register the kernels)
+from . import (  # noqa: F401  (register the kernels)
+    activations,
+    adaptive_pooling,
+    elementwise,
+    gemm,
+    math_ops,
+    pooling,
+    reductions,
+    resample,
+    sample_norm,
+    select,
+    slicing,
+    tensor_ops,
+)
 from .inputs import coerce_inputs
 from .kernel import KERNELS
 from .plan import Executor

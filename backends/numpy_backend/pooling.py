@@ -8,6 +8,8 @@ count_include_pad, to the real input otherwise.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cnngraph.shapes import average_pool_divisor
@@ -105,3 +107,52 @@ def make_global_avgpool(ctx):
         np.mean(inputs[0].reshape(c, n, h * w), axis=2, out=out.reshape(c, n))
         return out
     return step
+
+
+# --- 1-D and 3-D pooling: the same per-axis passes, one per spatial axis, in the logical layout -----------------
+def axis_by_axis_pool(ctx, fill: float, combine):
+    """Reduce each window axis after axis: pass i pools spatial axis i of the previous pass's result into a
+    scratch array (the last pass into the output). The 2-D kernels above keep their CNHW form."""
+    a = ctx.attrs
+    dims = len(a["kernel_size"])
+    dilation = a.get("dilation", (1,) * dims)
+    shape = list(ctx.in_shapes[0])
+    scratch = []
+    for i in range(dims - 1):
+        shape[2 + i] = ctx.out_shape[2 + i]
+        scratch.append(ctx.scratch.request(tuple(shape)))
+
+    def step(inputs, out):
+        source = inputs[0]
+        for i in range(dims):
+            target = scratch[i]() if i < dims - 1 else out
+            pool_axis(source, target, 2 + i, a["kernel_size"][i], a["stride"][i], dilation[i], a["pads"][i], fill,
+                      combine)
+            source = target
+        return out
+    return step
+
+
+def _nd_maxpool(ctx):
+    return axis_by_axis_pool(ctx, np.finfo(np.float32).min, np.maximum)
+
+
+def _nd_avgpool(ctx):
+    a = ctx.attrs
+    dims = len(a["kernel_size"])
+    divisors = [average_pool_divisor(ctx.in_shapes[0][2 + i], ctx.out_shape[2 + i], a["kernel_size"][i],
+                                     a["stride"][i], a["pads"][i], a["pads"][dims + i], a["count_include_pad"],
+                                     a.get("dilation", (1,) * dims)[i]) for i in range(dims)]
+    reciprocal = (1.0 / functools.reduce(np.multiply.outer, divisors)).astype(np.float32)
+    window_sum = axis_by_axis_pool(ctx, 0.0, np.add)
+
+    def step(inputs, out):
+        window_sum(inputs, out)
+        np.multiply(out, reciprocal, out=out)
+        return out
+    return step
+
+
+for _dims in (1, 3):
+    kernel(f"MaxPool{_dims}d")(_nd_maxpool)
+    kernel(f"AvgPool{_dims}d")(_nd_avgpool)

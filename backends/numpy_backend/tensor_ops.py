@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnngraph.layers import ReduceMean
-
 from .elementwise import ANY, unary
 from .kernel import kernel
 
@@ -72,17 +70,6 @@ def make_pad(ctx):
             out[inner] = x
         else:
             np.copyto(out, np.pad(x, widths, mode=a["mode"]))
-        return out
-    return step
-
-
-@kernel("ReduceMean")
-def make_reduce_mean(ctx):
-    axes = ReduceMean.axes(ctx.attrs, len(ctx.in_shapes[0]))
-    kept = tuple(1 if i in axes else d for i, d in enumerate(ctx.in_shapes[0]))
-
-    def step(inputs, out):
-        np.mean(inputs[0], axis=axes, keepdims=True, out=out.reshape(kept))
         return out
     return step
 

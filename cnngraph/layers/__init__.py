@@ -1,9 +1,41 @@
 """The layer catalogue: importing this package registers every op, and exports each family's layers by name
 (cnngraph.ReLU, ...): a new layer class in a family module is exported without a change here."""
 from ..layer import REGISTRY
-from . import activations, conv, linear, math_ops, modern_activations, normalization, pooling, structure, tensor_ops
+from . import (
+    activations,
+    adaptive_pooling,
+    conv,
+    linear,
+    math_ops,
+    modern_activations,
+    normalization,
+    pooling,
+    reductions,
+    resample,
+    sample_norm,
+    select,
+    slicing,
+    structure,
+    tensor_ops,
+)
 
-FAMILIES = (activations, conv, linear, normalization, pooling, structure, tensor_ops, math_ops, modern_activations)
+FAMILIES = (
+    activations,
+    adaptive_pooling,
+    conv,
+    linear,
+    normalization,
+    pooling,
+    sample_norm,
+    structure,
+    tensor_ops,
+    reductions,
+    select,
+    resample,
+    slicing,
+    math_ops,
+    modern_activations,
+)
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
            if isinstance(cls, type) and cls.__module__ == family.__name__ and REGISTRY.get(cls.op) is cls}

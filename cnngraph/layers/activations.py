@@ -167,6 +167,11 @@ def _softmax(imp, node):
     if imp.opset >= 13 or axis % rank == rank - 1:
         imp.add(node, "Softmax", [x], dict(axis=axis if imp.opset >= 13 else -1))
         return
+    block = imp.shape(x)[axis % rank:]
+    wide = [i for i, d in enumerate(block) if d != 1]
+    if len(wide) <= 1:                  # (N, 1000, 1, 1) from axis 1: flattening the block leaves one axis
+        imp.add(node, "Softmax", [x], dict(axis=axis % rank + (wide[0] if wide else 0)))
+        return
     flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
     soft = imp.add_step(node, "Softmax", [flat], dict(axis=-1))
     imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))

@@ -312,9 +312,11 @@ def _prelu(imp, node):
         imp.add(node, "PReLU", [x], dict(num_parameters=1, init=0.25), dict(weight=slope.reshape(1)))
         return
     full = (1,) * (len(shape) - slope.ndim) + slope.shape
-    if slope.ndim > len(shape) or any(d not in (1, n) for d, n in zip(full, shape)):
+    broadcasts = slope.ndim <= len(shape) and all(d in (1, n) for d, n in zip(full, shape))
+    legacy = slope.ndim == 1 and len(shape) >= 3 and slope.shape[0] == shape[1]   # opset 6's per-channel (C,),
+    if not broadcasts and not legacy:                     # which onnx's version converter carries forward as is
         raise Unsupported(f"slope of shape {list(slope.shape)} does not broadcast to the input's {list(shape)}")
-    if len(shape) >= 2 and full[1] == shape[1] and all(d == 1 for i, d in enumerate(full) if i != 1):
+    if not broadcasts or (len(shape) >= 2 and full[1] == shape[1] and all(d == 1 for i, d in enumerate(full) if i != 1)):
         imp.add(node, "PReLU", [x], dict(num_parameters=int(slope.size), init=0.25), dict(weight=slope.reshape(-1)))
         return
     # any other slope (per element, along the last axis): ONNX's broadcast spelled out, max(x, 0) + s·min(x, 0)

@@ -5,39 +5,55 @@ chains of layers can be folded into one.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ExportError, ShapeError
-from ..layer import Layer, pair, require_rank, require_static, require_window
-from ..onnx.handler_tools import Unsupported, pair_attr, spatial
+from ..layer import Layer, require_rank, require_static, require_window
+from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
+from ..onnx.nd_attrs import ints_attr, window_pads
 from ..onnx.pool_windows import end_pads, pool_axes, rounding
 from ..onnx.shared import onnx_window_count, overhang
 from ..shapes import TensorType, pool_output_size
 
+LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
-def _pool_attrs(cls_name, kernel_size, stride, padding, dilation):
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(stride, "stride")
-    pad = pair(padding, "padding")
-    dilation = pair(dilation, "dilation")
+
+def _ntuple(value, n: int, what: str) -> tuple[int, ...]:
+    """PyTorch's int-or-tuple arguments, for n spatial axes."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {value!r}")
+
+
+def _pool_attrs(cls_name, kernel_size, stride, padding, dilation, n: int = 2):
+    kernel = _ntuple(kernel_size, n, "kernel_size")
+    stride = kernel if stride is None else _ntuple(stride, n, "stride")
+    pad = _ntuple(padding, n, "padding")
+    dilation = _ntuple(dilation, n, "dilation")
     if min(kernel + stride + dilation) < 1 or min(pad) < 0:
         raise ValueError(f"{cls_name}: kernel_size, stride, dilation must be >= 1 and padding >= 0")
     for p, k, d in zip(pad, kernel, dilation):
         if p > ((k - 1) * d + 1) // 2:
             raise ValueError(f"{cls_name}: padding {padding} must be at most half of the kernel size "
                              f"{kernel_size} (as in PyTorch)")
-    return dict(kernel_size=kernel, stride=stride, pads=(pad[0], pad[1], pad[0], pad[1]), dilation=dilation)
+    return dict(kernel_size=kernel, stride=stride, pads=pad + pad, dilation=dilation)
 
 
 def _infer_pool(attrs, inputs):
     x, = inputs
-    require_rank(inputs, 4, "(N, C, H, W)")
+    n = len(attrs["kernel_size"])
+    require_rank(inputs, n + 2, LAYOUTS.get(n, ""))
     require_window(attrs)
-    require_static(x, (2, 3), "spatial size")
-    top, left, bottom, right = attrs["pads"]
-    sizes = [pool_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i], (top, left)[i],
-                              (bottom, right)[i], attrs["dilation"][i], attrs["ceil_mode"]) for i in range(2)]
+    require_static(x, range(2, 2 + n), "spatial size")
+    pads = attrs["pads"]
+    sizes = [pool_output_size(x.shape[2 + i], attrs["kernel_size"][i], attrs["stride"][i], pads[i], pads[n + i],
+                              attrs["dilation"][i], attrs["ceil_mode"]) for i in range(n)]
     if min(sizes) < 1:
         raise ShapeError(f"input {x.describe()} is too small for kernel {attrs['kernel_size']} "
                          f"with padding {attrs['pads']}")
@@ -45,12 +61,11 @@ def _infer_pool(attrs, inputs):
 
 
 def _pool_summary(attrs) -> str:
-    return f"{attrs['kernel_size'][0]}×{attrs['kernel_size'][1]}, stride {attrs['stride'][0]}"
+    return f"{'×'.join(map(str, attrs['kernel_size']))}, stride {attrs['stride'][0]}"
 
 
 def _pool_macs(attrs, output):
-    _, c, h, w = output.shape
-    return c * h * w * attrs["kernel_size"][0] * attrs["kernel_size"][1]
+    return int(np.prod(output.shape[1:])) * int(np.prod(attrs["kernel_size"]))
 
 
 class MaxPool2d(Layer):
@@ -72,9 +87,12 @@ class MaxPool2d(Layer):
     def example(cls):
         return cls(2), [(None, 3, 4, 6)]
 
+    spatial_dims = 2
+
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, ceil_mode: bool = False):
-        super().__init__(**_pool_attrs("MaxPool2d", kernel_size, stride, padding, dilation), ceil_mode=bool(ceil_mode))
+        super().__init__(**_pool_attrs(type(self).__name__, kernel_size, stride, padding, dilation, self.spatial_dims),
+                         ceil_mode=bool(ceil_mode))
 
     infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
     summary = classmethod(lambda cls, attrs: _pool_summary(attrs))
@@ -99,14 +117,63 @@ class AvgPool2d(Layer):
     def example(cls):
         return cls(2), [(None, 3, 4, 6)]
 
+    spatial_dims = 2
+
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True):
-        super().__init__(**_pool_attrs("AvgPool2d", kernel_size, stride, padding, 1), ceil_mode=bool(ceil_mode),
-                         count_include_pad=bool(count_include_pad))
+        super().__init__(**_pool_attrs(type(self).__name__, kernel_size, stride, padding, 1, self.spatial_dims),
+                         ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
 
     infer = classmethod(lambda cls, attrs, inputs: _infer_pool(attrs, inputs))
     summary = classmethod(lambda cls, attrs: _pool_summary(attrs))
     macs = classmethod(lambda cls, attrs, inputs, output: _pool_macs(attrs, output))
+
+
+class MaxPool1d(MaxPool2d):
+    """Maximum over sliding windows, as ``torch.nn.MaxPool1d``: input (N, C, L), output (N, C, L'); the
+    arguments of MaxPool2d (kernel_size, stride = kernel_size, padding = 0, dilation = 1, ceil_mode = False),
+    each an int or a 1-tuple."""
+    spatial_dims = 1
+
+    @classmethod
+    def example(cls):
+        return cls(3, 2, 1), [(None, 3, 8)]
+
+
+class MaxPool3d(MaxPool2d):
+    """Maximum over sliding windows, as ``torch.nn.MaxPool3d``: input (N, C, D, H, W), output (N, C, D', H', W');
+    the arguments of MaxPool2d (kernel_size, stride = kernel_size, padding = 0, dilation = 1, ceil_mode = False),
+    each an int or a triple."""
+    spatial_dims = 3
+
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 2, 4, 4, 6)]
+
+
+class AvgPool1d(AvgPool2d):
+    """Mean over sliding windows, as ``torch.nn.AvgPool1d``: input (N, C, L), output (N, C, L'); the arguments
+    of AvgPool2d (kernel_size, stride = kernel_size, padding = 0, ceil_mode = False, count_include_pad = True),
+    each size an int or a 1-tuple."""
+    spatial_dims = 1
+
+    @classmethod
+    def example(cls):
+        return cls(3, 2, 1), [(None, 3, 8)]
+
+
+class AvgPool3d(AvgPool2d):
+    """Mean over sliding windows, as ``torch.nn.AvgPool3d``: input (N, C, D, H, W), output (N, C, D', H', W');
+    the arguments of AvgPool2d (kernel_size, stride = kernel_size, padding = 0, ceil_mode = False,
+    count_include_pad = True), each size an int or a triple."""
+    spatial_dims = 3
+
+    @classmethod
+    def example(cls):
+        return cls(2), [(None, 2, 4, 4, 6)]
+
+
+POOLS = {(maximum, n): f"{'Max' if maximum else 'Avg'}Pool{n}d" for maximum in (True, False) for n in (1, 2, 3)}
 
 
 class GlobalAvgPool2d(Layer):
@@ -138,7 +205,13 @@ def _onnx_pool_attrs(n, ceil_mode: int) -> dict:
                 ceil_mode=ceil_mode)
 
 
-@exports("MaxPool2d")
+def _explicit_pads(pads) -> list[int]:
+    """Pad's pads for (N, C, *spatial) from a pool's begins then ends of the spatial axes."""
+    n = len(pads) // 2
+    return [0, 0, *pads[:n], 0, 0, *pads[n:]]
+
+
+@exports("MaxPool1d", "MaxPool2d", "MaxPool3d")
 def _maxpool_to_onnx(e, n):
     axes, x = pool_axes(e.graph, n), n.inputs[0]
     form = rounding(axes)
@@ -150,17 +223,17 @@ def _maxpool_to_onnx(e, n):
     e.emit(n, "MaxPool", [x], dilations=list(n.attrs["dilation"]), **_onnx_pool_attrs(n, int(form == "ceil")))
 
 
-@exports("AvgPool2d")
+@exports("AvgPool1d", "AvgPool2d", "AvgPool3d")
 def _avgpool_to_onnx(e, n):
-    """AveragePool; ``dilations`` exists from opset 19 only (written when not (1, 1), refused below 19)."""
+    """AveragePool; ``dilations`` exists from opset 19 only (written when not 1, refused below 19)."""
     a, axes, x = n.attrs, pool_axes(e.graph, n), n.inputs[0]
-    dilation = tuple(a.get("dilation", (1, 1)))
+    dilation = tuple(a.get("dilation", (1,) * len(axes)))
     form = rounding(axes)
     if form == "mixed":
         _avgpool_as_sum(e, n, axes)
         return
     attrs = dict(_onnx_pool_attrs(n, int(form == "ceil")), count_include_pad=int(a["count_include_pad"]))
-    if dilation != (1, 1):
+    if any(d != 1 for d in dilation):
         if e.opset < 19:
             raise ExportError(f"{n.label()}: AveragePool has dilations only from opset 19, "
                               f"got dilation {dilation} at opset {e.opset}")
@@ -170,9 +243,8 @@ def _avgpool_to_onnx(e, n):
         # overhang, and runtimes disagree on it (pytorch #183528, onnxruntime PR #29629). Zero padding made
         # explicit, with count_include_pad=0, says the same in a form every runtime reads alike.
         if any(a["pads"]):
-            top, left, bottom, right = a["pads"]
-            x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", [0, 0, top, left, 0, 0, bottom, right])])
-        attrs.update(pads=[0, 0, 0, 0], count_include_pad=0)
+            x = e.helper_node(n, "Pad", [x, e.int64(n, "pads", _explicit_pads(a["pads"]))])
+        attrs.update(pads=[0] * len(a["pads"]), count_include_pad=0)
     e.emit(n, "AveragePool", [x], **attrs)
 
 
@@ -182,13 +254,13 @@ def _avgpool_as_sum(e, n, axes):
     a, channels = n.attrs, n.type.shape[1]
     if not isinstance(channels, int):
         raise ExportError(f"{n.label()}: needs a static channel count to export this ceil_mode pooling")
-    kh, kw = a["kernel_size"]
-    top, left, bottom, right = a["pads"]
-    ones = np.ones((channels, 1, kh, kw), np.float32)
+    kernel, dims = a["kernel_size"], len(axes)
+    ones = np.ones((channels, 1, *kernel), np.float32)
+    ends = [end + axis.overhang for end, axis in zip(a["pads"][dims:], axes)]
     sums = e.helper_node(n, "Conv", [n.inputs[0], e.initializer(f"{n.name}.ones", ones)], group=channels,
-                         kernel_shape=[kh, kw], strides=list(a["stride"]), dilations=[ax.dilation for ax in axes],
-                         pads=[top, left, bottom + axes[0].overhang, right + axes[1].overhang])
-    divisor = np.outer(axes[0].divisor(a["count_include_pad"]), axes[1].divisor(a["count_include_pad"]))
+                         kernel_shape=list(kernel), strides=list(a["stride"]), dilations=[ax.dilation for ax in axes],
+                         pads=[*a["pads"][:dims], *ends])
+    divisor = functools.reduce(np.multiply.outer, [axis.divisor(a["count_include_pad"]) for axis in axes])
     scale = (1.0 / divisor).astype(np.float32)[None, None]
     e.emit(n, "Mul", [sums, e.initializer(f"{n.name}.scale", scale)])
 
@@ -208,31 +280,36 @@ def _pool(imp, node):
     a = imp.attrs(node)
     maximum = node.op_type == "MaxPool"
     x = imp.value(node.input[0])
-    if len(imp.shape(x)) != 4:
-        raise Unsupported("only 2-D pooling (a 4-D input)")
+    dims = len(imp.shape(x)) - 2
+    if dims not in (1, 2, 3):
+        raise Unsupported(f"{dims}-D pooling (1-D to 3-D are supported)")
     if maximum and int(a.get("storage_order", 0)):
         raise Unsupported("storage_order = 1")
-    kernel = pair_attr(a["kernel_shape"], None, "kernel_shape")
-    stride = pair_attr(a.get("strides"), (1, 1), "strides")
-    dilation = pair_attr(a.get("dilations"), (1, 1), "dilations")
-    pads = spatial(imp, node, x, kernel, stride, dilation, a)
+    kernel = ints_attr(a["kernel_shape"], dims, "kernel_shape")
+    stride = ints_attr(a.get("strides"), dims, "strides")
+    dilation = ints_attr(a.get("dilations"), dims, "dilations")
+    pads = window_pads(imp, x, kernel, stride, dilation, a)
     ceil = bool(a.get("ceil_mode", 0))
     include = bool(a.get("count_include_pad", 0))
     size = imp.shape(x)[2:]
-    expected = [onnx_window_count(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil)
-                for i in range(2)]
+    if not all(isinstance(d, int) for d in size):
+        raise Unsupported(f"a symbolic spatial size {list(size)}")
+    expected = [onnx_window_count(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil)
+                for i in range(dims)]
     if not maximum and ceil and include and any(
-            overhang(size[i], expected[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i]) for i in range(2)):
+            overhang(size[i], expected[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i])
+            for i in range(dims)):
         raise Unsupported("a ceil_mode average counting padding whose last window overhangs it "
                           "(runtimes disagree on its divisor, pytorch #183528)")
-    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[2 + i], dilation[i], ceil) for i in range(2)]
+    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil)
+           for i in range(dims)]
     if got != expected:
         raise Unsupported(f"ceil_mode output size {expected} differs from PyTorch's {got} "
-                           f"(a window starting in the padding, pytorch #71549)")
+                          f"(a window starting in the padding, pytorch #71549)")
     attrs = dict(kernel_size=kernel, stride=stride, pads=pads, dilation=dilation, ceil_mode=ceil)
     if not maximum:
         attrs["count_include_pad"] = include
-    imp.add(node, "MaxPool2d" if maximum else "AvgPool2d", [x], attrs)
+    imp.add(node, POOLS[maximum, dims], [x], attrs)
 
 
 @imports("GlobalAveragePool")

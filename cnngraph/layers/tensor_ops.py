@@ -227,39 +227,6 @@ class Pad(Layer):
         return TensorType(tuple(shape))
 
 
-class ReduceMean(Layer):
-    """Mean over some axes, as ``torch.mean(x, dim, keepdim)``.
-
-    Args:
-        axes: the axes averaged over; empty (the default) means all axes.
-        keepdims: keep the averaged axes as size 1 (default True).
-    """
-    prefix = "mean"
-    linear = True
-
-    def __init__(self, axes: tuple[int, ...] = (), keepdims: bool = True):
-        super().__init__(axes=tuple(int(a) for a in axes), keepdims=bool(keepdims))
-
-    @classmethod
-    def axes(cls, attrs, rank: int) -> tuple:
-        if any(not -rank <= a < rank for a in attrs["axes"]):
-            raise ShapeError(f"axes {list(attrs['axes'])} out of range for rank {rank}")
-        axes = sorted({a % rank for a in attrs["axes"]}) if attrs["axes"] else list(range(rank))
-        return tuple(axes)
-
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        return bool(attrs["axes"]) and all(a % rank != 0 for a in attrs["axes"])
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        axes = cls.axes(attrs, x.rank)
-        if attrs["keepdims"]:
-            return TensorType(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
-        return TensorType(tuple(d for i, d in enumerate(x.shape) if i not in axes))
-
-
 class MatMul(Layer):
     """NumPy's matmul of two values (batched, broadcasting); a product with a constant matrix is a Linear.
     No arguments."""
@@ -356,7 +323,7 @@ class Hardtanh(_Elementwise):
         super().__init__(min_val=float(min_val), max_val=float(max_val))
 
 
-__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "ReduceMean", "MatMul", "GlobalMaxPool2d",
+__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "MatMul", "GlobalMaxPool2d",
            "LocalResponseNorm", "Hardtanh"]
 
 
@@ -402,18 +369,6 @@ def _pad_to_onnx(e, n):
     if a["mode"] == "constant":
         inputs.append(e.initializer(f"{n.name}.value", np.array(a["value"], np.float32)))
     e.emit(n, "Pad", inputs, mode=a["mode"])
-
-
-@exports("ReduceMean")
-def _reduce_mean_to_onnx(e, n):
-    """axes: an attribute before opset 18, an input from 18 on."""
-    a, attrs = n.attrs, {"keepdims": int(n.attrs["keepdims"])}
-    inputs = [n.inputs[0]]
-    if a["axes"] and e.opset >= 18:
-        inputs.append(e.int64(n, "axes", a["axes"]))
-    elif a["axes"]:
-        attrs["axes"] = list(a["axes"])
-    e.emit(n, "ReduceMean", inputs, **attrs)
 
 
 @exports("LocalResponseNorm")
@@ -476,18 +431,6 @@ def _squeeze_unsqueeze(imp, node):
             raise Unsupported(f"squeezes axes {sorted(drop)} of {shape}, which are not all 1")
         shape = [d for i, d in enumerate(shape) if i not in drop]
     imp.add(node, "Reshape", [x], dict(shape=tuple(shape)))
-
-
-@imports("ReduceMean")
-def _reduce_mean(imp, node):
-    a = imp.attrs(node)
-    x = imp.value(node.input[0])
-    axes = a.get("axes") if imp.opset < 18 else imp.optional_const(node, 1, "axes")
-    axes = () if axes is None else tuple(int(v) for v in np.asarray(axes).reshape(-1))
-    if not axes and a.get("noop_with_empty_axes", 0):
-        imp.add(node, "Identity", [x])
-        return
-    imp.add(node, "ReduceMean", [x], dict(axes=axes, keepdims=bool(a.get("keepdims", 1))))
 
 
 @imports("GlobalMaxPool")

@@ -14,7 +14,8 @@ Opset differences that matter for these ops (supported opsets: 13 to the newest 
                 so it needs axes in neither form.
   AveragePool   ``dilations`` exists from 19 only: written when not (1, 1), refused below 19.
   Pad           pads (and constant_value) are inputs since 11, axes an optional input since 18 (not written).
-  Squeeze/Unsqueeze (13) and ReduceMean (18) are not needed: GlobalAvgPool2d maps to GlobalAveragePool.
+  Squeeze/Unsqueeze (13) are not needed: GlobalAvgPool2d maps to GlobalAveragePool.
+  ReduceSum     axes an input from 13; ReduceMean/Max/Min/L2 from 18 (attributes before; layers/reductions.py).
 
 Pooling with ceil_mode: ONNX's ceil formula keeps a last window that starts in the right padding, PyTorch drops
 it (pytorch #71549), and runtimes disagree on the divisor of a last average window that overhangs the padded

@@ -3,7 +3,8 @@
 Exporters compute reshape targets at run time (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) and older
 models build their weights with ConstantOfShape. Folding those nodes to constants lets the importer see
 plain layers. A shape may hold a symbolic dim (the batch): such arrays have dtype object and hold ``str``
-entries ("N"), and only the shape-plumbing ops below accept them; arithmetic on a symbolic dim is refused.
+entries ("N", "2*N"), and only the shape-plumbing ops below accept them; arithmetic on a symbolic dim is
+exact or refused (symbolic.py).
 
 Every result is checked against ``MAX_ELEMENTS`` before it is allocated, so a model cannot make the importer
 build a huge array.
@@ -15,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import CnnGraphError
 from ..shapes import product
+from . import symbolic
 from .shared import axis_index
 
 MAX_ELEMENTS = 2 ** 28            # 1 GiB of float32: far beyond any weight a CNN layer has
@@ -134,15 +136,38 @@ def _reshape(node, inputs, opset):
     return x.reshape(target)
 
 
-def _arithmetic(ufunc, symbolic=None):
+def _arithmetic(ufunc, on_symbols=None):
+    """A binary op; on shapes holding a symbolic dim, ``on_symbols`` per element (symbolic.py), exact or refused."""
     def fold(node, inputs, opset):
         a, b = inputs
         if is_symbolic(a) or is_symbolic(b):
-            if symbolic is None:
+            if on_symbols is None:
                 raise FoldError("arithmetic on a symbolic dimension")
-            return np.frompyfunc(symbolic, 2, 1)(a, b)
+            try:
+                return symbolic.settle(symbolic.elementwise(on_symbols, a, b))
+            except symbolic.SymbolicError as error:
+                raise FoldError(str(error)) from None
         return ufunc(a, b).astype(np.result_type(a, b))
     return fold
+
+
+def _equal(node, inputs, opset):
+    """Equal on a shape: exporters test a dim against 0 or -1 before a Where (symbolic.equal says when known)."""
+    if not any(is_symbolic(a) for a in inputs):
+        return _evaluate(node, inputs, opset)[0]
+    try:
+        return symbolic.elementwise(symbolic.equal, *inputs, dtype=bool)
+    except symbolic.SymbolicError as error:
+        raise FoldError(str(error)) from None
+
+
+def _where(node, inputs, opset):
+    """Where choosing between shapes: the condition must be known, the chosen dims may be symbolic."""
+    condition, a, b = inputs
+    if not (is_symbolic(a) or is_symbolic(b)):
+        return _evaluate(node, inputs, opset)[0]
+    return symbolic.settle(np.where(np.asarray(_ints(condition, "the condition"), bool).reshape(condition.shape),
+                                    np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
 
 
 def _reduce_prod(node, inputs, opset):
@@ -189,10 +214,13 @@ FOLDERS = {
     "Cast": _cast,
     "ConstantOfShape": _constant_of_shape,
     "Reshape": _reshape,
-    "Mul": _arithmetic(np.multiply, symbolic=lambda a, b: product([a, b])),
-    "Add": _arithmetic(np.add),
-    "Sub": _arithmetic(np.subtract),
-    "Div": _arithmetic(lambda a, b: np.floor_divide(a, b) if np.asarray(a).dtype.kind in "iu" else a / b),
+    "Mul": _arithmetic(np.multiply, symbolic.multiply),
+    "Add": _arithmetic(np.add, symbolic.add),
+    "Sub": _arithmetic(np.subtract, symbolic.subtract),
+    "Div": _arithmetic(lambda a, b: np.floor_divide(a, b) if np.asarray(a).dtype.kind in "iu" else a / b,
+                       symbolic.floor_divide),
+    "Equal": _equal,
+    "Where": _where,
     "ReduceProd": _reduce_prod,
     "Range": _range,
     "Expand": _expand,

@@ -30,15 +30,17 @@ class Axis:
 
 
 def pool_axes(graph, n) -> list[Axis]:
-    """The two spatial axes of pooling node ``n`` of ``graph``."""
+    """The spatial axes of pooling node ``n`` of ``graph`` (one per kernel dim; pads are the begins, then the
+    ends)."""
     a, size = n.attrs, graph.type_of(n.inputs[0]).shape[2:]
-    dilation = a.get("dilation", (1, 1))
-    return [Axis(size[i], a["kernel_size"][i], a["stride"][i], a["pads"][i], a["pads"][2 + i], dilation[i],
-                 n.type.shape[2 + i]) for i in range(2)]
+    dims = len(a["kernel_size"])
+    dilation = a.get("dilation", (1,) * dims)
+    return [Axis(size[i], a["kernel_size"][i], a["stride"][i], a["pads"][i], a["pads"][dims + i], dilation[i],
+                 n.type.shape[2 + i]) for i in range(dims)]
 
 
 def rounding(axes: list[Axis]) -> str:
-    """Which ONNX ceil_mode gives PyTorch's sizes on both axes. PyTorch drops a ceil window that would start in
+    """Which ONNX ceil_mode gives PyTorch's sizes on every axis. PyTorch drops a ceil window that would start in
     the right padding (pytorch #71549), ONNX's formula keeps it: there PyTorch's size is the floor size. When
     one axis needs ceil and the other such a drop, neither ceil_mode fits ("mixed")."""
     if all(axis.out == axis.floor for axis in axes):
@@ -47,8 +49,9 @@ def rounding(axes: list[Axis]) -> str:
 
 
 def end_pads(axes: list[Axis]) -> list[int]:
-    """Pad's pads extending (N, C, H, W) at the end of H and W so that floor rounding gives PyTorch's sizes."""
-    return [0, 0, 0, 0, 0, 0, axes[0].overhang, axes[1].overhang]
+    """Pad's pads extending (N, C, *spatial) at the end of each spatial axis so that floor rounding gives
+    PyTorch's sizes."""
+    return [0] * (2 + len(axes)) + [0, 0] + [axis.overhang for axis in axes]
 
 
 __all__ = ["Axis", "pool_axes", "rounding", "end_pads"]

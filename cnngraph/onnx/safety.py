@@ -108,10 +108,15 @@ def check_node_sizes(graph, name: str) -> None:
     attrs = node.attrs
     if "kernel_size" in attrs and "pads" in attrs:
         x = graph.type_of(node.inputs[0]).shape
-        top, left, bottom, right = attrs["pads"]
-        _check_size((*x[:2], _add(x[2], top + bottom), _add(x[3], left + right)), "its padded input")
-        for axis in range(2):
+        dims, pads = len(attrs["kernel_size"]), attrs["pads"]
+        _check_size((*x[:2], *(_add(x[2 + i], pads[i] + pads[dims + i]) for i in range(dims))), "its padded input")
+        if "output_padding" in attrs:               # a transposed convolution's full scatter: output + pads
+            y = node.type.shape
+            _check_size((*y[:2], *(_add(y[2 + i], pads[i] + pads[dims + i]) for i in range(dims))), "its scatter")
+        for axis in range(dims):
             out, kernel = node.type.shape[2 + axis], attrs["kernel_size"][axis]
+            if "output_padding" in attrs:           # a transposed convolution scatters each input pixel's taps
+                out = x[2 + axis]
             if isinstance(out, int) and out * kernel > MAX_ELEMENTS:
                 raise OnnxImportError(f"its window covers {kernel} taps at each of {out} positions along axis "
                                       f"{2 + axis}: more than the {_cap(MAX_ELEMENTS)} cnngraph allows")

@@ -125,6 +125,8 @@ def _merges_axes(before, after) -> bool:
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("op", sorted(BUILDERS))
 def test_op_round_trips(op, seed, opset):
+    if op == "LayerNorm" and opset < 17 and not {"Pow", "Sqrt"} <= set(cg.REGISTRY):
+        pytest.skip("LayerNorm before opset 17 is written with Pow and Sqrt, which are not ops here yet")
     rng = np.random.default_rng([seed, sum(map(ord, op))])
     graph = BUILDERS[op](rng, seed)
     back = canonical(cg.load_onnx(cg.export_onnx(graph, opset=opset)))
@@ -134,8 +136,8 @@ def test_op_round_trips(op, seed, opset):
         assert_same(graph, back, seed=seed)
     else:                                            # canonicalised: same outputs, the constant became a weight
         assert_same_outputs(graph, back, seed=seed)
-    if op not in ("Dropout", "Identity"):
-        assert back.node(ours.name).op == expected
+    if op not in ("Dropout", "Identity"):            # an op ONNX has no node for comes back as what it equals
+        assert back.node(ours.name).op in (expected, *getattr(ours.layer, "exported_as", ()))
 
 
 @pytest.mark.parametrize("opset", OPSETS)

@@ -79,6 +79,7 @@ class ZooCase:
     expected: list                 # onnxruntime's outputs on the original: the oracle of every test below
     graph: cg.Graph                # cg.load_onnx of the randomized model
     passed: set = field(default_factory=set)    # (graph fingerprint, check) pairs that passed already
+    original_nodes: int = 0        # ONNX nodes of the file, Constant and ConstantOfShape not counted
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -94,9 +95,14 @@ def zoo(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("zoo") / f"{name}.onnx"
     onnx.save(model, path)
     outputs = [o.name for o in model.graph.output]
+    nodes = node_count(model)
     del model
-    yield ZooCase(name, arrays, outputs, ort_outputs(path, *arrays), cg.load_onnx(path))
+    yield ZooCase(name, arrays, outputs, ort_outputs(path, *arrays), cg.load_onnx(path), original_nodes=nodes)
     os.remove(path)
+
+
+def node_count(model) -> int:
+    return sum(node.op_type not in ("Constant", "ConstantOfShape") for node in model.graph.node)
 
 
 def fingerprint(graph) -> str:
@@ -159,5 +165,9 @@ def test_zoo_model_optimizes_to_the_same_outputs(zoo, level):
     if level >= 2:
         assert not any(n.op == "BatchNorm2d" and optimized.node(n.inputs[0]).op == "Conv2d"
                        and optimized.use_count(n.inputs[0]) == 1 for n in optimized.layers()), "a BatchNorm left unfolded"
+    if level == 2:                                  # never larger (tests/onnx/test_never_larger.py)
+        model = cg.export_onnx(optimized)
+        assert node_count(model) <= zoo.original_nodes, f"{node_count(model)} nodes, the file {zoo.original_nodes}"
+        del model
     check_once(zoo, optimized, {"optimized, exported": lambda: exported(optimized, zoo.arrays),
                                 "optimized, NumPy backend": lambda: as_tuple(cg.run(optimized, *zoo.arrays))})

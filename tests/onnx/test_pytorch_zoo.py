@@ -1,0 +1,149 @@
+"""torchvision's and timm's architectures, narrow, exported by PyTorch (tests/data/pytorch_zoo): end to end.
+
+Each ``<model>_ts17.onnx`` (TorchScript exporter, opset 17) and ``<model>_dynamo18.onnx`` (dynamo exporter,
+opset 18) comes with ``<model>.npz``: a batch-2 input ``x`` and PyTorch's output ``y``. They were made by
+tests/data/pytorch_zoo/make_zoo.py in a separate virtualenv (README.md there); this module needs no torch.
+
+For every file, in one test (the model is loaded once and dropped after): cg.load_onnx, the NumPy backend
+against PyTorch's output, the batch still symbolic, batch 3 against onnxruntime on the file; then cg.optimize
+at levels 1, 2 and 3, each optimized graph against PyTorch in the NumPy backend and, exported with
+cg.export_onnx, in onnxruntime; and after level 2 the exported model has no more nodes than the file
+PyTorch wrote.
+
+A file that fails today is in KNOWN_GAPS with its reason, an xfail(strict=True): closing the gap makes the
+xfail fail, and the entry must go. A reason starting "refused:" accepts only a clean CnnGraphError (the
+importer names the op); "larger:" only the node-count assertion. Wrong numbers are never listed here.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+import cnngraph as cg
+from cnngraph.errors import CnnGraphError
+from cnngraph.tolerance import assert_close
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pytorch_zoo")
+FILES = sorted(name for name in os.listdir(DATA) if name.endswith(".onnx"))
+LEVELS = (1, 2, 3)
+
+_CEIL = ("refused: MaxPool with ceil_mode whose last window starts in the padding: ONNX's output size [1, 1] "
+         "differs from PyTorch's [0, 0] (pytorch #71549)")
+
+KNOWN_GAPS: dict[str, str] = {  # file: why it fails today
+    "timm_vovnet_ese_dynamo18.onnx": _CEIL,
+    "timm_vovnet_ese_ts17.onnx": _CEIL,
+    "tv_convnext_dynamo18.onnx": "refused: Range on the symbolic batch (the head's AdaptiveAvgPool2d, exported "
+                                 "through as_strided)",
+}
+
+
+def ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """onnxruntime, graph optimizations off (conftest.ort_outputs, inlined: this module also runs as a script)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def model_name(file: str) -> str:
+    """tv_mobilenet_v3_small_ts17.onnx -> tv_mobilenet_v3_small."""
+    return file[:-len(".onnx")].rsplit("_", 1)[0]
+
+
+def reference(file: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(os.path.join(DATA, f"{model_name(file)}.npz")) as data:
+        return data["x"], data["y"]
+
+
+def params():
+    for file in FILES:
+        reason = KNOWN_GAPS.get(file)
+        marks = () if reason is None else pytest.mark.xfail(
+            strict=True, reason=reason, raises=CnnGraphError if reason.startswith("refused") else AssertionError)
+        yield pytest.param(file, marks=marks, id=file[:-len(".onnx")])
+
+
+def test_data_complete():
+    """Both exporters' files for most models, a reference for each, weights inside, each file small."""
+    assert len(FILES) >= 40, FILES
+    names = {model_name(f) for f in FILES}
+    assert len(names) >= 24, sorted(names)
+    for name in names:
+        assert os.path.exists(os.path.join(DATA, f"{name}.npz")), name
+    assert not [f for f in os.listdir(DATA) if f.endswith(".data")]
+    for file in FILES:
+        assert os.path.getsize(os.path.join(DATA, file)) < 1 << 20, file
+    assert set(KNOWN_GAPS) <= set(FILES), sorted(set(KNOWN_GAPS) - set(FILES))
+
+
+@pytest.mark.parametrize("file", list(params()))
+def test_zoo_model(file):
+    path = os.path.join(DATA, file)
+    x, y = reference(file)
+    graph = cg.load_onnx(path)
+    assert_close(cg.run(graph, x), y, f"{file}: cnngraph (NumPy) vs PyTorch")
+    assert isinstance(graph.type_of(graph.inputs[0]).shape[0], str), f"{file}: the batch was made static"
+    x3 = np.concatenate([x, x[:1] * np.float32(-0.5)])          # another batch size, against ORT on the file
+    assert_close(cg.run(graph, x3), ort_run(onnx.load(path), x3), f"{file}: cnngraph vs onnxruntime at batch 3")
+    original_nodes = len(onnx.load(path, load_external_data=False).graph.node)
+    for level in LEVELS:
+        optimized = cg.optimize(graph, level=level)
+        optimized.lint()
+        assert_close(cg.run(optimized, x), y, f"{file} optimized at level {level}: NumPy vs PyTorch")
+        exported = cg.export_onnx(optimized)
+        assert_close(ort_run(exported, x), y, f"{file} optimized at level {level}: exported, onnxruntime vs PyTorch")
+        if level == 2:
+            assert len(exported.graph.node) <= original_nodes, \
+                f"{file}: {len(exported.graph.node)} ONNX nodes after level 2 and export, {original_nodes} in the original"
+
+
+def latency_ratio(file: str, optimized: cg.Graph, x: np.ndarray) -> float:
+    """onnxruntime on our level-2 export over onnxruntime on the original file: both ORT_ENABLE_ALL, 2 threads,
+    spinning off, timed in alternating blocks (shared/BENCHMARKING.md), median of the pair ratios."""
+    import statistics
+
+    from cnngraph.backends.benchmark import alternate, ort_session
+
+    ours = ort_session(cg.export_onnx(optimized), spinning=False)
+    original = ort_session(onnx.load(os.path.join(DATA, file)), spinning=False)
+    a, b = alternate(lambda: ours.run(None, {"x": x}), lambda: original.run(None, {"x": x}), pairs=6, repeats=20)
+    return statistics.median(p / q for p, q in zip(a, b))
+
+
+def report(latency: bool = False) -> None:
+    """A markdown table, one row per file: nodes, imported or why not, nodes after level 2 and export, result;
+    with ``latency``, onnxruntime's time on our level-2 export over its time on the original, at batch 8."""
+    import re
+
+    print("| file | nodes | imports | nodes after level 2 + export | matches PyTorch (NumPy, ORT, levels 0-3) |"
+          + (" ORT latency, ours / original |" if latency else ""))
+    print("|---|---:|---|---:|---|" + ("---:|" if latency else ""))
+    for file in FILES:
+        nodes = len(onnx.load(os.path.join(DATA, file), load_external_data=False).graph.node)
+        imported, after, result, ratio = "yes", "", "yes", ""
+        try:
+            graph = cg.load_onnx(os.path.join(DATA, file))
+            optimized = cg.optimize(graph, level=2)
+            after = str(len(cg.export_onnx(optimized).graph.node))
+            test_zoo_model(file)
+            if latency:
+                ratio = f"{latency_ratio(file, optimized, np.concatenate([reference(file)[0]] * 4)):.2f}"
+        except CnnGraphError as error:
+            ops = sorted(set(re.findall(r"(\w+) at '", str(error))))
+            imported, result = "no: " + (", ".join(ops) or str(error).splitlines()[0][:120]), "-"
+        except AssertionError as error:
+            result = "NO: " + str(error).splitlines()[0][:160]
+        print(f"| {file} | {nodes} | {imported} | {after} | {result} |" + (f" {ratio} |" if latency else ""))
+
+
+if __name__ == "__main__":
+    import sys
+
+    report(latency="--latency" in sys.argv[1:])
