@@ -533,6 +533,63 @@ def _sample_norm_ops():
 REFERENCE_OPS.update(_sample_norm_ops())
 
 
+# --- modern activations, float64, with Python's math.erf element by element ---------------------------------
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def prelu(x, weight):
+    """One slope, or slope c on channel c of axis 1."""
+    out = np.array(x, dtype=np.float64)
+    for index in np.ndindex(*x.shape):
+        slope = weight[0] if weight.size == 1 else weight[index[1]]
+        if x[index] < 0:
+            out[index] = slope * x[index]
+    return out
+
+
+def celu(x, alpha):
+    return np.maximum(x, 0.0) + np.minimum(0.0, alpha * (np.exp(np.minimum(x, 0.0) / alpha) - 1.0))
+
+
+def gelu(x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def softplus(x, beta, threshold):
+    with np.errstate(over="ignore"):
+        smooth = np.log1p(np.exp(beta * x)) / beta
+    return np.where(beta * x > threshold, x, smooth)
+
+
+REFERENCE_OPS.update({   # modern activations (PyTorch's documented formulas) and element-wise math
+    "PReLU": lambda node, x: prelu(x, _param(node, "weight")),
+    "ELU": lambda node, x: np.where(x > 0, x, node.attrs["alpha"] * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "SELU": lambda node, x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "CELU": lambda node, x: celu(x, node.attrs["alpha"]),
+    "GELU": lambda node, x: gelu(x, node.attrs["approximate"]),
+    "SiLU": lambda node, x: x / (1.0 + np.exp(-x)),
+    "Mish": lambda node, x: x * np.tanh(softplus(x, 1.0, 20.0)),
+    "Hardsigmoid": lambda node, x: np.clip(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0),
+    "Hardswish": lambda node, x: x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0,
+    "Softplus": lambda node, x: softplus(x, node.attrs["beta"], node.attrs["threshold"]),
+    "LogSoftmax": lambda node, x: np.log(softmax(x, node.attrs["dim"])),
+    "Abs": lambda node, x: np.abs(x),
+    "Neg": lambda node, x: -x,
+    "Exp": lambda node, x: np.exp(x),
+    "Log": lambda node, x: np.log(x),
+    "Sqrt": lambda node, x: np.sqrt(x),
+    "Reciprocal": lambda node, x: 1.0 / x,
+    "Erf": lambda node, x: _erf(x),
+    "Pow": lambda node, a, b: np.power(a, b),
+    "Max": lambda node, *xs: np.maximum.reduce(np.broadcast_arrays(*xs)),
+    "Min": lambda node, *xs: np.minimum.reduce(np.broadcast_arrays(*xs)),
+})
+
+
 def _check_shape(node, array):
     """The reference's own output size must agree with the IR's inferred type (static dims)."""
     shape = node.type.shape

@@ -7,6 +7,8 @@ from . import (
     conv,
     linear,
     losses,
+    math_ops,
+    modern_activations,
     normalization,
     pooling,
     reductions,
@@ -33,6 +35,8 @@ FAMILIES = (
     resample,
     slicing,
     losses,
+    math_ops,
+    modern_activations,
 )
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()
