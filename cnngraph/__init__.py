@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import models
+from . import datasets, models, optim
+from .autodiff.gradients import Gradients, gradients
+from .autodiff.trainer import History, Trainer
 from .errors import CnnGraphError, ExportError, GraphError, InputError, OnnxImportError, ParameterError, ShapeError
 from .graph import Graph, Node, Value
 from .init import manual_seed
@@ -67,7 +69,8 @@ def lint(graph: Graph) -> list[Finding]:
     return _lint(graph)
 
 
-__all__ = ["models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
+__all__ = ["datasets", "optim", "gradients", "Gradients", "Trainer", "History",
+           "models", "optimize", "lint", "Graph", "Node", "Value", "Sequential", "Layer", "REGISTRY", "run", "export_onnx",
            "load_onnx",
            "manual_seed", "CnnGraphError", "GraphError", "InputError", "ParameterError", "ShapeError", "OnnxImportError",
            "ExportError", *_layer_names]

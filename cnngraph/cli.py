@@ -7,6 +7,7 @@
     cnngraph run MODEL [--input X.npy] [-o Y.npy] run on random or given input
     cnngraph draw MODEL -o FILE.{dot,svg,png}     the layer graph as a picture
     cnngraph bench MODEL                          NumPy backend and onnxruntime, before and after optimizing
+    cnngraph train MODEL [-o OUT.onnx]            train on digits, write the trained model and its curves
 
 Errors print one line on stderr and exit with status 2 (``--debug`` shows the traceback).
 """
@@ -274,6 +275,8 @@ def demo(args) -> int:
     console.print("\nseed_m2 is seed_m1 without its ReLU: two 3×3 convolutions with nothing between them are one "
                   "linear map, and cnngraph folds them into the single 5×5 convolution of seed_m3. seed_m1 keeps "
                   "both: its ReLU makes it more than one linear map.")
+    from .train_command import demo_training
+    demo_training(console)
     return 0
 
 
@@ -373,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_count, default=1)
     p.add_argument("--rounds", type=_count, default=5, help="rounds over the four cases (default 5)")
     p.add_argument("--repeats", type=_count, default=5, help="timed runs per case and round (default 5)")
+    from .train_command import add_parser as add_train_parser
+    add_train_parser(command, _count)
     return parser
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from cnngraph.errors import CnnGraphError
 
 from . import (
+    canon_activation,
     canon_adaptive_pool,
     canon_layernorm,
     canon_linear,
@@ -40,7 +41,8 @@ from .contract import Fingerprint, Verifier, check_records
 from .records import Refusal, Rewrite, as_refusal, as_rewrite
 
 PIPELINE: list[Pass] = [identity.PASS, dead_code.PASS, constant_folding.PASS, canon_linear.PASS, canon_pool_pad.PASS,
-                        canon_window_average.PASS, canon_layernorm.PASS, canon_adaptive_pool.PASS, reshape_merge.PASS, cse.PASS,
+                        canon_window_average.PASS, canon_layernorm.PASS, canon_adaptive_pool.PASS,
+                        canon_activation.PASS, reshape_merge.PASS, cse.PASS,
                         fold_batchnorm.PASS, fold_branches.PASS, commute_reshape.PASS, fold_linear.PASS,
                         fold_conv.PASS, fold_conv_linear.PASS, fold_conv_transpose.PASS, fuse_activation.PASS]
 MAX_ROUNDS = 10

@@ -88,7 +88,8 @@ def draw_pool(draw, size: tuple, kind: str | None = None) -> str:
 
 def draw_activation(draw) -> str:
     return draw(st.sampled_from(["cg.ReLU()", "cg.ReLU6()", "cg.LeakyReLU(0.1)", "cg.Sigmoid()", "cg.Tanh()",
-                                 "cg.Hardtanh(-0.5, 0.25)"]))
+                                 "cg.Hardtanh(-0.5, 0.25)",
+                                 "cg.GELU()", "cg.SiLU()", "cg.Hardswish()", "cg.ELU(0.5)", "cg.Mish()"]))
 
 
 def apply_affine(draw, case: Case, x: str) -> str:

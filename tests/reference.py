@@ -600,6 +600,63 @@ def _sample_norm_ops():
 REFERENCE_OPS.update(_sample_norm_ops())
 
 
+# --- modern activations, float64, with Python's math.erf element by element ---------------------------------
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def prelu(x, weight):
+    """One slope, or slope c on channel c of axis 1."""
+    out = np.array(x, dtype=np.float64)
+    for index in np.ndindex(*x.shape):
+        slope = weight[0] if weight.size == 1 else weight[index[1]]
+        if x[index] < 0:
+            out[index] = slope * x[index]
+    return out
+
+
+def celu(x, alpha):
+    return np.maximum(x, 0.0) + np.minimum(0.0, alpha * (np.exp(np.minimum(x, 0.0) / alpha) - 1.0))
+
+
+def gelu(x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def softplus(x, beta, threshold):
+    with np.errstate(over="ignore"):
+        smooth = np.log1p(np.exp(beta * x)) / beta
+    return np.where(beta * x > threshold, x, smooth)
+
+
+REFERENCE_OPS.update({   # modern activations (PyTorch's documented formulas) and element-wise math
+    "PReLU": lambda node, x: prelu(x, _param(node, "weight")),
+    "ELU": lambda node, x: np.where(x > 0, x, node.attrs["alpha"] * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "SELU": lambda node, x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0.0)) - 1.0)),
+    "CELU": lambda node, x: celu(x, node.attrs["alpha"]),
+    "GELU": lambda node, x: gelu(x, node.attrs["approximate"]),
+    "SiLU": lambda node, x: x / (1.0 + np.exp(-x)),
+    "Mish": lambda node, x: x * np.tanh(softplus(x, 1.0, 20.0)),
+    "Hardsigmoid": lambda node, x: np.clip(node.attrs["alpha"] * x + node.attrs["beta"], 0.0, 1.0),
+    "Hardswish": lambda node, x: x * np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0,
+    "Softplus": lambda node, x: softplus(x, node.attrs["beta"], node.attrs["threshold"]),
+    "LogSoftmax": lambda node, x: np.log(softmax(x, node.attrs["dim"])),
+    "Abs": lambda node, x: np.abs(x),
+    "Neg": lambda node, x: -x,
+    "Exp": lambda node, x: np.exp(x),
+    "Log": lambda node, x: np.log(x),
+    "Sqrt": lambda node, x: np.sqrt(x),
+    "Reciprocal": lambda node, x: 1.0 / x,
+    "Erf": lambda node, x: _erf(x),
+    "Pow": lambda node, a, b: np.power(a, b),
+    "Max": lambda node, *xs: np.maximum.reduce(np.broadcast_arrays(*xs)),
+    "Min": lambda node, *xs: np.minimum.reduce(np.broadcast_arrays(*xs)),
+})
+
+
 def _check_shape(node, array):
     """The reference's own output size must agree with the IR's inferred type (static dims)."""
     shape = node.type.shape
@@ -627,3 +684,191 @@ def reference_run(graph, *arrays):
         values[node.name] = result
     outputs = tuple(values[name] for name in graph.outputs)
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+# --- training graphs: gradients and losses (float64, loops over output positions and taps) --------------------
+def conv2d_grad_input(dy, weight, input_size, stride, pads, dilation, groups):
+    """Every output pixel sends w·dy back to each input pixel its window read."""
+    n, cout, ho, wo = dy.shape
+    _, cin_g, kh, kw = weight.shape
+    h, w = input_size
+    top, left, bottom, right = pads
+    cout_g = cout // groups
+    dxp = np.zeros((n, cin_g * groups, h + top + bottom + stride[0] * kh * dilation[0],
+                    w + left + right + stride[1] * kw * dilation[1]))
+    for o in range(cout):
+        g = o // cout_g
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kh):
+                    for b in range(kw):
+                        r, q = i * stride[0] + a * dilation[0], j * stride[1] + b * dilation[1]
+                        dxp[:, g * cin_g:(g + 1) * cin_g, r, q] += dy[:, o, i, j][:, None] * weight[o, :, a, b]
+    return dxp[:, :, top:top + h, left:left + w]
+
+
+def conv2d_grad_weight(x, dy, kernel, stride, pads, dilation, groups):
+    n, cin, h, w = x.shape
+    _, cout, ho, wo = dy.shape
+    top, left, bottom, right = pads
+    cin_g, cout_g = cin // groups, cout // groups
+    xpad = np.zeros((n, cin, h + top + bottom + stride[0] * kernel[0] * dilation[0],
+                     w + left + right + stride[1] * kernel[1] * dilation[1]))
+    xpad[:, :, top:top + h, left:left + w] = x
+    dw = np.zeros((cout, cin_g, *kernel))
+    for o in range(cout):
+        g = o // cout_g
+        for a in range(kernel[0]):
+            for b in range(kernel[1]):
+                for i in range(ho):
+                    for j in range(wo):
+                        r, q = i * stride[0] + a * dilation[0], j * stride[1] + b * dilation[1]
+                        dw[o, :, a, b] += dy[:, o, i, j] @ xpad[:, g * cin_g:(g + 1) * cin_g, r, q]
+    return dw
+
+
+def max_pool2d_grad(x, y, dy, kernel, stride, pads, dilation, ceil_mode):
+    """Each window's dy goes to the first (row-major) of its inputs equal to the window's maximum y."""
+    n, c, h, w = x.shape
+    top, left, bottom, right = pads
+    rows = _pool_windows(h, kernel[0], stride[0], top, bottom, dilation[0], ceil_mode)
+    cols = _pool_windows(w, kernel[1], stride[1], left, right, dilation[1], ceil_mode)
+    dx = np.zeros_like(x)
+    for i, (rr, _) in enumerate(rows):
+        for j, (cc, _) in enumerate(cols):
+            taps = [(r, q) for r in rr for q in cc]
+            if not taps:
+                continue
+            free = np.ones(x.shape[:2], bool)
+            for r, q in taps:
+                first = free & (x[:, :, r, q] == y[:, :, i, j])
+                dx[:, :, r, q] += np.where(first, dy[:, :, i, j], 0.0)
+                free &= ~first
+    return dx
+
+
+def avg_pool2d_grad(dy, input_size, kernel, stride, pads, ceil_mode, count_include_pad):
+    n, c = dy.shape[:2]
+    h, w = input_size
+    top, left, bottom, right = pads
+    rows = _pool_windows(h, kernel[0], stride[0], top, bottom, 1, ceil_mode)
+    cols = _pool_windows(w, kernel[1], stride[1], left, right, 1, ceil_mode)
+    dx = np.zeros((n, c, h, w))
+    for i, (rr, r0) in enumerate(rows):
+        for j, (cc, c0) in enumerate(cols):
+            if count_include_pad:
+                count = (min(r0 + kernel[0], h + bottom) - r0) * (min(c0 + kernel[1], w + right) - c0)
+            else:
+                count = len(rr) * len(cc)
+            for r in rr:
+                for q in cc:
+                    dx[:, :, r, q] += dy[:, :, i, j] / count
+    return dx
+
+
+def activation_grad(op, attrs, y, dy):
+    """dL/dx from the activation's output, each derivative written out."""
+    slope = {"ReLU": lambda: (y > 0) * 1.0, "ReLU6": lambda: ((y > 0) & (y < 6)) * 1.0,
+             "Hardtanh": lambda: ((y > attrs.get("min_val", 0)) & (y < attrs.get("max_val", 0))) * 1.0,
+             "LeakyReLU": lambda: np.where(y > 0, 1.0, attrs.get("negative_slope", 0)),
+             "Sigmoid": lambda: y - y ** 2, "Tanh": lambda: 1.0 - y ** 2, "Softsign": lambda: (1.0 - np.abs(y)) ** 2}
+    return dy * slope[op]()
+
+
+def _other_axes(x, axis):
+    return tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+
+
+def _channel(vector, x):
+    return np.asarray(vector, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_train(x, weight, bias, eps):
+    axes = _other_axes(x, 1)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * _channel(weight, x) + _channel(bias, x)
+
+
+def batch_stats(x):
+    axes = _other_axes(x, 1)
+    count = x.size // x.shape[1]
+    return np.stack([x.mean(axis=axes), x.var(axis=axes, ddof=1 if count > 1 else 0)])
+
+
+def batch_norm_grad(x, dy, params, eps, training, wrt):
+    axes = _other_axes(x, 1)
+    if training:
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    else:
+        mean, var = _channel(params["running_mean"], x), _channel(params["running_var"], x)
+    normalized = (x - mean) / np.sqrt(var + eps)
+    if wrt == "weight":
+        return np.sum(dy * normalized, axis=axes)
+    scale = _channel(params["weight"], x) / np.sqrt(var + eps)
+    if not training:
+        return dy * scale
+    count = x.size // x.shape[1]
+    return scale / count * (count * dy - dy.sum(axis=axes, keepdims=True)
+                            - normalized * np.sum(dy * normalized, axis=axes, keepdims=True))
+
+
+def sum_to_shape(x, shape):
+    extra = x.ndim - len(shape)
+    summed = x.sum(axis=tuple(range(extra))) if extra else x
+    for axis, size in enumerate(shape):
+        if size == 1 and summed.shape[axis] != 1:
+            summed = summed.sum(axis=axis, keepdims=True)
+    return summed
+
+
+def cross_entropy(z, target):
+    log_p = z - np.max(z, axis=1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    return -np.mean([log_p[i, int(t)] for i, t in enumerate(target)])
+
+
+def cross_entropy_grad(z, target):
+    p = softmax(z, 1)
+    for i, t in enumerate(target):
+        p[i, int(t)] -= 1.0
+    return p / len(z)
+
+
+def _bn_params(node):
+    return {k: _param(node, k) for k in ("weight", "bias", "running_mean", "running_var")}
+
+
+REFERENCE_OPS.update({
+    "Conv2dGradInput": lambda node, dy: conv2d_grad_input(dy, _param(node, "weight"), node.attrs["input_size"],
+                                                          node.attrs["stride"], node.attrs["pads"],
+                                                          node.attrs["dilation"], node.attrs["groups"]),
+    "Conv2dGradWeight": lambda node, x, dy: conv2d_grad_weight(x, dy, node.attrs["kernel_size"], node.attrs["stride"],
+                                                               node.attrs["pads"], node.attrs["dilation"],
+                                                               node.attrs["groups"]).reshape(dy.shape[1], -1),
+    "LinearGradInput": lambda node, dy: np.einsum("...o,oi->...i", dy, _param(node, "weight")),
+    "LinearGradWeight": lambda node, x, dy: dy.reshape(-1, dy.shape[-1]).T @ x.reshape(-1, x.shape[-1]),
+    "MaxPool2dGrad": lambda node, x, y, dy: max_pool2d_grad(x, y, dy, node.attrs["kernel_size"], node.attrs["stride"],
+                                                            node.attrs["pads"], node.attrs["dilation"],
+                                                            node.attrs["ceil_mode"]),
+    "AvgPool2dGrad": lambda node, dy: avg_pool2d_grad(dy, node.attrs["input_size"], node.attrs["kernel_size"],
+                                                      node.attrs["stride"], node.attrs["pads"], node.attrs["ceil_mode"],
+                                                      node.attrs["count_include_pad"]),
+    "GlobalAvgPool2dGrad": lambda node, dy: np.broadcast_to(dy, (*dy.shape[:2], *node.attrs["input_size"]))
+    / np.prod(node.attrs["input_size"]),
+    "ActivationGrad": lambda node, y, dy: activation_grad(node.attrs["function"]["op"],
+                                                          node.attrs["function"]["attrs"], y, dy),
+    "SoftmaxGrad": lambda node, y, dy: y * (dy - np.sum(y * dy, axis=node.attrs["axis"], keepdims=True)),
+    "SumExcept": lambda node, x: x.sum(axis=_other_axes(x, node.attrs["axis"])),
+    "SumToShape": lambda node, x: sum_to_shape(x, node.attrs["shape"]),
+    "ConcatGrad": lambda node, x: np.take(x, range(node.attrs["start"], node.attrs["start"] + node.attrs["length"]),
+                                          axis=node.attrs["axis"]),
+    "BatchNorm2dTrain": lambda node, x: batch_norm_train(x, _param(node, "weight"), _param(node, "bias"),
+                                                         node.attrs["eps"]),
+    "BatchStats": lambda node, x: batch_stats(x),
+    "BatchNorm2dGrad": lambda node, x, dy: batch_norm_grad(x, dy, _bn_params(node), node.attrs["eps"],
+                                                           node.attrs["training"], node.attrs["wrt"]),
+    "CrossEntropyLoss": lambda node, z, t: np.array(cross_entropy(z, t)),
+    "CrossEntropyLossGrad": lambda node, z, t: cross_entropy_grad(z, t),
+    "MSELoss": lambda node, p, t: np.array(np.mean((p - t) ** 2)),
+    "MSELossGrad": lambda node, p, t: 2.0 * (p - t) / p.size,
+})

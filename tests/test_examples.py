@@ -11,6 +11,8 @@ EXAMPLES = {
     "seed_question.py": "M2 folded: 1,898 -> 760 parameters (M3 has 760)",
     "optimize_onnx.py": "onnxruntime gives the same outputs",
     "custom_pass.py": "drop_double_activation ran under cg.optimize, verified",
+    "seed_training.py": "100% of predictions unchanged",
+    "repvgg_training.py": "identical predictions on the 450 validation digits",
 }
 
 

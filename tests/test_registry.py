@@ -46,8 +46,10 @@ def missing_pieces(op: str) -> list[str]:
     cls, missing = cg.REGISTRY[op], []
     if op not in KERNELS:
         missing.append("no NumPy kernel (backends/numpy_backend, @kernel)")
-    if op not in EXPORTERS:
+    if op not in EXPORTERS and not cls.training_only:
         missing.append("no ONNX export (@exports in its family module)")
+    if cls.training_only and op in EXPORTERS:
+        missing.append("a training-only op with an ONNX export")
     if op not in REFERENCE_OPS:
         missing.append("no naive reference (tests/reference.py, REFERENCE_OPS)")
     if not (cls.__dict__.get("__doc__") or "").strip():

@@ -4,10 +4,13 @@ from __future__ import annotations
 import weakref
 
 from . import (  # noqa: F401  (register the kernels)
+    activations,
     adaptive_pooling,
     conv_nd,
     elementwise,
     gemm,
+    gradients,
+    math_ops,
     pooling,
     reductions,
     resample,

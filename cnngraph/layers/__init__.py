@@ -7,6 +7,9 @@ from . import (
     conv,
     conv_transpose,
     linear,
+    losses,
+    math_ops,
+    modern_activations,
     normalization,
     pooling,
     reductions,
@@ -33,6 +36,9 @@ FAMILIES = (
     select,
     resample,
     slicing,
+    losses,
+    math_ops,
+    modern_activations,
 )
 
 _layers = {cls.__name__: cls for family in FAMILIES for cls in vars(family).values()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..autodiff.registry import gradient
+from ..errors import GraphError, ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported, nice_float, simple
 from ..onnx.mapping import emit_as, exports, imports
@@ -185,3 +186,88 @@ for _onnx_op, _ours, _attrs in (("Relu", "ReLU", {}), ("LeakyRelu", "LeakyReLU",
 @imports("Softsign")
 def _softsign_from_onnx(imp, node):
     imp.add(node, "Softsign", [imp.value(node.input[0])])
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# Each activation's derivative is read from its OUTPUT y (ReLU: y > 0, Sigmoid: y·(1 − y), Tanh: 1 − y², ...),
+# so the backward pass keeps the activation's output and never its input (cnngraph/autodiff/registry.py).
+DERIVATIVE_FROM_OUTPUT = ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softsign", "Hardtanh")
+
+
+class ActivationGrad(_Elementwise):
+    """∂L/∂x of an element-wise activation from its output y and ∂L/∂y (training graphs only): inputs (y, dy),
+    output of dy's shape. At a kink (ReLU at 0) the derivative is that of the open side y > 0, as in PyTorch.
+
+    Args:
+        function: the activation differentiated, ``{"op": "ReLU", "attrs": {...}}`` (one of
+            DERIVATIVE_FROM_OUTPUT; LeakyReLU with a non-negative slope, whose output keeps the input's sign).
+    """
+    prefix = "dact"
+    arity = (2, 2)
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls({"op": "Sigmoid", "attrs": {}}), [(None, 3, 4, 5), (None, 3, 4, 5)]
+
+    def __init__(self, function: dict):
+        super().__init__(function={"op": function["op"], "attrs": dict(function.get("attrs", {}))})
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        y, dy = inputs
+        fused = attrs["function"]
+        if fused.get("op") not in DERIVATIVE_FROM_OUTPUT:
+            raise ShapeError(f"no derivative from the output for {fused.get('op')!r}")
+        if fused["op"] == "LeakyReLU" and fused["attrs"]["negative_slope"] < 0:
+            raise ShapeError("LeakyReLU with a negative slope: its output does not tell the input's sign")
+        if y.shape != dy.shape:
+            raise ShapeError(f"y and dy must have the same shape, got {y.describe()} and {dy.describe()}")
+        return dy.type
+
+
+class SoftmaxGrad(Layer):
+    """∂L/∂x of Softmax from its output y and ∂L/∂y (training graphs only): dx = y·(dy − Σ_axis dy·y).
+
+    Args:
+        axis: the Softmax's axis (default −1).
+    """
+    prefix = "dsoftmax"
+    arity = (2, 2)
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(1), [(None, 3, 4, 5), (None, 3, 4, 5)]
+
+    def __init__(self, axis: int = -1):
+        super().__init__(axis=int(axis))
+
+    per_sample = Softmax.per_sample
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        y, dy = inputs
+        if y.shape != dy.shape:
+            raise ShapeError(f"y and dy must have the same shape, got {y.describe()} and {dy.describe()}")
+        return Softmax.infer(attrs, [dy])
+
+
+def activation_gradient(b, node, dy) -> str:
+    """dy through the node's fused activation (Conv2d, Linear), or dy itself when it has none."""
+    fused = node.attrs.get("activation")
+    if not fused:
+        return dy
+    return b.add(node, "act", "ActivationGrad", [node.name, dy], function=dict(fused))
+
+
+@gradient(*DERIVATIVE_FROM_OUTPUT)
+def _activation_gradient(b, node, dy):
+    if node.op == "LeakyReLU" and node.attrs["negative_slope"] < 0:
+        raise GraphError(f"{node.label()}: no gradient rule for a negative slope (its output loses the sign)")
+    return {0: b.add(node, "x", "ActivationGrad", [node.name, dy], function=b.activation_of(node))}
+
+
+@gradient("Softmax")
+def _softmax_gradient(b, node, dy):
+    return {0: b.add(node, "x", "SoftmaxGrad", [node.name, dy], axis=node.attrs["axis"])}

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, require_activation, require_rank, require_static, require_window
@@ -17,6 +18,7 @@ from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import ints_attr, window_pads
 from ..shapes import TensorType, conv_output_size
+from .activations import activation_gradient
 
 
 def ntuple(value, n: int, what: str) -> tuple[int, ...]:
@@ -214,3 +216,98 @@ def _conv(imp, node):
                  groups=groups, bias=bias is not None)
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     imp.add(node, CONV_BY_RANK[dims], [x], attrs, params)
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# y = conv(x, W) + b  =>  ∂x = conv_transpose(∂y, W) (Conv2dGradInput), ∂W = Σ_n ∂y ⋆ x (Conv2dGradWeight),
+# ∂b = Σ_{n,h,w} ∂y. Both are GEMMs in the NumPy backend (columns of x or of Wᵀ·∂y), like the forward pass.
+class Conv2dGradInput(Layer):
+    """∂L/∂x of a Conv2d from ∂L/∂y (training graphs only): input dy (N, out_channels, H', W'), output
+    (N, in_channels, H, W), H and W given by ``input_size`` (a strided convolution's input size is not
+    determined by its output's). Input pixels no window reads get 0.
+
+    Args:
+        attrs: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation,
+            groups) and input_size, the forward input's (H, W).
+    Parameters: weight, the Conv2d's (out_channels, in_channels / groups, kh, kw).
+    """
+    prefix = "dconv_x"
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(**dict(Conv2d(4, 6, 3, stride=2, padding=1, groups=2).attrs, input_size=(5, 6))), [(None, 6, 3, 3)]
+
+    def __init__(self, **attrs):
+        super().__init__(**{k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items() if k != "activation"})
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        kh, kw = attrs["kernel_size"]
+        return {"weight": (attrs["out_channels"], attrs["in_channels"] // attrs["groups"], kh, kw)}
+
+    @classmethod
+    def init_params(cls, attrs):
+        return Conv2d.init_params(dict(attrs, bias=False))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        dy, = inputs
+        h, w = attrs["input_size"]
+        forward = Conv2d.infer(attrs, [type(dy)(dy.name, TensorType((dy.shape[0], attrs["in_channels"], h, w)))])
+        if forward.shape[1:] != dy.shape[1:]:
+            raise ShapeError(f"dy {dy.describe()} is not the output {forward} of this convolution of {(h, w)}")
+        return TensorType((dy.shape[0], attrs["in_channels"], h, w))
+
+
+class Conv2dGradWeight(Layer):
+    """∂L/∂W of a Conv2d from its input x and ∂L/∂y, summed over the batch (training graphs only): inputs x
+    (N, in_channels, H, W) and dy (N, out_channels, H', W'), output the weight's gradient as a matrix
+    (out_channels, in_channels / groups · kh · kw), the GEMM's own result (a Reshape gives the weight's shape;
+    a 4-D result would be stored channels-first and transposed twice).
+
+    Args:
+        attrs: the Conv2d's attributes (in_channels, out_channels, kernel_size, stride, pads, dilation, groups).
+    """
+    prefix = "dconv_w"
+    arity = (2, 2)
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(**Conv2d(4, 6, 3, stride=2, padding=1, groups=2).attrs), [(None, 4, 5, 6), (None, 6, 3, 3)]
+
+    def __init__(self, **attrs):
+        super().__init__(**{k: v for k, v in attrs.items() if k not in ("activation", "bias", "input_size")})
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, dy = inputs
+        forward = Conv2d.infer(attrs, [x])
+        if forward.shape[1:] != dy.shape[1:] or forward.shape[0] != dy.shape[0]:
+            raise ShapeError(f"dy {dy.describe()} is not the output {forward} of this convolution of {x.describe()}")
+        kh, kw = attrs["kernel_size"]
+        return TensorType((attrs["out_channels"], attrs["in_channels"] // attrs["groups"] * kh * kw))
+
+    @classmethod
+    def macs(cls, attrs, inputs, output):
+        return Conv2d.macs(attrs, inputs[:1], inputs[1].type)
+
+
+def _window_attrs(attrs) -> dict:
+    keys = ("in_channels", "out_channels", "kernel_size", "stride", "pads", "dilation", "groups")
+    return {k: attrs[k] for k in keys}
+
+
+@gradient("Conv2d")
+def _conv_gradient(b, node, dy):
+    dy = activation_gradient(b, node, dy)
+    x = node.inputs[0]
+    grads = {0: b.add(node, "x", "Conv2dGradInput", [dy], {"weight": node.params["weight"]},
+                      **_window_attrs(node.attrs), input_size=tuple(b.shape(x)[2:])),
+             "weight": b.add(node, "weight", "Reshape", [b.add(node, "weight.matrix", "Conv2dGradWeight", [x, dy],
+                                                                **_window_attrs(node.attrs))],
+                             shape=node.params["weight"].shape)}
+    if node.attrs["bias"]:
+        grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
+    return grads

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import OnnxImportError, ShapeError
 from ..init import fan_in_uniform
 from ..layer import Layer, require_activation
 from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..shapes import TensorType, product
+from .activations import activation_gradient
 
 
 class Linear(Layer):
@@ -145,3 +147,72 @@ def _gemm(imp, node):
 
 def _scalar(imp, node, key: str, value: float) -> str:
     return imp.add_step(node, "Constant", [], dict(shape=()), dict(value=np.array(value, np.float32)))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# y = x·Wᵀ + b  =>  ∂x = ∂y·W (LinearGradInput), ∂W = ∂yᵀ·x over all leading axes (LinearGradWeight),
+# ∂b = Σ ∂y over the leading axes: two GEMMs and a sum.
+class LinearGradInput(Layer):
+    """∂L/∂x of a Linear from ∂L/∂y (training graphs only): dy (..., out_features) → (..., in_features).
+
+    Args: the Linear's in_features and out_features.
+    Parameters: weight, the Linear's (out_features, in_features).
+    """
+    prefix = "dfc_x"
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(in_features=5, out_features=3), [(None, 3)]
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features=int(in_features), out_features=int(out_features))
+
+    @classmethod
+    def param_shapes(cls, attrs):
+        return {"weight": (attrs["out_features"], attrs["in_features"])}
+
+    @classmethod
+    def init_params(cls, attrs):
+        return Linear.init_params(dict(attrs, bias=False))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        dy, = inputs
+        if dy.rank < 1 or dy.shape[-1] != attrs["out_features"]:
+            raise ShapeError(f"expects dy with {attrs['out_features']} features, got {dy.describe()}")
+        return TensorType((*dy.shape[:-1], attrs["in_features"]))
+
+
+class LinearGradWeight(Layer):
+    """∂L/∂W of a Linear from its input x (..., in_features) and ∂L/∂y (..., out_features), summed over
+    every leading axis (training graphs only): output (out_features, in_features). No arguments."""
+    prefix = "dfc_w"
+    arity = (2, 2)
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(), [(None, 5), (None, 3)]
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, dy = inputs
+        if x.rank < 1 or x.shape[:-1] != dy.shape[:-1]:
+            raise ShapeError(f"x {x.describe()} and dy {dy.describe()} must agree on the leading axes")
+        return TensorType((dy.shape[-1], x.shape[-1]))
+
+
+@gradient("Linear")
+def _linear_gradient(b, node, dy):
+    dy = activation_gradient(b, node, dy)
+    a = node.attrs
+    grads = {0: b.add(node, "x", "LinearGradInput", [dy], {"weight": node.params["weight"]},
+                      in_features=a["in_features"], out_features=a["out_features"]),
+             "weight": b.add(node, "weight", "LinearGradWeight", [node.inputs[0], dy])}
+    if a["bias"]:
+        grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=-1)
+    return grads

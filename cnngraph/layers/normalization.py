@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import OnnxImportError, ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported, nice_float
 from ..onnx.mapping import exports, imports
+from ..shapes import TensorType
 
 
 class BatchNorm2d(Layer):
@@ -146,3 +148,93 @@ def _batchnorm(imp, node):
     op = BATCHNORM_BY_RANK.get(len(imp.shape(x)), "BatchNorm2d")
     imp.add(node, op, [x], dict(num_features=int(weight.shape[0]), eps=nice_float(a.get("epsilon", 1e-5))),
             params)
+
+
+# --- training mode and gradients -------------------------------------------------------------------------------
+# Training mode normalises with the batch's statistics over (N, H, W): mean μ and the biased variance σ²
+# (PyTorch's convention for normalising); the running statistics are updated by the trainer from BatchStats,
+# which gives the unbiased variance, as PyTorch does: running = (1 − momentum)·running + momentum·batch.
+# With x̂ = (x − μ)/√(σ² + eps):  ∂β = Σ ∂y,  ∂γ = Σ ∂y·x̂,  and
+#   eval:  ∂x = ∂y·γ/√(running_var + eps)
+#   train: ∂x = γ/√(σ² + eps) · (∂y − mean(∂y) − x̂·mean(∂y·x̂))   (means over N, H, W)
+class _BatchNormTraining(Layer):
+    """Shared schema: BatchNorm2d's attributes and parameters, channel axis 1."""
+    prefix = "bn"
+    training_only = True
+
+    param_shapes = BatchNorm2d.param_shapes
+    init_params = BatchNorm2d.init_params
+
+
+class BatchNorm2dTrain(_BatchNormTraining):
+    """BatchNorm2d in training mode (training graphs only): y = (x − μ_batch)/√(σ²_batch + eps)·weight + bias,
+    statistics over every axis but 1 (σ² biased, as PyTorch normalises); input (N, C, ...), same output shape.
+
+    Args:
+        attrs: BatchNorm2d's (num_features, eps).
+    Parameters: BatchNorm2d's (weight, bias, running_mean, running_var; the running statistics unused here).
+    """
+    @classmethod
+    def example(cls):
+        return cls(**BatchNorm2d(3).attrs), [(None, 3, 4, 5)]
+
+    def __init__(self, **attrs):
+        super().__init__(**attrs)
+
+    infer = BatchNorm2d.infer
+
+
+class BatchStats(Layer):
+    """The batch statistics of a BatchNorm2d in training mode (training graphs only): input (N, C, ...), output
+    (2, C): the mean and the unbiased variance (Σ(x − μ)²/(n − 1), n = N·H·W; the biased one when n = 1) over
+    every axis but 1, what PyTorch's running statistics are updated with. No arguments."""
+    prefix = "bn_stats"
+    training_only = True
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank < 2:
+            raise ShapeError(f"expects an input (N, C, ...), got {x.describe()}")
+        return TensorType((2, x.shape[1]))
+
+
+class BatchNorm2dGrad(_BatchNormTraining):
+    """∂L/∂x or ∂L/∂weight of a BatchNorm2d (training graphs only), from its input x and ∂L/∂y: output of x's
+    shape (wrt "x") or (num_features,) (wrt "weight").
+
+    Args:
+        attrs: BatchNorm2d's (num_features, eps), plus ``training`` (batch statistics, else the running ones)
+            and ``wrt`` ("x" or "weight").
+    Parameters: BatchNorm2d's.
+    """
+    arity = (2, 2)
+
+    @classmethod
+    def example(cls):
+        return cls(**BatchNorm2d(3).attrs, training=True, wrt="x"), [(None, 3, 4, 5), (None, 3, 4, 5)]
+
+    def __init__(self, **attrs):
+        super().__init__(**attrs)
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, dy = inputs
+        BatchNorm2d.infer(attrs, [x])
+        if x.shape != dy.shape:
+            raise ShapeError(f"x {x.describe()} and dy {dy.describe()} must have the same shape")
+        if attrs["wrt"] not in ("x", "weight"):
+            raise ShapeError(f"wrt must be 'x' or 'weight', got {attrs['wrt']!r}")
+        return x.type if attrs["wrt"] == "x" else TensorType((attrs["num_features"],))
+
+
+@gradient("BatchNorm2d", "BatchNorm2dTrain")
+def _batchnorm_gradient(b, node, dy):
+    x, training = node.inputs[0], node.op == "BatchNorm2dTrain"
+    attrs = dict(num_features=node.attrs["num_features"], eps=node.attrs["eps"], training=training)
+    return {0: b.add(node, "x", "BatchNorm2dGrad", [x, dy], node.params, **attrs, wrt="x"),
+            "weight": b.add(node, "weight", "BatchNorm2dGrad", [x, dy], node.params, **attrs, wrt="weight"),
+            "bias": b.add(node, "bias", "SumExcept", [dy], axis=1)}

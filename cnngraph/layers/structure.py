@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported
@@ -236,3 +237,122 @@ def _flatten(imp, node):
         imp.add(node, "Flatten", [x], dict(start_dim=1, end_dim=-1))
     else:
         imp.add(node, "Reshape", [x], dict(shape=(product(shape[:axis]), product(shape[axis:]))))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# Identity and Dropout (inference) pass ∂y through; Add gives every input ∂y (summed down to an input's shape
+# when it broadcast); Concat gives each input its slice of ∂y; Flatten reshapes ∂y back.
+class SumExcept(Layer):
+    """Sum over every axis but one (training graphs only: a bias's gradient): (N, C, H, W) → (C,) for axis 1.
+
+    Args:
+        axis: the axis kept.
+    """
+    prefix = "dsum"
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(1), [(None, 3, 4, 5)]
+
+    def __init__(self, axis: int):
+        super().__init__(axis=int(axis))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        return TensorType((x.shape[_axis(attrs["axis"], x.rank, "axis", x)],))
+
+
+class SumToShape(Layer):
+    """Sum a broadcast value back to the shape it was broadcast from (training graphs only): axes it gained on
+    the left are summed away, axes of size 1 in ``shape`` summed keeping them.
+
+    Args:
+        shape: the target shape (static, or equal to the input's dims where symbolic).
+    """
+    prefix = "dsum"
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls((3, 1, 5)), [(None, 3, 4, 5)]
+
+    def __init__(self, shape: tuple):
+        super().__init__(shape=tuple(shape))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        shape = tuple(attrs["shape"])
+        tail = x.shape[x.rank - len(shape):] if len(shape) <= x.rank else None
+        if tail is None or any(t != 1 and t != d for t, d in zip(shape, tail)):
+            raise ShapeError(f"{x.describe()} was not broadcast from {shape}")
+        return TensorType(shape)
+
+
+class ConcatGrad(Layer):
+    """The slice [start, start + length) of one axis (training graphs only: the part of a Concat's ∂y that
+    belongs to one of its inputs).
+
+    Args:
+        axis: the Concat's axis.
+        start: where the input's part begins.
+        length: its size along the axis.
+    """
+    prefix = "dconcat"
+    training_only = True
+
+    @classmethod
+    def example(cls):
+        return cls(1, 1, 2), [(None, 3, 4, 5)]
+
+    def __init__(self, axis: int, start: int, length: int):
+        super().__init__(axis=int(axis), start=int(start), length=int(length))
+
+    per_sample = Concat.per_sample
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        axis = _axis(attrs["axis"], x.rank, "axis", x)
+        size = x.shape[axis]
+        if attrs["start"] < 0 or attrs["length"] < 1 or not isinstance(size, int) or attrs["start"] + attrs["length"] > size:
+            raise ShapeError(f"slice [{attrs['start']}, +{attrs['length']}) is outside axis {axis} of {x.describe()}")
+        return TensorType((*x.shape[:axis], attrs["length"], *x.shape[axis + 1:]))
+
+
+def reduce_to(b, node, tag: str, dy: str, value: str) -> str:
+    """dy summed down to the shape of ``value`` when broadcasting made it larger, else dy."""
+    shape = b.shape(value)
+    return dy if b.shape(dy) == shape else b.add(node, tag, "SumToShape", [dy], shape=shape)
+
+
+def reshape_back(b, node, dy: str) -> str:
+    return b.add(node, "x", "Reshape", [dy], shape=b.shape(node.inputs[0]))
+
+
+@gradient("Identity", "Dropout")
+def _pass_through_gradient(b, node, dy):
+    return {0: dy}
+
+
+@gradient("Add")
+def _add_gradient(b, node, dy):
+    return {i: reduce_to(b, node, str(i), dy, value) for i, value in enumerate(node.inputs)}
+
+
+@gradient("Concat")
+def _concat_gradient(b, node, dy):
+    axis = node.attrs["axis"] % len(node.type.shape)
+    grads, start = {}, 0
+    for i, value in enumerate(node.inputs):
+        length = b.shape(value)[axis]
+        grads[i] = b.add(node, str(i), "ConcatGrad", [dy], axis=axis, start=start, length=length)
+        start += length
+    return grads
+
+
+@gradient("Flatten")
+def _flatten_gradient(b, node, dy):
+    return {0: reshape_back(b, node, dy)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import gradient
 from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer, Operand, require_rank
 from ..onnx.handler_tools import Unsupported, binary, nice_float
@@ -479,3 +480,85 @@ def _pad(imp, node):
 
 for _onnx_op in ("MatMul", "Mul", "Sub", "Div"):
     imports(_onnx_op)(binary(_onnx_op))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# (x · y)' = ∂z·y and ∂z·x, each summed down to its operand's shape; a reshape's gradient is the reshape back.
+@gradient("Mul")
+def _mul_gradient(b, node, dy):
+    from .structure import reduce_to
+    x, y = node.inputs
+    return {0: reduce_to(b, node, "0", b.add(node, "0.product", "Mul", [dy, y]), x),
+            1: reduce_to(b, node, "1", b.add(node, "1.product", "Mul", [dy, x]), y)}
+
+
+@gradient("Reshape")
+def _reshape_gradient(b, node, dy):
+    from .structure import reshape_back
+    return {0: reshape_back(b, node, dy)}
+
+
+@gradient("Constant")
+def _constant_gradient(b, node, dy):
+    return {}
+
+
+def _scaled(b, node, tag: str, dy: str, value) -> str:
+    """dy times a constant (a scalar or an array broadcasting against dy), as Constant + Mul."""
+    value = np.asarray(value, np.float32)
+    constant = b.add(node, f"{tag}.constant", "Constant", [], {"value": value}, shape=tuple(value.shape))
+    return b.add(node, tag, "Mul", [dy, constant])
+
+
+@gradient("Sub")
+def _sub_gradient(b, node, dy):
+    from .structure import reduce_to
+    x, y = node.inputs
+    return {0: reduce_to(b, node, "0", dy, x), 1: reduce_to(b, node, "1", _scaled(b, node, "1.negated", dy, -1.0), y)}
+
+
+@gradient("Div")
+def _div_gradient(b, node, dy):
+    """z = x / y:  ∂x = ∂z / y,  ∂y = −∂z·z / y."""
+    from .structure import reduce_to
+    x, y = node.inputs
+    over_y = b.add(node, "0.quotient", "Div", [dy, y])
+    times_z = b.add(node, "1.product", "Mul", [over_y, node.name])
+    return {0: reduce_to(b, node, "0", over_y, x), 1: reduce_to(b, node, "1", _scaled(b, node, "1.negated", times_z, -1.0), y)}
+
+
+@gradient("Transpose")
+def _transpose_gradient(b, node, dy):
+    return {0: b.add(node, "x", "Transpose", [dy], perm=tuple(int(i) for i in np.argsort(node.attrs["perm"])))}
+
+
+@gradient("ReduceMean")
+def _reduce_mean_gradient(b, node, dy):
+    """Each input element gets ∂y/count of its reduced group: ∂y reshaped to keep the reduced axes, times a
+    constant 1/count of the input's shape (1 along the symbolic axes, which must not be reduced)."""
+    from ..errors import GraphError
+    x = b.shape(node.inputs[0])
+    axes = node.layer.axes(node.attrs, len(x))
+    if any(isinstance(x[i], str) for i in axes):
+        raise GraphError(f"{node.label()}: no gradient rule for a mean over a symbolic axis")
+    count = int(np.prod([x[i] for i in axes]))
+    kept = b.add(node, "x.kept", "Reshape", [dy], shape=tuple(1 if i in axes else d for i, d in enumerate(x)))
+    spread = np.full([1 if isinstance(d, str) else d for d in x], 1.0 / count, np.float32)
+    return {0: _scaled(b, node, "x", kept, spread)}
+
+
+@gradient("GlobalMaxPool2d")
+def _global_maxpool_gradient(b, node, dy):
+    """A max pool whose one window is the whole map: MaxPool2dGrad sends ∂y to the first maximum."""
+    h, w = b.shape(node.inputs[0])[2:]
+    return {0: b.add(node, "x", "MaxPool2dGrad", [node.inputs[0], node.name, dy], kernel_size=(h, w), stride=(h, w),
+                     pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)}
+
+
+@gradient("Pad")
+def _pad_gradient(b, node, dy):
+    """Constant padding: ∂x is ∂y cropped back, a Pad by the negated pads (reflect and edge are refused)."""
+    from ..errors import GraphError
+    if node.attrs["mode"] != "constant":
+        raise GraphError(f"{node.label()}: no gradient rule for mode {node.attrs['mode']!r}")
+    return {0: b.add(node, "x", "Pad", [dy], pads=tuple(-p for p in node.attrs["pads"]), mode="constant", value=0.0)}

@@ -34,54 +34,7 @@ from cnngraph.tolerance import assert_close
 CATEGORIES = {"pytorch-converted": "OnnxBackendPyTorchConvertedModelTest",
               "pytorch-operator": "OnnxBackendPyTorchOperatorModelTest"}
 
-_POOL1D = "refused: 1-D pooling (a 3-D input): cnngraph pooling is 2-D"
-_POOL3D = "refused: 3-D pooling (a 5-D input): cnngraph pooling is 2-D"
-_PRELU = "refused: unsupported op PRelu"
-
 KNOWN_GAPS = {  # case (without the _cpu suffix): why it fails today
-    "test_AvgPool3d": _POOL3D,
-    "test_AvgPool3d_stride": _POOL3D,
-    "test_AvgPool3d_stride1_pad0_gpu_input": _POOL3D,
-    "test_ELU": "refused: unsupported op Elu",
-    "test_GLU": "refused: unsupported op Split (on a computed tensor)",
-    "test_GLU_dim": "refused: unsupported op Split (on a computed tensor)",
-    "test_LogSoftmax": "refused: unsupported op LogSoftmax",
-    "test_MaxPool1d": _POOL1D,
-    "test_MaxPool1d_stride": _POOL1D,
-    "test_MaxPool1d_stride_padding_dilation": _POOL1D,
-    "test_MaxPool3d": _POOL3D,
-    "test_MaxPool3d_stride": _POOL3D,
-    "test_MaxPool3d_stride_padding": _POOL3D,
-    "test_PReLU_1d": _PRELU,
-    "test_PReLU_1d_multiparam": _PRELU,
-    "test_PReLU_2d": _PRELU,
-    "test_PReLU_2d_multiparam": _PRELU,
-    "test_PReLU_3d": _PRELU,
-    "test_PReLU_3d_multiparam": _PRELU,
-    "test_PoissonNLLLLoss_no_reduce": "refused: unsupported op Exp",
-    "test_SELU": "refused: unsupported op Selu",
-    "test_Softmin": "refused: unsupported op Neg",
-    "test_Softplus": "refused: unsupported op Softplus",
-    "test_Softsign": "refused: unsupported op Abs (opset 6 writes Softsign as x / (1 + |x|))",
-    "test_log_softmax_dim3": "refused: unsupported op LogSoftmax",
-    "test_log_softmax_lastdim": "refused: unsupported op LogSoftmax",
-    "test_operator_basic": "refused: unsupported op Neg",
-    "test_operator_chunk": "refused: unsupported op Split (on a computed tensor)",
-    "test_operator_exp": "refused: unsupported op Exp",
-    "test_operator_index": "refused: unsupported op Slice (on a computed tensor)",
-    "test_operator_max": "refused: unsupported op Max (elementwise)",
-    "test_operator_maxpool": _POOL1D,
-    "test_operator_min": "refused: unsupported op Min (elementwise)",
-    "test_operator_params": "refused: unsupported op Neg",
-    "test_operator_pow": "refused: unsupported op Pow",
-    "test_operator_reduced_sum": "refused: unsupported op ReduceSum",
-    "test_operator_reduced_sum_keepdim": "refused: unsupported op ReduceSum",
-    "test_operator_repeat": "refused: unsupported op Tile (on a computed tensor)",
-    "test_operator_repeat_dim_overflow": "refused: unsupported op Tile (on a computed tensor)",
-    "test_operator_selu": "refused: unsupported op Selu",
-    "test_operator_sqrt": "refused: unsupported op Sqrt",
-    "test_operator_symbolic_override": "refused: unsupported op InstanceNormalization",
-    "test_operator_symbolic_override_nested": "refused: unsupported op Neg",
 }
 
 

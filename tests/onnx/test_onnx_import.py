@@ -230,13 +230,13 @@ def _model(nodes, initializers=(), opset=18, shape=("N", 3)):
 
 def test_every_unsupported_op_is_listed_with_its_node():
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu1"),
-             helper.make_node("Exp", ["a"], ["b"], name="exp_node"),
-             helper.make_node("Abs", ["b"], ["c"], name="abs_node"),
-             helper.make_node("Neg", ["c"], ["y"], name="neg_node")]
+             helper.make_node("Sin", ["a"], ["b"], name="sin_node"),
+             helper.make_node("Cos", ["b"], ["c"], name="cos_node"),
+             helper.make_node("Tan", ["c"], ["y"], name="tan_node")]
     with pytest.raises(OnnxImportError) as info:
         cg.load_onnx(_model(nodes))
     message = str(info.value)
-    for text in ("Exp", "exp_node", "Abs", "abs_node", "Neg", "neg_node"):
+    for text in ("Sin", "sin_node", "Cos", "cos_node", "Tan", "tan_node"):
         assert text in message
     assert "relu1" not in message
 

@@ -1,0 +1,397 @@
+"""Kernels of the ops only training graphs hold: gradients and losses.
+
+Convolution gradients are GEMMs over the whole batch in the cnhw layout, like the forward pass:
+∂W = ∂y (Cout, N·Ho·Wo) @ columns(x)ᵀ, and ∂x = the columns Wᵀ @ ∂y (Cin·kh·kw, N·Ho·Wo) added back onto the
+(padded) input, one strided view per kernel tap. Pooling gradients loop over the window's taps, each a strided
+view of the whole tensor. Nothing loops over pixels or channels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cnngraph.shapes import average_pool_divisor
+
+from .gemm import padded_source, tap, window_view
+from .kernel import CNHW, NCHW, kernel
+
+ANY = (CNHW, NCHW)
+
+
+def _extent(a, out_hw, in_hw):
+    """Spatial size of the padded input the windows read: enough for every tap of every output position."""
+    (kh, kw), (sh, sw) = a["kernel_size"], a["stride"]
+    dh, dw = a.get("dilation", (1, 1))
+    top, left = a["pads"][0], a["pads"][1]
+    return (max((out_hw[0] - 1) * sh + (kh - 1) * dh + 1, top + in_hw[0]),
+            max((out_hw[1] - 1) * sw + (kw - 1) * dw + 1, left + in_hw[1]))
+
+
+def _scatter_taps(ctx, padded_shape, in_hw, out_hw):
+    """A function adding per-tap contributions onto a zeroed padded buffer, then cropping it into ``out``."""
+    a = ctx.attrs
+    kh, kw = a["kernel_size"]
+    stride, dilation = a["stride"], a.get("dilation", (1, 1))
+    top, left = a["pads"][0], a["pads"][1]
+    buffer = ctx.scratch.request(padded_shape)
+
+    def scatter(contribution, out):
+        """contribution(i, j) -> the (C, N, Ho, Wo) values tap (i, j) sends back."""
+        dxp = buffer()
+        dxp[...] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                tap(dxp, i, j, stride, dilation, out_hw)[...] += contribution(i, j)
+        np.copyto(out, dxp[:, :, top:top + in_hw[0], left:left + in_hw[1]])
+        return out
+    return scatter
+
+
+# --- convolution ---------------------------------------------------------------------------------------------
+@kernel("Conv2dGradInput", layouts=(CNHW,))
+def make_conv_grad_input(ctx):
+    a = ctx.attrs
+    cout, n, ho, wo = ctx.physical(ctx.in_shapes[0])
+    cin, _, h, w = ctx.physical(ctx.out_shape)
+    kh, kw = a["kernel_size"]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    weight = ctx.params["weight"]
+    if tuple(a["stride"]) == (1, 1):
+        return _conv_grad_input_as_conv(ctx, weight, (cin, n, h, w), (cout, ho, wo))
+    matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kh * kw).T for g in range(groups)]
+    columns = ctx.scratch.request((cin, kh, kw, n, ho, wo))
+    scatter = _scatter_taps(ctx, (cin, n, *_extent(a, (ho, wo), (h, w))), (h, w), (ho, wo))
+
+    def step(inputs, out):
+        dy = inputs[0]
+        cols = columns()
+        for g, matrix in enumerate(matrices):
+            np.matmul(matrix, dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo),
+                      out=cols[g * cin_g:(g + 1) * cin_g].reshape(cin_g * kh * kw, n * ho * wo))
+        return scatter(lambda i, j: cols[:, i, j], out)
+    return step
+
+
+def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
+    """Stride 1: ∂x is a convolution of ∂y, zero-padded by (k − 1)·d, with the kernel flipped and its in/out
+    axes swapped: ∂x[c, i, j] = Σ_{o,a,b} W[o, c, k−1−a, k−1−b] · ∂y_full[o, i + top + a·d, j + left + b·d].
+    Columns gathered like the forward pass's, then one GEMM per group: no scatter-add over taps."""
+    a = ctx.attrs
+    cin, n, h, w = x_shape
+    cout, ho, wo = y_shape
+    (kh, kw), (dh, dw) = a["kernel_size"], a["dilation"]
+    top, left = a["pads"][0], a["pads"][1]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    flipped = weight[:, :, ::-1, ::-1]
+    matrices = [np.ascontiguousarray(flipped[g * cout_g:(g + 1) * cout_g].transpose(1, 0, 2, 3))
+                .reshape(cin_g, cout_g * kh * kw) for g in range(groups)]
+    begin = ((kh - 1) * dh, (kw - 1) * dw)
+    full = ctx.scratch.request((cout, n, max(begin[0] + ho, h + top + begin[0]), max(begin[1] + wo, w + left + begin[1])))
+    columns = ctx.scratch.request((cout_g, kh, kw, n, h, w))
+
+    def step(inputs, out):
+        dy, padded, cols = inputs[0], full(), columns()
+        padded[...] = 0.0
+        padded[:, :, begin[0]:begin[0] + ho, begin[1]:begin[1] + wo] = dy
+        for g, matrix in enumerate(matrices):
+            np.copyto(cols, window_view(padded[g * cout_g:(g + 1) * cout_g, :, top:, left:], (kh, kw), (1, 1),
+                                        (dh, dw), (h, w)))
+            np.matmul(matrix, cols.reshape(cout_g * kh * kw, n * h * w),
+                      out=out[g * cin_g:(g + 1) * cin_g].reshape(cin_g, n * h * w))
+        return out
+    return step
+
+
+@kernel("Conv2dGradWeight", layouts=(CNHW,))
+def make_conv_grad_weight(ctx):
+    a = ctx.attrs
+    cin, n, h, w = ctx.physical(ctx.in_shapes[0])
+    cout, _, ho, wo = ctx.physical(ctx.in_shapes[1])
+    kh, kw = a["kernel_size"]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    k = cin_g * kh * kw
+    pad = padded_source((cin, n, h, w), a["pads"], _extent(a, (ho, wo), (h, w)), 0.0, ctx.scratch)
+    columns = ctx.scratch.request((n, ho, wo, cin_g, kh, kw))      # (N·Ho·Wo, K): both GEMM operands row-major
+
+    def step(inputs, out):
+        xp, dy = pad(inputs[0]), inputs[1]
+        cols = columns()
+        for g in range(groups):
+            np.copyto(cols, window_view(xp[g * cin_g:(g + 1) * cin_g], a["kernel_size"], a["stride"],
+                                        a["dilation"], (ho, wo)).transpose(3, 4, 5, 0, 1, 2))
+            np.matmul(dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo), cols.reshape(n * ho * wo, k),
+                      out=out[g * cout_g:(g + 1) * cout_g])
+        return out
+    return step
+
+
+# --- linear --------------------------------------------------------------------------------------------------
+@kernel("LinearGradInput")
+def make_linear_grad_input(ctx):
+    weight = ctx.params["weight"]
+    rows = int(np.prod(ctx.in_shapes[0][:-1]))
+
+    def step(inputs, out):
+        np.matmul(inputs[0].reshape(rows, -1), weight, out=out.reshape(rows, -1))
+        return out
+    return step
+
+
+@kernel("LinearGradWeight")
+def make_linear_grad_weight(ctx):
+    rows = int(np.prod(ctx.in_shapes[0][:-1]))
+
+    def step(inputs, out):
+        x, dy = inputs
+        np.matmul(dy.reshape(rows, -1).T, x.reshape(rows, -1), out=out)
+        return out
+    return step
+
+
+# --- pooling -------------------------------------------------------------------------------------------------
+@kernel("MaxPool2dGrad", layouts=ANY)
+def make_maxpool_grad(ctx):
+    a = ctx.attrs
+    c, n, h, w = ctx.physical(ctx.in_shapes[0])
+    out_hw = tuple(ctx.in_shapes[1][2:])
+    kh, kw = a["kernel_size"]
+    extent = _extent(a, out_hw, (h, w))
+    pad = padded_source((c, n, h, w), a["pads"], extent, -np.inf, ctx.scratch)
+    taken = ctx.scratch.request((c, n, *out_hw))
+    hit = ctx.scratch.request((c, n, *out_hw))
+    scatter = _scatter_taps(ctx, (c, n, *extent), (h, w), out_hw)
+
+    def step(inputs, out):
+        xp, y, dy = pad(inputs[0]), inputs[1], inputs[2]
+        used, first = taken(), hit()
+        used[...] = False
+
+        def contribution(i, j):                  # taps in row-major order: the first maximum takes dy
+            np.equal(tap(xp, i, j, a["stride"], a["dilation"], out_hw), y, out=first)
+            first[...] = first * (1.0 - used)
+            used[...] = np.maximum(used, first)
+            return dy * first
+        return scatter(contribution, out)
+    return step
+
+
+@kernel("AvgPool2dGrad", layouts=ANY)
+def make_avgpool_grad(ctx):
+    a = ctx.attrs
+    c, n, ho, wo = ctx.physical(ctx.in_shapes[0])
+    h, w = a["input_size"]
+    (kh, kw), (sh, sw) = a["kernel_size"], a["stride"]
+    top, left, bottom, right = a["pads"]
+    rows = average_pool_divisor(h, ho, kh, sh, top, bottom, a["count_include_pad"])
+    cols = average_pool_divisor(w, wo, kw, sw, left, right, a["count_include_pad"])
+    reciprocal = (1.0 / np.outer(rows, cols)).astype(np.float32)
+    scaled = ctx.scratch.request((c, n, ho, wo))
+    scatter = _scatter_taps(ctx, (c, n, *_extent(a, (ho, wo), (h, w))), (h, w), (ho, wo))
+
+    def step(inputs, out):
+        share = scaled()
+        np.multiply(inputs[0], reciprocal, out=share)
+        return scatter(lambda i, j: share, out)
+    return step
+
+
+@kernel("GlobalAvgPool2dGrad", layouts=ANY)
+def make_global_avgpool_grad(ctx):
+    h, w = ctx.attrs["input_size"]
+
+    def step(inputs, out):
+        np.multiply(inputs[0], np.float32(1.0 / (h * w)), out=out)   # broadcasts (.., 1, 1) over the map
+        return out
+    return step
+
+
+# --- element-wise and tensor plumbing ------------------------------------------------------------------------
+def activation_derivative(op: str, attrs: dict, y, dy):
+    """∂L/∂x from the activation's output y and ∂L/∂y (any dtype: the float64 checks use it too)."""
+    if op == "ReLU":
+        return dy * (y > 0)
+    if op == "ReLU6":
+        return dy * ((y > 0) & (y < 6))
+    if op == "Hardtanh":
+        return dy * ((y > attrs["min_val"]) & (y < attrs["max_val"]))
+    if op == "LeakyReLU":
+        return np.where(y > 0, dy, dy * np.asarray(attrs["negative_slope"], dy.dtype))
+    if op == "Sigmoid":
+        return dy * y * (1 - y)
+    if op == "Tanh":
+        return dy * (1 - y * y)
+    if op == "Softsign":
+        return dy * np.square(1 - np.abs(y))
+    raise ValueError(f"no derivative for {op}")
+
+
+@kernel("ActivationGrad", layouts=ANY)
+def make_activation_grad(ctx):
+    fused = ctx.attrs["function"]
+
+    def step(inputs, out):
+        np.copyto(out, activation_derivative(fused["op"], fused["attrs"], inputs[0], inputs[1]))
+        return out
+    return step
+
+
+@kernel("SoftmaxGrad", layouts=ANY)
+def make_softmax_grad(ctx):
+    axis = ctx.axis(ctx.attrs["axis"], len(ctx.out_shape))
+
+    def step(inputs, out):
+        y, dy = inputs
+        np.multiply(y, dy - np.sum(y * dy, axis=axis, keepdims=True), out=out)
+        return out
+    return step
+
+
+@kernel("SumExcept", layouts=ANY)
+def make_sum_except(ctx):
+    rank = len(ctx.in_shapes[0])
+    keep = ctx.axis(ctx.attrs["axis"], rank)
+    axes = tuple(i for i in range(rank) if i != keep)
+
+    def step(inputs, out):
+        np.sum(inputs[0], axis=axes, out=out)
+        return out
+    return step
+
+
+@kernel("SumToShape")
+def make_sum_to_shape(ctx):
+    shape = tuple(ctx.out_shape)
+    extra = len(ctx.in_shapes[0]) - len(shape)
+    ones = tuple(extra + i for i, d in enumerate(shape) if d == 1 and ctx.in_shapes[0][extra + i] != 1)
+
+    def step(inputs, out):
+        np.copyto(out, np.sum(inputs[0], axis=tuple(range(extra)) + ones, keepdims=True).reshape(shape))
+        return out
+    return step
+
+
+@kernel("ConcatGrad", layouts=ANY)
+def make_concat_grad(ctx):
+    a = ctx.attrs
+    rank = len(ctx.out_shape)
+    index = [slice(None)] * rank
+    index[ctx.axis(a["axis"], rank)] = slice(a["start"], a["start"] + a["length"])
+    index = tuple(index)
+
+    def step(inputs, out):
+        np.copyto(out, inputs[0][index])
+        return out
+    return step
+
+
+# --- batch normalisation -------------------------------------------------------------------------------------
+def _channel_view(ctx):
+    """(reduce axes, a reshape that broadcasts a per-channel vector) for this layout."""
+    rank = len(ctx.in_shapes[0])
+    channel = ctx.axis(1, rank)
+    shape = [1] * rank
+    shape[channel] = -1
+    return tuple(i for i in range(rank) if i != channel), tuple(shape)
+
+
+def batch_moments(x, axes):
+    mean = np.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    return mean, centered, np.mean(centered * centered, axis=axes, keepdims=True)
+
+
+@kernel("BatchNorm2dTrain", layouts=ANY)
+def make_batchnorm_train(ctx):
+    axes, shape = _channel_view(ctx)
+    weight, bias, eps = ctx.params["weight"].reshape(shape), ctx.params["bias"].reshape(shape), ctx.attrs["eps"]
+
+    def step(inputs, out):
+        _, centered, var = batch_moments(inputs[0], axes)
+        np.multiply(centered, weight / np.sqrt(var + np.float32(eps)), out=out)
+        out += bias
+        return out
+    return step
+
+
+@kernel("BatchStats", layouts=ANY)
+def make_batch_stats(ctx):
+    axes, _ = _channel_view(ctx)
+    count = int(np.prod([ctx.in_shapes[0][i] for i in range(len(ctx.in_shapes[0])) if i != 1]))
+
+    def step(inputs, out):
+        mean, _, var = batch_moments(inputs[0], axes)
+        out[0] = mean.reshape(-1)
+        out[1] = var.reshape(-1) * np.float32(count / max(count - 1, 1))
+        return out
+    return step
+
+
+@kernel("BatchNorm2dGrad", layouts=ANY)
+def make_batchnorm_grad(ctx):
+    axes, shape = _channel_view(ctx)
+    a, p = ctx.attrs, ctx.params
+    weight = p["weight"].reshape(shape)
+
+    def step(inputs, out):
+        x, dy = inputs
+        if a["training"]:
+            mean, centered, var = batch_moments(x, axes)
+        else:
+            mean, var = p["running_mean"].reshape(shape), p["running_var"].reshape(shape)
+            centered = x - mean
+        inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
+        normalized = centered * inv_std
+        if a["wrt"] == "weight":
+            np.sum(dy * normalized, axis=axes, out=out)
+        elif a["training"]:
+            np.multiply(weight * inv_std, dy - np.mean(dy, axis=axes, keepdims=True)
+                        - normalized * np.mean(dy * normalized, axis=axes, keepdims=True), out=out)
+        else:
+            np.multiply(dy, weight * inv_std, out=out)
+        return out
+    return step
+
+
+# --- losses --------------------------------------------------------------------------------------------------
+def log_softmax(z):
+    shifted = z - np.max(z, axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+@kernel("CrossEntropyLoss")
+def make_cross_entropy(ctx):
+    def step(inputs, out):
+        z, target = inputs
+        out[...] = -np.mean(log_softmax(z)[np.arange(len(z)), target.astype(np.int64)])
+        return out
+    return step
+
+
+@kernel("CrossEntropyLossGrad")
+def make_cross_entropy_grad(ctx):
+    def step(inputs, out):
+        z, target = inputs
+        np.exp(log_softmax(z), out=out)
+        out[np.arange(len(z)), target.astype(np.int64)] -= 1.0
+        out /= np.float32(len(z))
+        return out
+    return step
+
+
+@kernel("MSELoss")
+def make_mse(ctx):
+    def step(inputs, out):
+        out[...] = np.mean(np.square(inputs[0] - inputs[1]))
+        return out
+    return step
+
+
+@kernel("MSELossGrad")
+def make_mse_grad(ctx):
+    def step(inputs, out):
+        np.subtract(inputs[0], inputs[1], out=out)
+        out *= np.float32(2.0 / out.size)
+        return out
+    return step

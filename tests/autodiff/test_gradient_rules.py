@@ -1,0 +1,273 @@
+"""Every gradient rule against central finite differences in float64, with hypothesis drawing the op's
+attributes; the NumPy backend's float32 run of the same training graph against the float64 result.
+(gradcheck.py says how.)"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import examples
+from gradcheck import check_gradients
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cnngraph as cg
+from cnngraph.autodiff.backward import build, missing_rules
+
+ACTIVATIONS = [None, {"op": "ReLU", "attrs": {}}, {"op": "Sigmoid", "attrs": {}}, {"op": "Tanh", "attrs": {}},
+               {"op": "ReLU6", "attrs": {}}, {"op": "LeakyReLU", "attrs": {"negative_slope": 0.1}}]
+
+
+def one_op(layer, *shapes) -> cg.Graph:
+    graph = cg.Graph(f"one_{layer.op}")
+    graph.output(graph.apply(layer, *(graph.input(f"x{i}", s) for i, s in enumerate(shapes))))
+    return graph
+
+
+def with_attrs(graph: cg.Graph, **attrs) -> cg.Graph:
+    """The graph's only layer with attributes changed (a fused activation)."""
+    node = graph.layers()[0]
+    graph.replace(node.name, node.op, node.inputs, dict(node.attrs, **attrs), node.params)
+    return graph
+
+
+def data(rng, *shapes, scale=1.0):
+    return [(rng.standard_normal(s) * scale).astype(np.float32) for s in shapes]
+
+
+def randomize(graph: cg.Graph, rng) -> None:
+    """Random parameters (nonzero biases, BatchNorm statistics away from the defaults)."""
+    for node in graph.layers():
+        arrays = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in node.params.items()}
+        if "running_var" in arrays:
+            arrays["running_var"] = rng.uniform(0.5, 2.0, node.params["running_var"].shape).astype(np.float32)
+        graph.set_params(node.name, **arrays)
+
+
+# --- convolution and linear -------------------------------------------------------------------------------------
+@examples(25)
+@given(groups=st.integers(1, 3), cin_g=st.integers(1, 2), cout_g=st.integers(1, 2), kernel=st.tuples(
+    st.integers(1, 3), st.integers(1, 3)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), pads=st.tuples(*[st.integers(0, 2)] * 4),
+    extra=st.tuples(st.integers(0, 3), st.integers(0, 3)), bias=st.booleans(), batch=st.integers(1, 2),
+    activation=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**16))
+def test_conv2d(groups, cin_g, cout_g, kernel, stride, dilation, pads, extra, bias, batch, activation, seed):
+    rng = np.random.default_rng(seed)
+    size = [max(1, (k - 1) * d + 1 - pads[i] - pads[i + 2]) + e for i, (k, d, e) in enumerate(zip(kernel, dilation, extra))]
+    cin = cin_g * groups
+    conv = cg.Conv2d(cin, cout_g * groups, kernel, stride, pads, dilation, groups, bias)
+    graph = one_op(conv, (None, cin, *size))
+    if activation:
+        graph = with_attrs(graph, activation=activation)
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, (batch, cin, *size)), seed=seed)
+
+
+@examples(15)
+@given(features=st.tuples(st.integers(1, 4), st.integers(1, 4)), lead=st.sampled_from([(2,), (2, 3)]),
+       bias=st.booleans(), activation=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**16))
+def test_linear(features, lead, bias, activation, seed):
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.Linear(*features, bias=bias), (None, *lead[1:], features[0]))
+    if activation:
+        graph = with_attrs(graph, activation=activation)
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, (*lead, features[0])), seed=seed)
+
+
+# --- activations --------------------------------------------------------------------------------------------------
+@examples(15)
+@given(make=st.sampled_from([cg.ReLU, cg.ReLU6, cg.Sigmoid, cg.Tanh, cg.Softsign, lambda: cg.LeakyReLU(0.2),
+                             lambda: cg.LeakyReLU(0.0), lambda: cg.Hardtanh(-0.5, 1.0), lambda: cg.Softmax(1),
+                             lambda: cg.Softmax(-1), cg.Identity, lambda: cg.Dropout(0.3)]),
+       shape=st.sampled_from([(2, 3), (2, 3, 4, 2)]), seed=st.integers(0, 2**16))
+def test_elementwise_and_softmax(make, shape, seed):
+    rng = np.random.default_rng(seed)
+    check_gradients(one_op(make(), (None, *shape[1:])), data(rng, shape, scale=4.0), seed=seed)
+
+
+def test_leaky_relu_with_a_negative_slope_is_refused():
+    with pytest.raises(cg.GraphError, match="negative slope"):
+        build(one_op(cg.LeakyReLU(-0.5), (None, 3)), loss=None)
+
+
+# --- pooling ------------------------------------------------------------------------------------------------------
+@st.composite
+def windows(draw, dilated: bool):
+    kernel = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    dilation = draw(st.tuples(st.integers(1, 2), st.integers(1, 2))) if dilated else (1, 1)
+    padding = tuple(draw(st.integers(0, ((k - 1) * d + 1) // 2)) for k, d in zip(kernel, dilation))
+    stride = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    size = tuple((k - 1) * d + 1 + draw(st.integers(0, 4)) for k, d in zip(kernel, dilation))
+    return kernel, stride, padding, dilation, size
+
+
+@examples(25)
+@given(window=windows(True), ceil_mode=st.booleans(), seed=st.integers(0, 2**16))
+def test_max_pool2d(window, ceil_mode, seed):
+    kernel, stride, padding, dilation, size = window
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.MaxPool2d(kernel, stride, padding, dilation, ceil_mode), (None, 2, *size))
+    check_gradients(graph, data(rng, (2, 2, *size)), seed=seed)
+
+
+@examples(25)
+@given(window=windows(False), ceil_mode=st.booleans(), count_include_pad=st.booleans(), seed=st.integers(0, 2**16))
+def test_avg_pool2d(window, ceil_mode, count_include_pad, seed):
+    kernel, stride, padding, _, size = window
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad), (None, 2, *size))
+    check_gradients(graph, data(rng, (2, 2, *size)), seed=seed)
+
+
+def test_max_pool2d_ties_go_to_the_first_maximum():
+    """PyTorch's choice: a window of equal values sends its whole gradient to its first (row-major) element."""
+    graph = one_op(cg.MaxPool2d(2), (None, 1, 2, 2))
+    tg = build(graph, loss=None)
+    grads = cg.run(tg.graph, np.ones((1, 1, 2, 2), np.float32), np.full((1, 1, 1, 1), 3.0, np.float32))
+    np.testing.assert_array_equal(grads[-1][0, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+def test_global_avg_pool_and_flatten():
+    rng = np.random.default_rng(1)
+    graph = cg.Graph("gap")
+    x = graph.input("x", (None, 3, 4, 5))
+    graph.output(graph.apply(cg.Flatten(), graph.apply(cg.GlobalAvgPool2d(), x)))
+    check_gradients(graph, data(rng, (2, 3, 4, 5)))
+
+
+# --- normalization ------------------------------------------------------------------------------------------------
+@examples(15)
+@given(train=st.booleans(), shape=st.sampled_from([(2, 3, 2, 2), (3, 2, 1, 3), (4, 3)]), seed=st.integers(0, 2**16))
+def test_batch_norm(train, shape, seed):
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.BatchNorm2d(shape[1]), (None, *shape[1:]))
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, shape, scale=2.0), train=train, seed=seed)
+
+
+# --- structure and tensor ops ------------------------------------------------------------------------------------
+@examples(10)
+@given(seed=st.integers(0, 2**16), broadcast=st.booleans())
+def test_add_mul_concat_reshape(seed, broadcast):
+    """A small DAG: a value read by several nodes gets the sum of their gradients."""
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("dag")
+    x = graph.input("x", (None, 2, 3, 3))
+    y = graph.input("y", (None, 2, 3, 3))
+    scale = graph.input("s", (2, 1, 1)) if broadcast else graph.input("s", (None, 2, 3, 3))
+    a = graph.apply(cg.Add(broadcast=broadcast), x, scale)
+    m = graph.apply(cg.Mul(), a, y)
+    c = graph.apply(cg.Concat(1), m, x, a)
+    r = graph.apply(cg.Reshape((0, 6, 9)), c)
+    graph.output(graph.apply(cg.Add(), r, graph.apply(cg.Reshape((0, 6, 9)), graph.apply(cg.Concat(1), x, y, x))))
+    s_shape = (2, 1, 1) if broadcast else (2, 2, 3, 3)
+    check_gradients(graph, data(rng, (2, 2, 3, 3), (2, 2, 3, 3), s_shape), seed=seed)
+
+
+@examples(10)
+@given(op=st.sampled_from(["Sub", "Div", "Mul"]), other=st.sampled_from([(None, 2, 3), (2, 1), (3,), ()]),
+       seed=st.integers(0, 2**16))
+def test_broadcasting_arithmetic(op, other, seed):
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("arith")
+    x, y = graph.input("x", (None, 2, 3)), graph.input("y", other)
+    graph.output(graph.add(op, [x, y]))
+    shape = [2 if d is None else d for d in other]
+    divisor = (1.5 + np.abs(rng.standard_normal(shape))) * rng.choice([-1, 1], shape)
+    check_gradients(graph, [data(rng, (2, 2, 3))[0], divisor.astype(np.float32)], seed=seed)
+
+
+@examples(10)
+@given(perm=st.permutations([1, 2, 3]), axes=st.sets(st.integers(1, 3), min_size=1), keepdims=st.booleans(),
+       pads=st.tuples(st.integers(-1, 2), st.integers(-1, 2), st.integers(0, 2)), seed=st.integers(0, 2**16))
+def test_transpose_reduce_mean_pad(perm, axes, keepdims, pads, seed):
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("tensor_ops")
+    x = graph.input("x", (None, 2, 3, 4))
+    t = graph.apply(cg.Transpose((0, *perm)), x)
+    p = graph.apply(cg.Pad((0, 0, 1, pads[0], 0, pads[1], 0, pads[2])), t)
+    graph.output(graph.apply(cg.ReduceMean(tuple(sorted(axes)), keepdims), p))
+    check_gradients(graph, data(rng, (2, 2, 3, 4)), seed=seed)
+
+
+def test_global_max_pool():
+    rng = np.random.default_rng(6)
+    check_gradients(one_op(cg.GlobalMaxPool2d(), (None, 3, 2, 4)), data(rng, (2, 3, 2, 4)))
+
+
+def test_refused_attributes_are_named():
+    with pytest.raises(cg.GraphError, match=r"pad1 \(Pad\): no gradient rule for mode 'reflect'"):
+        build(one_op(cg.Pad((0, 0, 1, 0, 0, 1), mode="reflect"), (None, 2, 3)), loss=None)
+    with pytest.raises(cg.GraphError, match="mean over a symbolic axis"):
+        build(one_op(cg.ReduceMean((0,)), (None, 2)), loss=None)
+
+
+def test_dropout_in_training_mode_multiplies_by_its_mask():
+    rng = np.random.default_rng(3)
+    graph = one_op(cg.Dropout(0.5), (None, 4))
+    mask = np.array([[0, 2, 2, 0], [2, 0, 2, 2]], np.float32)
+    check_gradients(graph, data(rng, (2, 4)), train=True, masks={"dropout1": mask})
+
+
+# --- losses -------------------------------------------------------------------------------------------------------
+@examples(10)
+@given(classes=st.integers(2, 5), batch=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_cross_entropy(classes, batch, seed):
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.Linear(3, classes), (None, 3))
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, (batch, 3)), loss="cross_entropy", target=rng.integers(0, classes, batch),
+                    seed=seed)
+
+
+def test_mse():
+    rng = np.random.default_rng(4)
+    graph = one_op(cg.Conv2d(2, 3, 2), (None, 2, 3, 3))
+    check_gradients(graph, data(rng, (2, 2, 3, 3)), loss="mse", target=data(rng, (2, 3, 2, 2))[0])
+
+
+# --- coverage and refusals ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(cg.models.MODELS))
+def test_every_builtin_model_has_every_rule(name):
+    assert missing_rules(cg.models.MODELS[name](input_shape=(None, 3, 32, 32))) == []
+
+
+def test_an_op_without_a_rule_is_refused_by_name():
+    graph = cg.Graph("g")
+    x = graph.input("x", (None, 3, 4, 4))
+    graph.output(graph.apply(cg.LocalResponseNorm(3), x, name="lrn"))
+    with pytest.raises(cg.GraphError, match=r"no gradient rule for lrn \(LocalResponseNorm\)"):
+        build(graph, loss=None)
+
+
+def test_backward_keeps_only_the_activations_it_needs():
+    """The ReLU's gradient reads its output, not its input, and the global average's gradient reads neither:
+    the convolutions' outputs are read by the forward pass alone, so the plan frees them early."""
+    graph = cg.models.seed_m1(input_shape=(None, 1, 8, 8))
+    tg = build(graph, "cross_entropy", wrt_inputs=False).graph
+    assert tg.users("L1") == ["relu"]
+    assert tg.users("L2") == ["avgpool"]
+    assert set(tg.users("relu")) == {"L2", "relu.dx", "L2.dweight.matrix"}
+    assert not [n for n in tg.layers() if n.op == "Conv2dGradInput" and n.name.startswith("L1")]   # no ∂input
+
+
+def test_a_training_graph_is_a_graph_like_any_other():
+    """It lints, the linter finds nothing to say, and it draws."""
+    from cnngraph.draw import to_dot
+    tg = build(cg.models.seed_m1(input_shape=(None, 1, 8, 8)), "cross_entropy", train=True).graph
+    tg.lint()
+    assert cg.lint(tg) == []
+    assert "Conv2dGradWeight" in to_dot(tg)
+
+
+PYTORCH_MODELS = sorted(p.name for p in (Path(__file__).parent.parent / "data" / "pytorch").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("name", PYTORCH_MODELS)
+def test_every_pytorch_test_model_gets_a_training_graph(name):
+    """The models PyTorch's TorchScript and dynamo exporters wrote (tests/data/pytorch): every op has a rule,
+    in both modes, and the training graph lints."""
+    graph = cg.load_onnx(Path(__file__).parent.parent / "data" / "pytorch" / name)
+    loss = "cross_entropy" if len(graph.type_of(graph.outputs[0]).shape) == 2 else None
+    for train in (False, True):
+        build(graph, loss, train=train).graph.lint()
