@@ -93,3 +93,10 @@ def test_a_reduction_goes_exactly_when_its_axes_have_extent_one(shape, data, cls
     trivial = cls is not cg.ReduceL2 and all(shape[a % rank - 1] == 1 for a in axes)
     assert ("op", cls.__name__) not in named_ops(optimized) if trivial else ("op", cls.__name__) in named_ops(optimized)
     assert_equivalent(graph, optimized)
+
+
+def test_a_reduction_of_a_static_one_element_tensor_to_a_scalar_is_a_reshape():
+    graph = one_op_graph(cg.ReduceMean((), keepdims=False), (1, 1))
+    optimized = cg.optimize(graph, level=1)
+    assert ops(optimized) == ["Reshape", "ReLU"] and optimized.type_of("relu").shape == ()
+    assert_equivalent(graph, optimized)
