@@ -66,6 +66,7 @@ class Layer:
     idempotent: ClassVar[bool] = False       # f(f(x)) = f(x): applying it twice is a finding
     reshape_like: ClassVar[bool] = False     # only rearranges elements, in order (Flatten, Reshape)
     inference_identity: ClassVar[bool] = False  # returns its input at inference (Identity, Dropout)
+    singleton_reduction: ClassVar[bool] = False  # a reduction whose value over one element is it (mean, max; not L2)
     constant: ClassVar[bool] = False         # no inputs: its value is its parameter "value", known before running
     channel_affine: ClassVar[bool] = False   # y = scale·x + shift per channel, given by scale_shift(attrs, params)
     constant_affine: ClassVar[str] = ""      # with a constant operand c: "scale" (x·c) or "shift" (x + c)

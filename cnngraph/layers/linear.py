@@ -78,14 +78,15 @@ class Linear(Layer):
 # --- ONNX export -----------------------------------------------------------------------------------------------
 @exports("Linear")
 def _linear_to_onnx(e, n):
-    """Gemm(transB) for 2-D inputs; else MatMul on the last axis with the transposed weight [+ Add]."""
+    """Gemm(transB) for 2-D inputs; else MatMul on the last axis with the transposed weight [+ Add, unless the
+    bias is zero]."""
     x, bias = n.inputs[0], n.attrs["bias"]
     if len(e.graph.type_of(x).shape) == 2:                       # y = x·Wᵀ + b in one Gemm
         weight = e.param(n, "weight")
         e.emit(n, "Gemm", [x, weight] + ([e.param(n, "bias")] if bias else []), transB=1)
         return
     weight_t = e.param(n, "weight_t", np.ascontiguousarray(n.params["weight"].T))
-    if not bias:
+    if not bias or not n.params["bias"].any():                   # x + 0 is x: no Add for a zero bias
         e.emit(n, "MatMul", [x, weight_t])
         return
     product = e.helper_node(n, "MatMul", [x, weight_t])

@@ -22,6 +22,7 @@ class _Reduction(Layer):
     """A reduction over ``axes`` (empty: all), keeping them as 1 when ``keepdims``."""
     onnx_op: ClassVar[str]
     axes_input_since: ClassVar[int] = 18          # the opset from which ONNX takes axes as an input
+    singleton_reduction = True                    # over one element: that element (ReduceL2 says no)
 
     @classmethod
     def example(cls):
@@ -116,6 +117,7 @@ class ReduceL2(_Reduction):
     """
     prefix = "l2"
     onnx_op = "ReduceL2"
+    singleton_reduction = False                   # over one element: |x|, not x
 
 
 REDUCTIONS = (ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL2)

@@ -66,3 +66,18 @@ def test_old_softmax_over_a_block_one_axis_wide_is_one_softmax(shape, axis, ours
 def test_old_softmax_over_a_wide_block_still_flattens():
     graph = cg.load_onnx(softmax_model(("N", 2, 3), 1, 11))
     assert [n.op for n in graph.layers()] == ["Flatten", "Softmax", "Reshape"]
+
+
+def test_a_linear_with_a_zero_bias_exports_without_its_add():
+    """x·Wᵀ + 0 is x·Wᵀ: timm's ConvNeXt MLPs (zero-initialized biases) on channels-last maps lose one Add each."""
+    rng = np.random.default_rng(0)
+    for bias, wanted in [(np.zeros(4), ["MatMul"]), (rng.normal(size=4), ["MatMul", "Add"])]:
+        graph = cg.Graph("g")
+        linear = cg.Linear(3, 4)
+        linear.bias = bias
+        graph.output(graph.apply(linear, graph.input("x", (None, 2, 3))))
+        exported = cg.export_onnx(graph)
+        assert [n.op_type for n in exported.graph.node] == wanted
+        onnx.checker.check_model(exported, full_check=True)
+        x = rng.normal(size=(2, 2, 3)).astype(np.float32)
+        assert_close(ort_outputs(exported, x)[0], cg.run(graph, x), "zero-bias Linear: onnxruntime vs NumPy")
