@@ -7,6 +7,7 @@ and scales), and also exposes the logits before the final Softmax, which would o
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from conftest import as_tuple, ort_outputs
 from onnx import numpy_helper
 
 import cnngraph as cg
+from cnngraph.onnx.export import DEFAULT_OPSET, to_model
 from cnngraph.tolerance import assert_close
 
 pytestmark = pytest.mark.slow        # nine real architectures, up to 575 MB of weights each: about two minutes
@@ -27,8 +29,8 @@ MODELS = sorted(name[len("light_"):-len(".onnx")] for name in os.listdir(LIGHT) 
 
 
 def randomized(model: onnx.ModelProto, rng) -> onnx.ModelProto:
-    """The model with random constants in place of its ConstantOfShape placeholders, logits exposed."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    """The model, changed in place (a copy would cost VGG-19's 575 MB twice more), with random constants in
+    place of its ConstantOfShape placeholders and its logits exposed."""
     graph = model.graph
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     role = {}
@@ -89,6 +91,7 @@ def zoo(request, tmp_path_factory):
     randomized model goes through a file, and nothing outlives its model (module scope with params: pytest
     finishes one model's fixture before it sets up the next)."""
     name = request.param
+    gc.collect()                 # what earlier tests left in reference cycles goes before 575 MB come in
     rng = np.random.default_rng(sum(map(ord, name)))
     model = randomized(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")), rng)
     arrays = [model_input(model, rng)]
@@ -133,6 +136,13 @@ def check_once(zoo, graph, checks: dict):
         zoo.passed.add((graph_hash, check))
 
 
+# VGG-19 (575 MB of weights) is not exported here: cg.export_onnx's full_check holds the weights about three times
+# over (serialized bytes, the checker's parse, its shape inference), which took the suite past 3 GB; its node
+# count is taken from the unchecked model. ZFNet-512 and AlexNet (the next largest) cover big exports until
+# the export streams its weights (issue 13).
+NOT_EXPORTED = {"vgg19"}
+
+
 def exported(graph, arrays, opset=None):
     """onnxruntime on what cg.export_onnx writes; the model is kept only as bytes (one copy fewer)."""
     data = cg.export_onnx(graph, **({} if opset is None else {"opset": opset})).SerializeToString()
@@ -149,6 +159,8 @@ def test_zoo_model_imports_and_matches_onnxruntime(zoo):
 
 def test_zoo_model_exports_back_and_runs_the_same_in_onnxruntime(zoo):
     """ONNX -> Graph -> ONNX: the model we write (opset 13) gives onnxruntime the original's outputs."""
+    if zoo.name in NOT_EXPORTED:
+        pytest.skip(f"{zoo.name}: see NOT_EXPORTED")
     check_once(zoo, zoo.graph, {"exported at opset 13": lambda: exported(zoo.graph, zoo.arrays, opset=13)})
 
 
@@ -165,9 +177,16 @@ def test_zoo_model_optimizes_to_the_same_outputs(zoo, level):
     if level >= 2:
         assert not any(n.op == "BatchNorm2d" and optimized.node(n.inputs[0]).op == "Conv2d"
                        and optimized.use_count(n.inputs[0]) == 1 for n in optimized.layers()), "a BatchNorm left unfolded"
-    if level == 2:                                  # never larger (tests/onnx/test_never_larger.py)
-        model = cg.export_onnx(optimized)
+    checks = {"optimized, NumPy backend": lambda: as_tuple(cg.run(optimized, *zoo.arrays))}
+    if zoo.name not in NOT_EXPORTED:
+        checks["optimized, exported"] = lambda: exported(optimized, zoo.arrays)
+    if level == 2:                                  # never larger (tests/onnx/test_never_larger.py); one export
+        if zoo.name in NOT_EXPORTED:
+            model = to_model(optimized, DEFAULT_OPSET)
+        else:
+            model = cg.export_onnx(optimized)
+            data = model.SerializeToString()
+            checks["optimized, exported"] = lambda: ort_outputs(data, *zoo.arrays)
         assert node_count(model) <= zoo.original_nodes, f"{node_count(model)} nodes, the file {zoo.original_nodes}"
         del model
-    check_once(zoo, optimized, {"optimized, exported": lambda: exported(optimized, zoo.arrays),
-                                "optimized, NumPy backend": lambda: as_tuple(cg.run(optimized, *zoo.arrays))})
+    check_once(zoo, optimized, checks)
