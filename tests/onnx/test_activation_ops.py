@@ -103,7 +103,9 @@ def check_everywhere(graph, case, scale, expected_op):
         for name, got, want in zip(graph.outputs, ort_outputs(model, *arrays), expected):
             assert_close(got, want, f"onnxruntime at opset {case['opset']}, {name}")
     back = cg.optimize(cg.load_onnx(model), level=1)
-    assert back.node(graph.outputs[0]).op == expected_op
+    ours = graph.node(graph.outputs[0])
+    one_input_variadic = ours.layer.arity[1] is None and len(ours.inputs) == 1    # passes/identity.py: its input
+    assert back.node(graph.outputs[0]).op == ("Identity" if one_input_variadic else expected_op)
     for name, got, want in zip(graph.outputs, as_tuple(cg.run(back, *arrays)), expected):
         assert_close(got, want, f"read back, {name}")
 

@@ -105,14 +105,16 @@ def test_round_trip_through_a_file(tmp_path):
 # --- every op, small random graphs -----------------------------------------------------------------------------
 def canonical_op(graph, node) -> str:
     """The op ``node`` comes back as after import and the level-1 rules: a reshape that changes no shape is an
-    Identity, a Reshape that merges axes a Flatten, a MatMul by a constant matrix a Linear; everything else
-    comes back as itself (a BatchNorm as BatchNorm1d/2d/3d by its rank)."""
+    Identity, a variadic op of one input too, a Reshape that merges axes a Flatten, a MatMul by a constant
+    matrix a Linear; everything else comes back as itself (a BatchNorm as BatchNorm1d/2d/3d by its rank)."""
     if node.layer.reshape_like and tuple(graph.type_of(node.inputs[0]).shape) == tuple(node.type.shape):
         return "Identity"
     if node.op == "Reshape" and _merges_axes(graph.type_of(node.inputs[0]).shape, node.type.shape):
         return "Flatten"
     if node.op == "MatMul" and graph.node(node.inputs[1]).op == "Constant" and len(graph.node(node.inputs[1]).type.shape) == 2:
         return "Linear"
+    if node.layer.arity[1] is None and len(node.inputs) == 1:   # a variadic op of one input (Concat, Max) is it
+        return "Identity"
     if node.op.startswith("BatchNorm"):              # named after its input's rank, as PyTorch names them
         return BATCHNORM_BY_RANK.get(len(node.type.shape), "BatchNorm2d")
     return node.op
