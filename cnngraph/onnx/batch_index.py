@@ -73,8 +73,15 @@ def _range(node, inputs, opset):
         raise BatchIndexError("Range's limit must be a scalar")
     if delta <= 0:
         raise BatchIndexError(f"Range up to the symbolic dim with delta {delta} (only a positive delta)")
+    limit = np.asarray(limit).reshape(-1)[0]
+    if isinstance(limit, (int, np.integer)):          # a static dim read from a shape that holds the batch
+        from .fold import check_elements  # fold.py imports this module
+        check_elements(max(0, -(-(int(limit) - start) // delta)), "Range's output")
+        return np.arange(start, int(limit), delta, dtype=np.asarray(inputs[0]).dtype)
     try:
-        count = symbolic.floor_divide(symbolic.subtract(np.asarray(limit).reshape(-1)[0], start), delta)
+        count = symbolic.floor_divide(symbolic.subtract(limit, start), delta)
+        if symbolic.monomial(count)[0] <= 0:
+            raise symbolic.SymbolicError(f"{count} entries, not a positive count")
     except symbolic.SymbolicError as error:
         raise BatchIndexError(f"its length: {error}") from None
     return BatchIndex(count, 0, delta, np.array([start]))
@@ -146,8 +153,9 @@ FOLDERS = {
 }
 
 
-def fold(node, inputs, opset) -> BatchIndex:
-    """The BatchIndex ``node`` computes; BatchIndexError for any other op or form."""
+def fold(node, inputs, opset):
+    """The BatchIndex ``node`` computes (a Range to a static dim: its array); BatchIndexError for any other op
+    or form."""
     folder = FOLDERS.get(node.op_type)
     if folder is None or (node.op_type != "Range" and not isinstance(inputs[0], BatchIndex)
                           and node.op_type not in ("Mul", "Add")):

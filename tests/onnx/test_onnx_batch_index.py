@@ -83,6 +83,20 @@ def test_a_selection_within_each_sample_matches_onnxruntime(channel, transposed,
     check_against_onnxruntime(model, f"channel {channel}, transposed {transposed}, delta {delta}")
 
 
+def test_a_range_to_a_static_dim_of_a_shape_holding_the_batch_is_folded():
+    """Range(0, x.shape[1], 1): the shape holds the batch (an object array) but the limit is a number."""
+    nodes = [helper.make_node("Shape", ["x"], ["c1"], start=1, end=2),
+             helper.make_node("Squeeze", ["c1"], ["c"]),
+             helper.make_node("Range", ["start", "c", "delta"], ["channels"]),
+             helper.make_node("Gather", ["x", "channels"], ["y"], axis=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", C, H, W])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", C, H, W])
+    graph = helper.make_graph(nodes, "range", [x], [y], [ints("start", 0), ints("delta", 1)])
+    graph = check_against_onnxruntime(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+                                      "Range to a static dim")
+    assert graph.node("y").attrs["index"] == tuple(range(C))
+
+
 @pytest.mark.parametrize("kwargs, reason", [
     (dict(offsets=np.arange(SAMPLE // 2), stride=SAMPLE // 2), "depends on the batch"),       # mixes samples
     (dict(offsets=np.arange(SAMPLE) + 1), "reach outside"),                                  # into the next one
@@ -94,8 +108,10 @@ def test_indices_that_read_across_samples_are_refused_naming_the_gather(kwargs, 
         cg.load_onnx(model)
 
 
-def test_a_range_whose_length_is_not_the_batch_is_refused_naming_it():
-    model = as_strided(np.arange(SAMPLE), ["batch", SAMPLE], start=1)
+@pytest.mark.parametrize("kwargs", [dict(start=1), dict(limit_factor=-1), dict(limit_factor=3, delta=2)])
+def test_a_range_whose_length_is_not_a_multiple_of_the_batch_is_refused_naming_it(kwargs):
+    """Range(1, N), Range(0, -N) (empty), Range(0, 3N, 2) (N + N // 2 entries, rounded up)."""
+    model = as_strided(np.arange(SAMPLE), ["batch", SAMPLE], **kwargs)
     with pytest.raises(OnnxImportError, match="'range' \\(its length"):
         cg.load_onnx(model)
 
