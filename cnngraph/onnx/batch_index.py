@@ -6,7 +6,8 @@ N, so they cannot be a NumPy constant. A ``BatchIndex`` holds them exactly: ``sc
 along one axis of length ``count`` (a symbolic dim), ``offset`` a constant with size 1 on that axis.
 
 Folded on it: Range (start 0, a positive step that divides the limit), Mul by a scalar, Add/Sub of a
-constant with size 1 on the counting axis, Unsqueeze, Cast to an integer, Identity. A Gather along axis 0 of a
+constant with size 1 on the counting axis, Unsqueeze, Cast to an integer, Identity. (A Range to a static dim
+read from a shape that holds the batch is a plain array.) A Gather along axis 0 of a
 value whose dim 0 is ``scale * count``, with 0 <= offset < scale, reads element ``offset`` of row n of the
 value seen as (count, scale, ...): a Reshape (when the offsets are 0, 1, ... in order) or Reshape -> IndexSelect
 -> Reshape, whatever the batch. Anything else (another axis, an offset reaching into the next row, dim 0 not
