@@ -361,7 +361,10 @@ def _slice(imp, node):
 @imports("Gather")
 def _gather(imp, node):
     """A constant index of rank 0 (the axis removed) or 1 (kept): IndexSelect."""
+    from ..onnx import batch_index
     x = imp.value(node.input[0])
+    if isinstance(imp.consts.get(node.input[1]), batch_index.BatchIndex):   # as_strided on the symbolic batch
+        return batch_index.gather(imp, node, imp.consts[node.input[1]])
     index = imp.const(node.input[1], "indices")
     if index.ndim > 1:
         raise Unsupported(f"indices of rank {index.ndim} (only a scalar or a list)")

@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import CnnGraphError
 from ..shapes import product
-from . import symbolic
+from . import batch_index, symbolic
 from .shared import axis_index
 
 MAX_ELEMENTS = 2 ** 28            # 1 GiB of float32: far beyond any weight a CNN layer has
@@ -239,6 +239,11 @@ def fold(node, inputs: list, opset: int) -> list[np.ndarray]:
     """The outputs of ``node`` given its inputs (arrays, None for an omitted optional input)."""
     if node.op_type in NOT_FOLDED:
         raise FoldError("a random op")
+    if batch_index.applies(node, inputs):              # index arithmetic on a Range over the symbolic batch
+        try:
+            return [batch_index.fold(node, inputs, opset)]
+        except batch_index.BatchIndexError as error:
+            raise FoldError(str(error)) from None
     folder = FOLDERS.get(node.op_type)
     if folder is not None:
         try:

@@ -44,8 +44,6 @@ _CEIL = ("refused: MaxPool with ceil_mode whose last window starts in the paddin
 KNOWN_GAPS: dict[str, str] = {  # file: why it fails today
     "timm_vovnet_ese_dynamo18.onnx": _CEIL,
     "timm_vovnet_ese_ts17.onnx": _CEIL,
-    "tv_convnext_dynamo18.onnx": "refused: Range on the symbolic batch (the head's AdaptiveAvgPool2d, exported "
-                                 "through as_strided)",
 }
 
 LARGER_THAN_ONNXSIM: dict[str, str] = {}  # file: why our level-2 export keeps more nodes than onnx-simplifier's
