@@ -73,12 +73,17 @@ def test_max_pool_import_matches_onnxruntime_or_is_refused(window, seed):
     assert_close(reference_run(graph, x), expected, "reference vs onnxruntime")
 
 
-@pytest.mark.parametrize("size, out", [(2, 1), (3, 1), (4, 2)])
-def test_ceil_window_wider_than_the_input_round_trips(size, out):
-    """VoVNet's last stage: MaxPool2d(3, 2, ceil_mode=True) on a map smaller than its kernel."""
+@pytest.mark.parametrize("size", [2, 3, 4])
+@pytest.mark.parametrize("layer", [cg.MaxPool2d(3, 2, ceil_mode=True), cg.AvgPool2d(3, 2, ceil_mode=True),
+                                   cg.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)], ids=repr)
+def test_ceil_window_wider_than_the_input_round_trips(layer, size):
+    """VoVNet's last stage: MaxPool2d(3, 2, ceil_mode=True) on a map smaller than its kernel (and averages)."""
     graph = cg.Graph("g")
-    graph.output(graph.apply(cg.MaxPool2d(3, 2, ceil_mode=True), graph.input("x", (None, 2, size, size))))
+    graph.output(graph.apply(layer, graph.input("x", (None, 2, size, size))))
+    padding = layer.attrs["pads"][0]
+    out = pytorch_pool_size(size, 3, padding, padding, 2, 1, True)
     assert graph.type_of(graph.outputs[0]).shape[2:] == (out, out)
+    assert size > 2 or padding or out == 1                       # VoVNet's 2×2 map: one window
     x = np.random.default_rng(size).normal(size=(2, 2, size, size)).astype(np.float32)
     ours = cg.run(graph, x)
     assert_close(ours, reference_run(graph, x), "NumPy backend vs reference")
