@@ -84,11 +84,11 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
 
 def pool_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
                      ceil_mode: bool) -> int:
-    """PyTorch pooling output length: with ceil_mode, a last window that would start in the right padding
-    (or past it) is dropped (pytorch #71549)."""
+    """PyTorch pooling output length (aten's pooling_output_shape_pad_lr): with ceil_mode, a last window that
+    would start in the right padding (or past it) is dropped (pytorch #71549). ceil_mode rounds up even when
+    the window is wider than the padded input: 2 cells, kernel 3, stride 2 give one window, as in ONNX.
+    A result <= 0 means the input is too small (the caller reports it)."""
     span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        return span // stride + 1  # <= 0: caller reports "too small"
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (out - 1) * stride >= size + pad_begin:
         out -= 1

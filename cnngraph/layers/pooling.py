@@ -16,7 +16,7 @@ from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import ints_attr, window_pads
 from ..onnx.pool_windows import end_pads, pool_axes, rounding
-from ..onnx.shared import onnx_window_count, overhang
+from ..onnx.shared import overhang
 from ..shapes import TensorType, pool_output_size
 
 LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
@@ -295,18 +295,16 @@ def _pool(imp, node):
     size = imp.shape(x)[2:]
     if not all(isinstance(d, int) for d in size):
         raise Unsupported(f"a symbolic spatial size {list(size)}")
-    expected = [onnx_window_count(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil)
-                for i in range(dims)]
+    # ONNX's sizes are PyTorch's: "sliding windows that would start in the right padded region are ignored"
+    # (the MaxPool/AveragePool spec, its node tests *_ceil_output_size_reduce_by_one, onnxruntime), although
+    # onnx's shape inference still counts them; a window wider than the padded input still counts, rounded up.
+    sizes = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil)
+             for i in range(dims)]
     if not maximum and ceil and include and any(
-            overhang(size[i], expected[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i])
+            overhang(size[i], sizes[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i])
             for i in range(dims)):
         raise Unsupported("a ceil_mode average counting padding whose last window overhangs it "
                           "(runtimes disagree on its divisor, pytorch #183528)")
-    got = [pool_output_size(size[i], kernel[i], stride[i], pads[i], pads[dims + i], dilation[i], ceil)
-           for i in range(dims)]
-    if got != expected:
-        raise Unsupported(f"ceil_mode output size {expected} differs from PyTorch's {got} "
-                          f"(a window starting in the padding, pytorch #71549)")
     attrs = dict(kernel_size=kernel, stride=stride, pads=pads, dilation=dilation, ceil_mode=ceil)
     if not maximum:
         attrs["count_include_pad"] = include

@@ -3,8 +3,9 @@ Reshape <-> Flatten correspondence and unique names.
 
 Windows: ONNX's output length is floor or ceil of span/stride, plus one. PyTorch's (cnngraph.shapes.
 pool_output_size, what the IR uses) differs in one case: with ceil_mode, a last window that would start in
-the right padding is dropped (pytorch #71549). The exporter chooses the ONNX form that gives PyTorch's sizes;
-the importer refuses a model whose ONNX sizes PyTorch's rule cannot reproduce. A ceil_mode window may also
+the right padding is dropped (pytorch #71549). The ONNX spec now drops it too (onnx PR #5741, onnxruntime
+does), older runtimes do not: the exporter chooses the ONNX form that gives PyTorch's sizes under both
+readings; the importer reads the spec's (PyTorch's) sizes. A ceil_mode window may also
 reach past the padded input (its overhang): the exporter writes that overhang as explicit padding and the
 importer recognises it.
 """

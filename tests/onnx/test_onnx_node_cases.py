@@ -35,8 +35,6 @@ REFUSED = [
     (r"test_reduce_.*empty_set", "reductions of empty tensors (a dim of 0)"),
     (r"test_layer_normalization", "the Mean and InvStdDev outputs are read (training statistics cnngraph does "
                                   "not compute)"),
-    (r"test_maxpool_2d_ceil_output_size_reduce_by_one|test_averagepool_2d_ceil_last_window_starts_on_pad",
-     "a ceil_mode window starting in the padding: ONNX keeps it, PyTorch drops it (pytorch #71549)"),
     (r"test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
      "a ceil_mode average counting padding whose last window overhangs it: runtimes disagree on its divisor "
      "(pytorch #183528)"),

@@ -38,12 +38,7 @@ NOT_COUNTED = {"Constant", "ConstantOfShape"}
 with open(os.path.join(DATA, "onnxsim_counts.json")) as _file:
     ONNXSIM = json.load(_file)["counts"]         # file: {"original", "onnxsim", "checked"}
 
-_CEIL = ("refused: MaxPool with ceil_mode whose last window starts in the padding: ONNX's output size [1, 1] "
-         "differs from PyTorch's [0, 0] (pytorch #71549)")
-
 KNOWN_GAPS: dict[str, str] = {  # file: why it fails today
-    "timm_vovnet_ese_dynamo18.onnx": _CEIL,
-    "timm_vovnet_ese_ts17.onnx": _CEIL,
 }
 
 LARGER_THAN_ONNXSIM: dict[str, str] = {}  # file: why our level-2 export keeps more nodes than onnx-simplifier's
