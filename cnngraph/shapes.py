@@ -64,6 +64,16 @@ def total(dims) -> Dim:
     return "+".join(names + ([str(number)] if number else []))
 
 
+
+def ntuple(value, n: int, what: str) -> tuple[int, ...]:
+    """PyTorch's int-or-tuple arguments, for n spatial axes."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {value!r}")
+
 @dataclass(frozen=True)
 class TensorType:
     shape: Shape

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..autodiff.registry import gradient
 from ..errors import ShapeError
 from ..init import fan_in_uniform
@@ -17,18 +15,8 @@ from ..layer import Layer, require_activation, require_rank, require_static, req
 from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import ints_attr, window_pads
-from ..shapes import TensorType, conv_output_size
+from ..shapes import TensorType, conv_output_size, ntuple
 from .activations import activation_gradient
-
-
-def ntuple(value, n: int, what: str) -> tuple[int, ...]:
-    """PyTorch's int-or-tuple arguments, for n spatial axes."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-        return tuple(int(v) for v in value)
-    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {value!r}")
 
 
 def conv_pads(padding, kernel_size, dilation, stride) -> tuple[int, ...]:

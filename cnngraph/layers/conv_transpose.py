@@ -16,8 +16,8 @@ from ..layer import Layer, require_activation, require_rank, require_static, req
 from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import auto_pad_mode, explicit_pads, ints_attr
-from ..shapes import TensorType
-from .conv import check_padding_mode, ntuple
+from ..shapes import TensorType, ntuple
+from .conv import check_padding_mode
 
 
 def transposed_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,

@@ -17,26 +17,16 @@ from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import ints_attr, window_pads
 from ..onnx.pool_windows import end_pads, pool_axes, rounding
 from ..onnx.shared import overhang
-from ..shapes import TensorType, pool_output_size
+from ..shapes import TensorType, ntuple, pool_output_size
 
 LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
-def _ntuple(value, n: int, what: str) -> tuple[int, ...]:
-    """PyTorch's int-or-tuple arguments, for n spatial axes."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-        return tuple(int(v) for v in value)
-    raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {value!r}")
-
-
 def _pool_attrs(cls_name, kernel_size, stride, padding, dilation, n: int = 2):
-    kernel = _ntuple(kernel_size, n, "kernel_size")
-    stride = kernel if stride is None else _ntuple(stride, n, "stride")
-    pad = _ntuple(padding, n, "padding")
-    dilation = _ntuple(dilation, n, "dilation")
+    kernel = ntuple(kernel_size, n, "kernel_size")
+    stride = kernel if stride is None else ntuple(stride, n, "stride")
+    pad = ntuple(padding, n, "padding")
+    dilation = ntuple(dilation, n, "dilation")
     if min(kernel + stride + dilation) < 1 or min(pad) < 0:
         raise ValueError(f"{cls_name}: kernel_size, stride, dilation must be >= 1 and padding >= 0")
     for p, k, d in zip(pad, kernel, dilation):
