@@ -64,7 +64,6 @@ def total(dims) -> Dim:
     return "+".join(names + ([str(number)] if number else []))
 
 
-
 def ntuple(value, n: int, what: str) -> tuple[int, ...]:
     """PyTorch's int-or-tuple arguments, for n spatial axes."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
