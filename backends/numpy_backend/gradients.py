@@ -7,14 +7,19 @@ view of the whole tensor. Nothing loops over pixels or channels.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from cnngraph.shapes import average_pool_divisor
 
+from . import winograd
+from .batch_split import split
 from .gemm import padded_source, tap, window_view
 from .kernel import CNHW, NCHW, kernel
 
 ANY = (CNHW, NCHW)
+MIN_ROWS = 16          # a GEMM is split over the cores (training graphs) only into pieces of this many rows
 
 
 def _extent(a, out_hw, in_hw):
@@ -35,13 +40,18 @@ def _scatter_taps(ctx, padded_shape, in_hw, out_hw):
     buffer = ctx.scratch.request(padded_shape)
 
     def scatter(contribution, out):
-        """contribution(i, j) -> the (C, N, Ho, Wo) values tap (i, j) sends back."""
+        """contribution(i, j) -> the (C, N, Ho, Wo) values tap (i, j) sends back; each core takes a range of
+        channels (``contribution(i, j, channels)`` then gives that range)."""
         dxp = buffer()
-        dxp[...] = 0.0
-        for i in range(kh):
-            for j in range(kw):
-                tap(dxp, i, j, stride, dilation, out_hw)[...] += contribution(i, j)
-        np.copyto(out, dxp[:, :, top:top + in_hw[0], left:left + in_hw[1]])
+
+        def part(lo, hi):
+            channels = slice(lo, hi)
+            dxp[channels] = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    tap(dxp[channels], i, j, stride, dilation, out_hw)[...] += contribution(i, j, channels)
+            np.copyto(out[channels], dxp[channels, :, top:top + in_hw[0], left:left + in_hw[1]])
+        split(len(out), part)
         return out
     return scatter
 
@@ -57,6 +67,9 @@ def make_conv_grad_input(ctx):
     cin_g, cout_g = cin // groups, cout // groups
     weight = ctx.params["weight"]
     if tuple(a["stride"]) == (1, 1):
+        by_winograd = _conv_grad_input_by_winograd(ctx, weight, (cin, n, h, w))
+        if by_winograd is not None:
+            return by_winograd
         return _conv_grad_input_as_conv(ctx, weight, (cin, n, h, w), (cout, ho, wo))
     matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kh * kw).T for g in range(groups)]
     columns = ctx.scratch.request((cin, kh, kw, n, ho, wo))
@@ -66,10 +79,31 @@ def make_conv_grad_input(ctx):
         dy = inputs[0]
         cols = columns()
         for g, matrix in enumerate(matrices):
-            np.matmul(matrix, dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo),
-                      out=cols[g * cin_g:(g + 1) * cin_g].reshape(cin_g * kh * kw, n * ho * wo))
-        return scatter(lambda i, j: cols[:, i, j], out)
+            rows = dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo)
+            result = cols[g * cin_g:(g + 1) * cin_g].reshape(cin_g * kh * kw, n * ho * wo)
+            split(cin_g * kh * kw, lambda lo, hi, m=matrix, r=rows, o=result: np.matmul(m[lo:hi], r, out=o[lo:hi]),
+                  MIN_ROWS)
+        return scatter(lambda i, j, channels: cols[channels, i, j], out)
     return step
+
+
+def _conv_grad_input_by_winograd(ctx, weight, x_shape):
+    """A 3×3 stride-1 convolution's ∂x is the 3×3 stride-1 convolution of ∂y with the flipped, transposed
+    kernel and the padding 2 − p (see _conv_grad_input_as_conv): the forward pass's Winograd kernel computes it
+    when its size rule picks it (None otherwise)."""
+    a = ctx.attrs
+    cin, n, h, w = x_shape
+    if (tuple(a["kernel_size"]) != (3, 3) or tuple(a["dilation"]) != (1, 1) or a["groups"] != 1
+            or max(a["pads"]) > 2):
+        return None
+    attrs = dict(kernel_size=(3, 3), stride=(1, 1), dilation=(1, 1), groups=1,
+                 pads=tuple(2 - p for p in a["pads"]))
+    tile = winograd.tile_size(attrs, weight.shape[0], cin, n, (h, w))
+    if tile is None:
+        return None
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    transposed = replace(ctx, attrs=attrs, params={"weight": flipped}, epilogue=[])
+    return winograd.winograd_conv(transposed, flipped, tile, lambda region, channels: None)
 
 
 def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
@@ -92,13 +126,18 @@ def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
 
     def step(inputs, out):
         dy, padded, cols = inputs[0], full(), columns()
-        padded[...] = 0.0
-        padded[:, :, begin[0]:begin[0] + ho, begin[1]:begin[1] + wo] = dy
+
+        def place(lo, hi):
+            padded[lo:hi] = 0.0
+            padded[lo:hi, :, begin[0]:begin[0] + ho, begin[1]:begin[1] + wo] = dy[lo:hi]
+        split(cout, place)
         for g, matrix in enumerate(matrices):
-            np.copyto(cols, window_view(padded[g * cout_g:(g + 1) * cout_g, :, top:, left:], (kh, kw), (1, 1),
-                                        (dh, dw), (h, w)))
-            np.matmul(matrix, cols.reshape(cout_g * kh * kw, n * h * w),
-                      out=out[g * cin_g:(g + 1) * cin_g].reshape(cin_g, n * h * w))
+            windows = window_view(padded[g * cout_g:(g + 1) * cout_g, :, top:, left:], (kh, kw), (1, 1), (dh, dw),
+                                  (h, w))
+            split(cout_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+            result = out[g * cin_g:(g + 1) * cin_g].reshape(cin_g, n * h * w)
+            split(cin_g, lambda lo, hi, m=matrix, o=result: np.matmul(m[lo:hi], cols.reshape(cout_g * kh * kw, n * h * w),
+                                                                      out=o[lo:hi]), MIN_ROWS)
         return out
     return step
 
@@ -119,10 +158,13 @@ def make_conv_grad_weight(ctx):
         xp, dy = pad(inputs[0]), inputs[1]
         cols = columns()
         for g in range(groups):
-            np.copyto(cols, window_view(xp[g * cin_g:(g + 1) * cin_g], a["kernel_size"], a["stride"],
-                                        a["dilation"], (ho, wo)).transpose(3, 4, 5, 0, 1, 2))
-            np.matmul(dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo), cols.reshape(n * ho * wo, k),
-                      out=out[g * cout_g:(g + 1) * cout_g])
+            windows = window_view(xp[g * cin_g:(g + 1) * cin_g], a["kernel_size"], a["stride"], a["dilation"],
+                                  (ho, wo)).transpose(3, 4, 5, 0, 1, 2)
+            split(n, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+            rows = dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo)
+            result = out[g * cout_g:(g + 1) * cout_g]
+            split(cout_g, lambda lo, hi, r=rows, o=result: np.matmul(r[lo:hi], cols.reshape(n * ho * wo, k),
+                                                                     out=o[lo:hi]), MIN_ROWS)
         return out
     return step
 
@@ -168,11 +210,12 @@ def make_maxpool_grad(ctx):
         used, first = taken(), hit()
         used[...] = False
 
-        def contribution(i, j):                  # taps in row-major order: the first maximum takes dy
-            np.equal(tap(xp, i, j, a["stride"], a["dilation"], out_hw), y, out=first)
-            first[...] = first * (1.0 - used)
-            used[...] = np.maximum(used, first)
-            return dy * first
+        def contribution(i, j, channels):        # taps in row-major order: the first maximum takes dy
+            now, before = first[channels], used[channels]
+            np.equal(tap(xp[channels], i, j, a["stride"], a["dilation"], out_hw), y[channels], out=now)
+            now[...] = now * (1.0 - before)
+            np.maximum(before, now, out=before)
+            return dy[channels] * now
         return scatter(contribution, out)
     return step
 
@@ -193,7 +236,7 @@ def make_avgpool_grad(ctx):
     def step(inputs, out):
         share = scaled()
         np.multiply(inputs[0], reciprocal, out=share)
-        return scatter(lambda i, j: share, out)
+        return scatter(lambda i, j, channels: share[channels], out)
     return step
 
 
