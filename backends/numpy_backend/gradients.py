@@ -150,23 +150,51 @@ def make_conv_grad_weight(ctx):
     kh, kw = a["kernel_size"]
     groups = a["groups"]
     cin_g, cout_g = cin // groups, cout // groups
-    k = cin_g * kh * kw
+    rows_live = _live_taps(kh, a["dilation"][0], a["stride"][0], a["pads"][0], ho, h)
+    cols_live = _live_taps(kw, a["dilation"][1], a["stride"][1], a["pads"][1], wo, w)
+    lh, lw = rows_live.stop - rows_live.start, cols_live.stop - cols_live.start
+    k = cin_g * lh * lw
     pad = padded_source((cin, n, h, w), a["pads"], _extent(a, (ho, wo), (h, w)), 0.0, ctx.scratch)
-    columns = ctx.scratch.request((n, ho, wo, cin_g, kh, kw))      # (N·Ho·Wo, K): both GEMM operands row-major
+    # Columns (K, N·Ho·Wo) gather runs of Wo floats, as the forward pass's; on maps narrower than 4 the runs are
+    # too short and (N·Ho·Wo, K) copied faster (64 channels 8×8, batch 32: 3.6 against 5.2 ms a layer).
+    by_channel = wo >= 4
+    columns = ctx.scratch.request((cin_g, lh, lw, n, ho, wo) if by_channel else (n, ho, wo, cin_g, lh, lw))
+    partial = ctx.scratch.request((cout, k)) if k != cin_g * kh * kw else None
 
     def step(inputs, out):
         xp, dy = pad(inputs[0]), inputs[1]
         cols = columns()
+        result_all = out if partial is None else partial()
+        first = xp[:, :, rows_live.start * a["dilation"][0]:, cols_live.start * a["dilation"][1]:]
         for g in range(groups):
-            windows = window_view(xp[g * cin_g:(g + 1) * cin_g], a["kernel_size"], a["stride"], a["dilation"],
-                                  (ho, wo)).transpose(3, 4, 5, 0, 1, 2)
-            split(n, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+            windows = window_view(first[g * cin_g:(g + 1) * cin_g], (lh, lw), a["stride"], a["dilation"], (ho, wo))
+            if by_channel:
+                split(cin_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+                matrix = cols.reshape(k, n * ho * wo).T
+            else:
+                windows = windows.transpose(3, 4, 5, 0, 1, 2)
+                split(n, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+                matrix = cols.reshape(n * ho * wo, k)
             rows = dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo)
-            result = out[g * cout_g:(g + 1) * cout_g]
-            split(cout_g, lambda lo, hi, r=rows, o=result: np.matmul(r[lo:hi], cols.reshape(n * ho * wo, k),
-                                                                     out=o[lo:hi]), MIN_ROWS)
+            result = result_all[g * cout_g:(g + 1) * cout_g]
+            split(cout_g, lambda lo, hi, r=rows, o=result, m=matrix: np.matmul(r[lo:hi], m, out=o[lo:hi]), MIN_ROWS)
+        if partial is not None:                   # taps that read only padding get no gradient
+            out[...] = 0.0
+            out.reshape(cout, cin_g, kh, kw)[:, :, rows_live, cols_live] = result_all.reshape(cout, cin_g, lh, lw)
         return out
     return step
+
+
+def _live_taps(k: int, dilation: int, stride: int, before: int, out_len: int, in_len: int) -> slice:
+    """From the first to the last kernel tap along one axis that reads an input pixel, not only padding (taps
+    outside get no gradient). On resnet18's 1×1 maps at 32×32 only the centre tap of a 3×3 kernel is."""
+    first_read = np.arange(k) * dilation - before                 # the input index tap i reads at output 0
+    first_inside = np.maximum(0, -(first_read // stride))    # first r with first_read + stride·r ≥ 0
+    live = (first_inside < out_len) & (first_read + stride * first_inside < in_len)
+    indices = np.flatnonzero(live)
+    if not len(indices):
+        return slice(0, k)
+    return slice(int(indices[0]), int(indices[-1]) + 1)
 
 
 # --- linear --------------------------------------------------------------------------------------------------
