@@ -373,10 +373,40 @@ def batch_moments(x, axes):
     return mean, centered, np.mean(centered * centered, axis=axes, keepdims=True)
 
 
+def _channel_rows(ctx):
+    """In cnhw the channels are the rows of a (C, N·H·W) matrix: per-channel sums and dot products then run
+    along contiguous rows, in few passes and without full-size temporaries (the general path below makes a
+    handful). None in other layouts."""
+    if ctx.axis(1, len(ctx.in_shapes[0])) != 0:
+        return None
+    channels = ctx.physical(ctx.in_shapes[0])[0]
+    count = int(np.prod(ctx.in_shapes[0])) // channels
+    return channels, count, ctx.scratch.request((channels, count))
+
+
+def _row_moments(x2, centered, count):
+    """Per-row mean and biased variance of (C, M) ``x2``; ``centered`` receives x − mean."""
+    mean = np.add.reduce(x2, axis=1) / np.float32(count)
+    np.subtract(x2, mean[:, None], out=centered)
+    return mean, np.einsum("ij,ij->i", centered, centered) / np.float32(count)
+
+
 @kernel("BatchNorm2dTrain", layouts=ANY)
 def make_batchnorm_train(ctx):
     axes, shape = _channel_view(ctx)
     weight, bias, eps = ctx.params["weight"].reshape(shape), ctx.params["bias"].reshape(shape), ctx.attrs["eps"]
+    rows = _channel_rows(ctx)
+    if rows is not None:
+        channels, count, _ = rows
+        scale_of, shift = ctx.params["weight"].reshape(-1), ctx.params["bias"].reshape(-1, 1)
+
+        def by_rows(inputs, out):
+            out2 = out.reshape(channels, count)
+            _, var = _row_moments(inputs[0].reshape(channels, count), out2, count)
+            out2 *= (scale_of / np.sqrt(var + np.float32(eps)))[:, None]
+            out2 += shift
+            return out
+        return by_rows
 
     def step(inputs, out):
         _, centered, var = batch_moments(inputs[0], axes)
@@ -390,9 +420,13 @@ def make_batchnorm_train(ctx):
 def make_batch_stats(ctx):
     axes, _ = _channel_view(ctx)
     count = int(np.prod([ctx.in_shapes[0][i] for i in range(len(ctx.in_shapes[0])) if i != 1]))
+    rows = _channel_rows(ctx)
 
     def step(inputs, out):
-        mean, _, var = batch_moments(inputs[0], axes)
+        if rows is None:
+            mean, _, var = batch_moments(inputs[0], axes)
+        else:
+            mean, var = _row_moments(inputs[0].reshape(rows[0], count), rows[2](), count)
         out[0] = mean.reshape(-1)
         out[1] = var.reshape(-1) * np.float32(count / max(count - 1, 1))
         return out
@@ -404,6 +438,9 @@ def make_batchnorm_grad(ctx):
     axes, shape = _channel_view(ctx)
     a, p = ctx.attrs, ctx.params
     weight = p["weight"].reshape(shape)
+    rows = _channel_rows(ctx)
+    if rows is not None:
+        return _batchnorm_grad_by_rows(a, p, *rows)
 
     def step(inputs, out):
         x, dy = inputs
@@ -421,6 +458,39 @@ def make_batchnorm_grad(ctx):
                         - normalized * np.mean(dy * normalized, axis=axes, keepdims=True), out=out)
         else:
             np.multiply(dy, weight * inv_std, out=out)
+        return out
+    return step
+
+
+def _batchnorm_grad_by_rows(a, p, channels, count, scratch):
+    """BatchNorm2dGrad on (C, M) rows. With c = x − mean, s = Σ ∂y·c and inv = 1/√(var + eps):
+    ∂weight = inv·s, and in training ∂x = w·inv·(∂y − mean(∂y) − c·inv²·s/M) — three passes over the data."""
+    weight = p["weight"].reshape(-1)
+    m = np.float32(count)
+
+    def step(inputs, out):
+        x2, dy2 = inputs[0].reshape(channels, count), inputs[1].reshape(channels, count)
+        centered = scratch()
+        if a["training"]:
+            _, var = _row_moments(x2, centered, count)
+        else:
+            np.subtract(x2, p["running_mean"].reshape(-1, 1), out=centered)
+            var = p["running_var"].reshape(-1)
+        inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
+        if a["wrt"] == "weight":
+            np.multiply(inv_std, np.einsum("ij,ij->i", dy2, centered), out=out.reshape(-1))
+            return out
+        scale = weight * inv_std
+        out2 = out.reshape(channels, count)
+        if not a["training"]:
+            np.multiply(dy2, scale[:, None], out=out2)
+            return out
+        mean_dy = np.add.reduce(dy2, axis=1) / m
+        slope = scale * inv_std * inv_std * np.einsum("ij,ij->i", dy2, centered) / m
+        np.multiply(dy2, scale[:, None], out=out2)
+        centered *= slope[:, None]
+        out2 -= centered
+        out2 -= (scale * mean_dy)[:, None]
         return out
     return step
 
