@@ -109,7 +109,8 @@ def _conv_grad_input_by_winograd(ctx, weight, x_shape):
 def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
     """Stride 1: ∂x is a convolution of ∂y, zero-padded by (k − 1)·d, with the kernel flipped and its in/out
     axes swapped: ∂x[c, i, j] = Σ_{o,a,b} W[o, c, k−1−a, k−1−b] · ∂y_full[o, i + top + a·d, j + left + b·d].
-    Columns gathered like the forward pass's, then one GEMM per group: no scatter-add over taps."""
+    Columns gathered like the forward pass's, then one GEMM per group: no scatter-add over taps. Taps that
+    link no input pixel to an output pixel (see _live_taps) are left out."""
     a = ctx.attrs
     cin, n, h, w = x_shape
     cout, ho, wo = y_shape
@@ -117,10 +118,13 @@ def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
     top, left = a["pads"][0], a["pads"][1]
     groups = a["groups"]
     cin_g, cout_g = cin // groups, cout // groups
-    flipped = weight[:, :, ::-1, ::-1]
+    rows_live, cols_live = _live_taps(kh, dh, 1, top, ho, h), _live_taps(kw, dw, 1, left, wo, w)
+    flipped = weight[:, :, rows_live, cols_live][:, :, ::-1, ::-1]
+    begin = ((kh - 1) * dh, (kw - 1) * dw)
+    first = ((kh - rows_live.stop) * dh, (kw - cols_live.stop) * dw)     # where the kept flipped taps start
+    kh, kw = flipped.shape[2:]
     matrices = [np.ascontiguousarray(flipped[g * cout_g:(g + 1) * cout_g].transpose(1, 0, 2, 3))
                 .reshape(cin_g, cout_g * kh * kw) for g in range(groups)]
-    begin = ((kh - 1) * dh, (kw - 1) * dw)
     full = ctx.scratch.request((cout, n, max(begin[0] + ho, h + top + begin[0]), max(begin[1] + wo, w + left + begin[1])))
     columns = ctx.scratch.request((cout_g, kh, kw, n, h, w))
 
@@ -132,8 +136,8 @@ def _conv_grad_input_as_conv(ctx, weight, x_shape, y_shape):
             padded[lo:hi, :, begin[0]:begin[0] + ho, begin[1]:begin[1] + wo] = dy[lo:hi]
         split(cout, place)
         for g, matrix in enumerate(matrices):
-            windows = window_view(padded[g * cout_g:(g + 1) * cout_g, :, top:, left:], (kh, kw), (1, 1), (dh, dw),
-                                  (h, w))
+            windows = window_view(padded[g * cout_g:(g + 1) * cout_g, :, top + first[0]:, left + first[1]:],
+                                  (kh, kw), (1, 1), (dh, dw), (h, w))
             split(cout_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
             result = out[g * cin_g:(g + 1) * cin_g].reshape(cin_g, n * h * w)
             split(cin_g, lambda lo, hi, m=matrix, o=result: np.matmul(m[lo:hi], cols.reshape(cout_g * kh * kw, n * h * w),
