@@ -233,21 +233,22 @@ def make_maxpool_grad(ctx):
     kh, kw = a["kernel_size"]
     extent = _extent(a, out_hw, (h, w))
     pad = padded_source((c, n, h, w), a["pads"], extent, -np.inf, ctx.scratch)
-    taken = ctx.scratch.request((c, n, *out_hw))
-    hit = ctx.scratch.request((c, n, *out_hw))
+    remaining = ctx.scratch.request((c, n, *out_hw))       # ∂y not yet given to a tap
+    sent = ctx.scratch.request((c, n, *out_hw))
+    hits = np.empty((c, n, *out_hw), bool)
     scatter = _scatter_taps(ctx, (c, n, *extent), (h, w), out_hw)
 
     def step(inputs, out):
-        xp, y, dy = pad(inputs[0]), inputs[1], inputs[2]
-        used, first = taken(), hit()
-        used[...] = False
+        xp, y = pad(inputs[0]), inputs[1]
+        left, given = remaining(), sent()
+        np.copyto(left, inputs[2])
 
         def contribution(i, j, channels):        # taps in row-major order: the first maximum takes dy
-            now, before = first[channels], used[channels]
-            np.equal(tap(xp[channels], i, j, a["stride"], a["dilation"], out_hw), y[channels], out=now)
-            now[...] = now * (1.0 - before)
-            np.maximum(before, now, out=before)
-            return dy[channels] * now
+            hit, rest = hits[channels], left[channels]
+            np.equal(tap(xp[channels], i, j, a["stride"], a["dilation"], out_hw), y[channels], out=hit)
+            np.multiply(rest, hit, out=given[channels])
+            np.copyto(rest, 0.0, where=hit)
+            return given[channels]
         return scatter(contribution, out)
     return step
 
@@ -305,6 +306,15 @@ def activation_derivative(op: str, attrs: dict, y, dy):
 @kernel("ActivationGrad", layouts=ANY)
 def make_activation_grad(ctx):
     fused = ctx.attrs["function"]
+
+    if fused["op"] == "ReLU":                 # the common case without temporaries
+        positive = np.empty(ctx.physical(ctx.out_shape), bool)
+
+        def relu(inputs, out):
+            np.greater(inputs[0], 0, out=positive)
+            np.multiply(inputs[1], positive, out=out)
+            return out
+        return relu
 
     def step(inputs, out):
         np.copyto(out, activation_derivative(fused["op"], fused["attrs"], inputs[0], inputs[1]))
