@@ -21,7 +21,10 @@ from functools import partial
 from cnngraph.layer import lookup
 
 WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
-KERNEL_SPLIT = True          # training graphs: split the big gradient kernels over the cores (see split)
+# Training graphs: split the big gradient kernels over the cores (see split). Off: on the shared 2-core machine
+# it gained nothing on resnet18's 32×32 batch-32 step when idle (−7 ms of 180 in the weight gradients, lost
+# elsewhere) and cost 5–10% under load; the gradient checks run with it on so that it stays correct.
+KERNEL_SPLIT = False
 MIN_PIECE_MACS = 20_000_000   # ~0.1 ms of products: smaller pieces gain less than the hand-off costs
 _pool: ThreadPoolExecutor | None = None
 _blas = None
@@ -101,7 +104,7 @@ def single_threaded_blas():
 @contextmanager
 def training_threads():
     """For a training graph, which cannot be cut into batch pieces (its weight gradients sum over the batch):
-    BLAS on one thread, and the big gradient kernels split their own work over the cores (``split``). BLAS's
+    BLAS on one thread, and (with KERNEL_SPLIT) the big gradient kernels split their own work over the cores. BLAS's
     threads made resnet18's 32×32 batch-32 step 3–5× slower on the shared 2-core machine (they spin between
     products while NumPy copies on one core); splitting the kernels' work ourselves keeps both cores busy on
     the copies too."""
