@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 CHUNK_BYTES = 4 << 20       # per buffer: a batch chunk's tiles stay in cache between the GEMMs (8 MB: no faster)
 MIN_CHANNELS = 32           # see tile_size
 F4_MIN_TILES = 32
+MAX_PRODUCTS_PER_PIXEL = 7.2   # im2col's 9, less a margin for the transforms
 FORCE_TILE = None           # tests: use this tile on every eligible convolution, whatever its channels and size
 
 # Bᵀ, G, Aᵀ for the interpolation points (0, ±1, ∞) and (0, ±1, ±2, ∞), keyed by the output tile size m.
@@ -55,7 +56,18 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
         return FORCE_TILE
     tiles4 = batch * -(-out_hw[0] // 4) * -(-out_hw[1] // 4)
     large = tiles4 >= cout or cin * cout * tiles4 >= 1 << 21
-    return 4 if tiles4 >= F4_MIN_TILES and large else 2
+    m = 4 if tiles4 >= F4_MIN_TILES and large else 2
+    if m == 4 and products_per_pixel(4, out_hw) >= products_per_pixel(2, out_hw):
+        m = 2
+    return m if products_per_pixel(m, out_hw) < MAX_PRODUCTS_PER_PIXEL else None
+
+
+def products_per_pixel(m: int, out_hw) -> float:
+    """Multiplications per output pixel and input channel of F(m×m, 3×3), counting the tiles' overhang: on
+    maps smaller than a tile most of a tile's products are thrown away (a 1×1 map: 36 for F(4×4), 16 for
+    F(2×2), against im2col's 9). resnet18 at 32×32 has 2×2 and 1×1 maps in layer3 and layer4."""
+    tiles = -(-out_hw[0] // m) * -(-out_hw[1] // m)
+    return (m + 2) ** 2 * tiles / (out_hw[0] * out_hw[1])
 
 
 def filter_transform(weight: np.ndarray, m: int) -> np.ndarray:

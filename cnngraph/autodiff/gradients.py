@@ -56,12 +56,13 @@ def collect(tg: TrainingGraph, graph: Graph, outputs) -> Gradients:
 
 
 def run_training(graph: Graph, *arrays):
-    """Run a training graph in the NumPy backend with BLAS on one thread. A training graph cannot be cut into
-    batch pieces (its weight gradients sum over the batch), and BLAS's own threads cost more than they gave on
-    the 2-core machines measured: resnet18 at 32×32, batch 32, took 1,472 ms a step with them, 274 ms without."""
+    """Run a training graph in the NumPy backend with BLAS on one thread (batch_split.training_threads). A
+    training graph cannot be cut into batch pieces (its weight gradients sum over the batch), and BLAS's own
+    threads cost more than they gave on the 2-core machines measured: resnet18 at 32×32, batch 32, took 1,472 ms
+    a step with them, 274 ms without."""
     from .. import run
-    from ..backends.numpy_backend.batch_split import single_threaded_blas
-    with single_threaded_blas():
+    from ..backends.numpy_backend.batch_split import training_threads
+    with training_threads():
         return run(graph, *arrays)
 
 

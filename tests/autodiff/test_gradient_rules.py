@@ -62,6 +62,22 @@ def test_conv2d(groups, cin_g, cout_g, kernel, stride, dilation, pads, extra, bi
     check_gradients(graph, data(rng, (batch, cin, *size)), seed=seed)
 
 
+@pytest.mark.parametrize("tile", [2, 4])
+@examples(8)
+@given(pads=st.tuples(*[st.integers(0, 2)] * 4), size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+       batch=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_conv2d_input_gradient_by_winograd(tile, pads, size, batch, seed):
+    """A 3×3 stride-1 convolution's ∂x by the forward's Winograd kernel (forced on these few channels)."""
+    from cnngraph.backends.numpy_backend import winograd
+    rng = np.random.default_rng(seed)
+    size = [max(1, 3 - pads[i] - pads[i + 2]) + e for i, e in enumerate(size)]
+    graph = one_op(cg.Conv2d(3, 2, 3, 1, pads), (None, 3, *size))
+    randomize(graph, rng)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "FORCE_TILE", tile)
+        check_gradients(graph, data(rng, (batch, 3, *size)), seed=seed)
+
+
 @examples(15)
 @given(features=st.tuples(st.integers(1, 4), st.integers(1, 4)), lead=st.sampled_from([(2,), (2, 3)]),
        bias=st.booleans(), activation=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**16))
