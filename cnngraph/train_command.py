@@ -155,5 +155,6 @@ def demo_training(console, epochs: int = 8) -> None:
     console.print(f"Trained, M1's ReLU earns its keep. M2 and M3 are the same set of functions: the trained M2 folds "
                   f"into M3's shape with {same:.0%} of its predictions unchanged, so an M3 that good exists. M3 "
                   f"trained directly lags at M2's learning rate because its 25 window averages are nearly "
-                  f"collinear and gradient descent crawls: with its own rate it closes most of the gap, and with "
-                  f"each model's rate tuned and 200 epochs M2 and M3 meet (examples/seed_training.py).")
+                  f"collinear and gradient descent crawls: with its own rate it closes most of the gap, and "
+                  f"longer training narrows it further; M3 is then still the one with the higher training loss, "
+                  f"so the rest is optimization too (examples/seed_training.py).")
