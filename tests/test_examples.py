@@ -14,6 +14,7 @@ EXAMPLES = {
     "seed_training.py": "100% of predictions unchanged",
     "repvgg_training.py": "identical predictions on the 450 validation digits",
 }
+ARGUMENTS = {"seed_training.py": ["--quick"]}     # its full run trains for minutes; --quick runs every line
 
 
 def repo_state():
@@ -25,8 +26,8 @@ def repo_state():
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs_and_says_what_it_shows(name):
     before = repo_state()
-    completed = subprocess.run([sys.executable, str(ROOT / "examples" / name)], cwd=ROOT, capture_output=True,
-                               text=True, timeout=300)
+    command = [sys.executable, str(ROOT / "examples" / name), *ARGUMENTS.get(name, [])]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert EXAMPLES[name] in completed.stdout
     assert repo_state() == before, "the example left files in the repository"
