@@ -202,7 +202,9 @@ def test_an_axis_out_of_range_is_refused_not_wrapped():
 
 
 def test_a_range_on_a_symbolic_dimension_is_refused_in_words():
-    """The refusal printed Python's raw TypeError ("unsupported operand type(s) for -: 'str' and 'int'")."""
+    """The refusal printed Python's raw TypeError ("unsupported operand type(s) for -: 'str' and 'int'"). A Range
+    over the batch is now held as an index counting the batch (cnngraph/onnx/batch_index.py); this one is cast
+    to float and added to the data, which depends on the batch's value: refused in words at the Cast."""
     nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
              helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
              helper.make_node("Range", ["start", "n", "one"], ["r"], name="range"),
@@ -210,8 +212,8 @@ def test_a_range_on_a_symbolic_dimension_is_refused_in_words():
              helper.make_node("Add", ["x", "f"], ["y"], name="add")]
     constants = [tensor("zero", np.int64(0)), tensor("start", np.int64(0)), tensor("one", np.int64(1))]
     message = refused(model_of(nodes, constants, inputs=[value("x", ["N", 4])], outputs=[value("y", ["N", 4])]),
-                      "Range at 'range'",
-                      "symbolic dimension")
+                      "Cast at 'cast'",
+                      "counting the batch")
     assert "operand" not in message and "str" not in message
 
 
