@@ -287,3 +287,62 @@ def test_every_pytorch_test_model_gets_a_training_graph(name):
     loss = "cross_entropy" if len(graph.type_of(graph.outputs[0]).shape) == 2 else None
     for train in (False, True):
         build(graph, loss, train=train).graph.lint()
+
+
+# --- modern activations -------------------------------------------------------------------------------------------
+def away_from(rng, shape, kinks=(), scale=2.0, margin=0.05):
+    """Standard normal data times ``scale``, every value at least ``margin`` from each kink (redrawn there), so
+    central differences never straddle a point where the derivative jumps."""
+    x = rng.standard_normal(shape) * scale
+    for _ in range(100):
+        near = np.zeros(shape, bool)
+        for kink in kinks:
+            near |= np.abs(x - kink) < margin
+        if not near.any():
+            break
+        x[near] = rng.standard_normal(int(near.sum())) * scale
+    return x.astype(np.float32)
+
+
+@st.composite
+def modern_activations(draw):
+    """(layer, kinks of its derivative) with hypothesis drawing its attributes."""
+    kind = draw(st.sampled_from(["ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
+                                 "Softplus", "LogSoftmax"]))
+    alpha = draw(st.floats(0.2, 2.0))
+    if kind == "ELU":
+        return cg.ELU(alpha), [0.0]
+    if kind == "CELU":
+        return cg.CELU(alpha), [0.0]
+    if kind == "GELU":
+        return cg.GELU(draw(st.sampled_from(GELU_FORMS))), []
+    if kind == "Hardsigmoid":
+        slope, offset = draw(st.sampled_from([(1 / 6, 0.5), (0.2, 0.5), (alpha, draw(st.floats(-0.5, 1.5)))]))
+        return cg.Hardsigmoid(slope, offset), [-offset / slope, (1 - offset) / slope]
+    if kind == "Softplus":
+        beta, threshold = draw(st.floats(0.5, 3.0)), draw(st.sampled_from([20.0, 1.0, 2.5]))
+        return cg.Softplus(beta, threshold), [threshold / beta]
+    if kind == "LogSoftmax":
+        return cg.LogSoftmax(draw(st.sampled_from([1, -1]))), []
+    return getattr(cg, kind)(), {"SELU": [0.0], "Hardswish": [-3.0, 3.0]}.get(kind, [])
+
+
+GELU_FORMS = ["none", "tanh"]
+
+
+@examples(30)
+@given(activation=modern_activations(), shape=st.sampled_from([(2, 3), (2, 3, 4, 2)]), seed=st.integers(0, 2**16))
+def test_modern_activations(activation, shape, seed):
+    layer, kinks = activation
+    rng = np.random.default_rng(seed)
+    check_gradients(one_op(layer, (None, *shape[1:])), [away_from(rng, shape, kinks, scale=3.0)], seed=seed)
+
+
+@examples(10)
+@given(per_channel=st.booleans(), shape=st.sampled_from([(2, 3), (2, 3, 4, 2), (3, 3, 5)]), seed=st.integers(0, 2**16))
+def test_prelu_input_and_slopes(per_channel, shape, seed):
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.PReLU(shape[1] if per_channel else 1), (None, *shape[1:]))
+    randomize(graph, rng)
+    check_gradients(graph, [away_from(rng, shape, [0.0])], seed=seed)
+    assert ("prelu1", "weight") in build(graph, loss=None).params
