@@ -905,6 +905,8 @@ def input_derivative(op, attrs, x):
         return np.where(z > attrs["threshold"], 1.0, 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))
     if op == "Abs":
         return np.sign(x)
+    if op == "Erf":
+        return 2.0 / math.sqrt(math.pi) * np.exp(-x ** 2)
     raise KeyError(op)
 
 

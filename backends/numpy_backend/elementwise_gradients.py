@@ -53,6 +53,8 @@ def input_derivative(op: str, attrs: dict, x: np.ndarray) -> np.ndarray:
         return np.where(z > attrs["threshold"], one, _sigmoid(z))
     if op == "Abs":
         return np.sign(x)
+    if op == "Erf":
+        return np.exp(-x * x) * x.dtype.type(2.0 / math.sqrt(math.pi))
     raise ValueError(f"no derivative from the input for {op}")
 
 

@@ -2,7 +2,7 @@
 
 Their rules are declared in the family modules (modern_activations.py, math_ops.py); the ops live here so those
 modules stay one concept each. Derivatives that the output cannot give (GELU, SiLU, Mish, Hardswish, Softplus
-with its threshold, the ELU family with any alpha, Abs) are read from the INPUT x: the backward pass keeps x.
+with its threshold, the ELU family with any alpha, Abs, Erf) are read from the INPUT x: the backward pass keeps x.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .structure import broadcast_shape
 
 # ops whose derivative ElementwiseGrad computes from the input (backends/numpy_backend/elementwise_gradients.py)
 DERIVATIVE_FROM_INPUT = ("ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid", "Softplus",
-                         "Abs")
+                         "Abs", "Erf")
 
 
 def _same_shapes(first, second):
