@@ -15,6 +15,8 @@ from cnngraph.autodiff.backward import build, missing_rules
 
 ACTIVATIONS = [None, {"op": "ReLU", "attrs": {}}, {"op": "Sigmoid", "attrs": {}}, {"op": "Tanh", "attrs": {}},
                {"op": "ReLU6", "attrs": {}}, {"op": "LeakyReLU", "attrs": {"negative_slope": 0.1}}]
+ACTIVATIONS += [{"op": "GELU", "attrs": {"approximate": "tanh"}}, {"op": "SiLU", "attrs": {}},   # from the input
+                {"op": "Softplus", "attrs": {"beta": 2.0, "threshold": 20.0}}, {"op": "Mish", "attrs": {}}]
 
 
 def one_op(layer, *shapes) -> cg.Graph:
@@ -415,3 +417,17 @@ def test_max_min_ties_go_to_the_first_operand(op):
     grads = dict(zip(tg.graph.outputs, cg.run(tg.graph, x, other, np.full((1, 3), 3.0, np.float32))))
     np.testing.assert_array_equal(grads[tg.inputs[0]], [[3.0, 3.0, 3.0]])
     np.testing.assert_array_equal(grads[tg.inputs[1]], [[0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("fused", [{"op": "GELU", "attrs": {"approximate": "none"}}, {"op": "ELU", "attrs": {"alpha": 1.0}},
+                                   {"op": "Hardsigmoid", "attrs": {"alpha": 0.2, "beta": 0.5}}])
+def test_a_fused_activation_whose_derivative_needs_its_input(fused):
+    """Conv2d's output after GELU does not give GELU's derivative: the rule recomputes the convolution without
+    it, from the same parameter arrays, so an optimizer step updates that copy too (a holder of the weight)."""
+    rng = np.random.default_rng(5)
+    graph = with_attrs(one_op(cg.Conv2d(2, 3, 2), (None, 2, 3, 3)), activation=fused)
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, (2, 2, 3, 3)), seed=5)
+    tg = build(graph, loss=None)
+    assert [n.op for n in tg.graph.layers() if n.name == "conv1.dact.input"] == ["Conv2d"]
+    assert ("conv1.dact.input", "weight") in tg.holders[("conv1", "weight")]
