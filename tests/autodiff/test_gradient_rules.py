@@ -431,3 +431,14 @@ def test_a_fused_activation_whose_derivative_needs_its_input(fused):
     tg = build(graph, loss=None)
     assert [n.op for n in tg.graph.layers() if n.name == "conv1.dact.input"] == ["Conv2d"]
     assert ("conv1.dact.input", "weight") in tg.holders[("conv1", "weight")]
+
+
+def test_every_fusable_activation_has_a_rule_alone_and_fused():
+    """Read from the trait, not a list: an activation made fusable later without a derivative fails here."""
+    from cnngraph.autodiff.registry import GRADIENTS
+    from cnngraph.layer import REGISTRY, fusable_activations
+    for op in fusable_activations():
+        assert op in GRADIENTS, op
+        layer, _ = REGISTRY[op].example()
+        fused = with_attrs(one_op(cg.Linear(3, 2), (None, 3)), activation={"op": op, "attrs": dict(layer.attrs)})
+        build(fused, loss=None).graph.lint()
