@@ -872,3 +872,65 @@ REFERENCE_OPS.update({
     "MSELoss": lambda node, p, t: np.array(np.mean((p - t) ** 2)),
     "MSELossGrad": lambda node, p, t: 2.0 * (p - t) / p.size,
 })
+
+
+# --- gradients of the modern activations and element-wise math, float64, each derivative written out -------------
+def input_derivative(op, attrs, x):
+    """f'(x) by the textbook formulas (math.erf and math.exp element by element for GELU)."""
+    sigmoid = 1.0 / (1.0 + np.exp(-np.clip(x, -500, 500)))
+    if op == "ELU":
+        return np.where(x > 0, 1.0, attrs["alpha"] * np.exp(np.minimum(x, 0.0)))
+    if op == "SELU":
+        return SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
+    if op == "CELU":
+        return np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0) / attrs["alpha"]))
+    if op == "GELU" and attrs["approximate"] == "tanh":
+        k = math.sqrt(2.0 / math.pi)
+        inner = np.tanh(k * (x + 0.044715 * x ** 3))
+        return 0.5 * (1.0 + inner) + 0.5 * x * (1.0 - inner ** 2) * k * (1.0 + 3 * 0.044715 * x ** 2)
+    if op == "GELU":
+        return 0.5 * (1.0 + _erf(x / math.sqrt(2.0))) + x * np.exp(-x ** 2 / 2) / math.sqrt(2.0 * math.pi)
+    if op == "SiLU":
+        return sigmoid + x * sigmoid * (1.0 - sigmoid)
+    if op == "Mish":
+        t = np.tanh(softplus(x, 1.0, 20.0))
+        return t + x * (1.0 - t ** 2) * sigmoid
+    if op == "Hardswish":
+        return np.select([x < -3.0, x <= 3.0], [0.0, (2.0 * x + 3.0) / 6.0], 1.0)
+    if op == "Hardsigmoid":
+        z = attrs["alpha"] * x + attrs["beta"]
+        return np.where((z > 0) & (z < 1), attrs["alpha"], 0.0)
+    if op == "Softplus":
+        z = attrs["beta"] * x
+        return np.where(z > attrs["threshold"], 1.0, 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))
+    if op == "Abs":
+        return np.sign(x)
+    if op == "Erf":
+        return 2.0 / math.sqrt(math.pi) * np.exp(-x ** 2)
+    raise KeyError(op)
+
+
+def prelu_grad(x, dy, weight, wrt):
+    slopes = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if weight.size > 1 else weight.reshape(())
+    if wrt == "x":
+        return np.where(x > 0, dy, slopes * dy)
+    negative = dy * np.where(x < 0, x, 0.0)
+    return negative.sum(axis=_other_axes(x, 1)) if weight.size > 1 else negative.sum().reshape(1)
+
+
+def extremum_grad(index, y, dy, *operands):
+    """dy where operand ``index`` is the first (in order) equal to y."""
+    full = np.broadcast_arrays(*operands)
+    earlier = np.zeros(y.shape, bool)
+    for x in full[:index]:
+        earlier = earlier | (x == y)
+    return np.where((full[index] == y) & ~earlier, dy, 0.0)
+
+
+REFERENCE_OPS.update({
+    "ElementwiseGrad": lambda node, x, dy: dy * input_derivative(node.attrs["function"]["op"],
+                                                                 node.attrs["function"]["attrs"], x),
+    "LogSoftmaxGrad": lambda node, y, dy: dy - np.exp(y) * dy.sum(axis=node.attrs["dim"], keepdims=True),
+    "PReLUGrad": lambda node, x, dy: prelu_grad(x, dy, _param(node, "weight"), node.attrs["wrt"]),
+    "ExtremumGrad": lambda node, y, dy, *xs: extremum_grad(node.attrs["index"], y, dy, *xs),
+})

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (register the kernels)
     adaptive_pooling,
     conv_nd,
     elementwise,
+    elementwise_gradients,
     gemm,
     gradients,
     math_ops,

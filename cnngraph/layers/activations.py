@@ -254,10 +254,19 @@ class SoftmaxGrad(Layer):
 
 
 def activation_gradient(b, node, dy) -> str:
-    """dy through the node's fused activation (Conv2d, Linear), or dy itself when it has none."""
+    """dy through the node's fused activation (Conv2d, Linear), or dy itself when it has none. An activation whose
+    derivative needs its input (GELU, SiLU, ...: ElementwiseGrad's) gets it recomputed: the node again without
+    the activation, on the same inputs and parameter arrays (one more forward GEMM, no activation kept)."""
+    from .elementwise_gradients import DERIVATIVE_FROM_INPUT
     fused = node.attrs.get("activation")
     if not fused:
         return dy
+    if fused["op"] in DERIVATIVE_FROM_INPUT:
+        attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
+        before = b.add(node, "act.input", node.op, node.inputs, dict(node.params), **attrs)
+        return b.add(node, "act", "ElementwiseGrad", [before, dy], function=dict(fused))
+    if fused["op"] not in DERIVATIVE_FROM_OUTPUT:
+        raise GraphError(f"{node.label()}: no gradient rule for its fused activation {fused['op']}")
     return b.add(node, "act", "ActivationGrad", [node.name, dy], function=dict(fused))
 
 

@@ -161,3 +161,73 @@ def _pow(imp, node):
 def _max_min(imp, node):
     imp.add(node, node.op_type, [imp.operand(name) for name in node.input])
 
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# Composed of forward ops where the derivative is one (exp: dy·y, log: dy/x, √: dy/(2y), 1/x: −dy·y²);
+# Abs and Erf through ElementwiseGrad (from x); Max and Min send dy to the FIRST operand holding the extremum
+# (a subgradient at ties, as MaxPool2d), each operand's share summed down to its shape.
+from ..autodiff.registry import gradient  # noqa: E402
+from . import elementwise_gradients  # noqa: E402
+from .structure import reduce_to  # noqa: E402
+
+
+def _times(b, node, tag: str, value: str, factor: float) -> str:
+    constant = b.add(node, f"{tag}.constant", "Constant", [], {"value": np.array(factor, np.float32)}, shape=())
+    return b.add(node, tag, "Mul", [value, constant])
+
+
+@gradient(*(op for op in elementwise_gradients.DERIVATIVE_FROM_INPUT if op in __all__))
+def _from_input_gradient(b, node, dy):
+    return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}
+
+
+@gradient("Neg")
+def _neg_gradient(b, node, dy):
+    return {0: _times(b, node, "x", dy, -1.0)}
+
+
+@gradient("Exp")
+def _exp_gradient(b, node, dy):
+    return {0: b.add(node, "x", "Mul", [dy, node.name])}
+
+
+@gradient("Log")
+def _log_gradient(b, node, dy):
+    return {0: b.add(node, "x", "Div", [dy, node.inputs[0]])}
+
+
+@gradient("Sqrt")
+def _sqrt_gradient(b, node, dy):
+    return {0: _times(b, node, "x", b.add(node, "x.quotient", "Div", [dy, node.name]), 0.5)}
+
+
+@gradient("Reciprocal")
+def _reciprocal_gradient(b, node, dy):
+    squared = b.add(node, "x.square", "Mul", [b.add(node, "x.product", "Mul", [dy, node.name]), node.name])
+    return {0: _times(b, node, "x", squared, -1.0)}
+
+
+@gradient("Pow")
+def _pow_gradient(b, node, dy):
+    """z = x^p: ∂x = ∂z·p·x^(p−1) (x^(p−1), not z/x: finite at x = 0 for p ≥ 1); ∂p = ∂z·z·log(x), nan for
+    x < 0 (as PyTorch), offered only when p is computed (a Constant's rule takes nothing)."""
+    x, p = node.inputs
+    lowered = b.add(node, "0.exponent", "Sub", [p, _constant(b, node, "0.one", 1.0)])
+    slope = b.add(node, "0.slope", "Mul", [b.add(node, "0.scaled", "Mul", [dy, p]),
+                                           b.add(node, "0.power", "Pow", [x, lowered])])
+    log_x = b.add(node, "1.log", "Log", [x])
+    share = b.add(node, "1.product", "Mul", [b.add(node, "1.scaled", "Mul", [dy, node.name]), log_x])
+    return {0: reduce_to(b, node, "0", slope, x), 1: reduce_to(b, node, "1", share, p)}
+
+
+def _constant(b, node, tag: str, value: float) -> str:
+    return b.add(node, tag, "Constant", [], {"value": np.array(value, np.float32)}, shape=())
+
+
+@gradient("Max", "Min")
+def _extremum_gradient(b, node, dy):
+    operands = list(node.inputs)
+    return {i: reduce_to(b, node, str(i), b.add(node, f"{i}.share", "ExtremumGrad", [node.name, dy, *operands],
+                                                 index=i), x)
+            for i, x in enumerate(operands)}

@@ -402,3 +402,27 @@ def _log_softmax(imp, node):
     flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
     soft = imp.add_step(node, "LogSoftmax", [flat], dict(dim=-1))
     imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# PReLU's slopes get their gradient too; LogSoftmax's derivative is read from its output, the others' from the
+# input x (ElementwiseGrad, cnngraph/layers/elementwise_gradients.py).
+from ..autodiff.registry import gradient  # noqa: E402
+from . import elementwise_gradients  # noqa: E402
+
+
+@gradient(*(op for op in elementwise_gradients.DERIVATIVE_FROM_INPUT if op in __all__))
+def _elementwise_gradient(b, node, dy):
+    return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}
+
+
+@gradient("PReLU")
+def _prelu_gradient(b, node, dy):
+    x, slopes, count = node.inputs[0], {"weight": node.params["weight"]}, node.attrs["num_parameters"]
+    return {0: b.add(node, "x", "PReLUGrad", [x, dy], slopes, num_parameters=count, wrt="x"),
+            "weight": b.add(node, "weight", "PReLUGrad", [x, dy], slopes, num_parameters=count, wrt="weight")}
+
+
+@gradient("LogSoftmax")
+def _log_softmax_gradient(b, node, dy):
+    return {0: b.add(node, "x", "LogSoftmaxGrad", [node.name, dy], dim=node.attrs["dim"])}

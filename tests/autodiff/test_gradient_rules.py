@@ -15,6 +15,8 @@ from cnngraph.autodiff.backward import build, missing_rules
 
 ACTIVATIONS = [None, {"op": "ReLU", "attrs": {}}, {"op": "Sigmoid", "attrs": {}}, {"op": "Tanh", "attrs": {}},
                {"op": "ReLU6", "attrs": {}}, {"op": "LeakyReLU", "attrs": {"negative_slope": 0.1}}]
+ACTIVATIONS += [{"op": "GELU", "attrs": {"approximate": "tanh"}}, {"op": "SiLU", "attrs": {}},   # from the input
+                {"op": "Softplus", "attrs": {"beta": 2.0, "threshold": 20.0}}, {"op": "Mish", "attrs": {}}]
 
 
 def one_op(layer, *shapes) -> cg.Graph:
@@ -287,3 +289,156 @@ def test_every_pytorch_test_model_gets_a_training_graph(name):
     loss = "cross_entropy" if len(graph.type_of(graph.outputs[0]).shape) == 2 else None
     for train in (False, True):
         build(graph, loss, train=train).graph.lint()
+
+
+# --- modern activations -------------------------------------------------------------------------------------------
+def away_from(rng, shape, kinks=(), scale=2.0, margin=0.05):
+    """Standard normal data times ``scale``, every value at least ``margin`` from each kink (redrawn there), so
+    central differences never straddle a point where the derivative jumps."""
+    x = np.array(rng.standard_normal(shape) * scale)
+    for _ in range(100):
+        near = np.zeros(shape, bool)
+        for kink in kinks:
+            near |= np.abs(x - kink) < margin
+        if not near.any():
+            break
+        x[near] = rng.standard_normal(int(near.sum())) * scale
+    return np.asarray(x, np.float32)
+
+
+@st.composite
+def modern_activations(draw):
+    """(layer, kinks of its derivative) with hypothesis drawing its attributes."""
+    kind = draw(st.sampled_from(["ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid",
+                                 "Softplus", "LogSoftmax"]))
+    alpha = draw(st.floats(0.2, 2.0))
+    if kind == "ELU":
+        return cg.ELU(alpha), [0.0]
+    if kind == "CELU":
+        return cg.CELU(alpha), [0.0]
+    if kind == "GELU":
+        return cg.GELU(draw(st.sampled_from(GELU_FORMS))), []
+    if kind == "Hardsigmoid":
+        slope, offset = draw(st.sampled_from([(1 / 6, 0.5), (0.2, 0.5), (alpha, draw(st.floats(-0.5, 1.5)))]))
+        return cg.Hardsigmoid(slope, offset), [-offset / slope, (1 - offset) / slope]
+    if kind == "Softplus":
+        beta, threshold = draw(st.floats(0.5, 3.0)), draw(st.sampled_from([20.0, 1.0, 2.5]))
+        return cg.Softplus(beta, threshold), [threshold / beta]
+    if kind == "LogSoftmax":
+        return cg.LogSoftmax(draw(st.sampled_from([1, -1]))), []
+    return getattr(cg, kind)(), {"SELU": [0.0], "Hardswish": [-3.0, 3.0]}.get(kind, [])
+
+
+GELU_FORMS = ["none", "tanh"]
+
+
+@examples(30)
+@given(activation=modern_activations(), shape=st.sampled_from([(2, 3), (2, 3, 4, 2)]), seed=st.integers(0, 2**16))
+def test_modern_activations(activation, shape, seed):
+    layer, kinks = activation
+    rng = np.random.default_rng(seed)
+    check_gradients(one_op(layer, (None, *shape[1:])), [away_from(rng, shape, kinks, scale=3.0)], seed=seed)
+
+
+@examples(10)
+@given(per_channel=st.booleans(), shape=st.sampled_from([(2, 3), (2, 3, 4, 2), (3, 3, 5)]), seed=st.integers(0, 2**16))
+def test_prelu_input_and_slopes(per_channel, shape, seed):
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.PReLU(shape[1] if per_channel else 1), (None, *shape[1:]))
+    randomize(graph, rng)
+    check_gradients(graph, [away_from(rng, shape, [0.0])], seed=seed)
+    assert ("prelu1", "weight") in build(graph, loss=None).params
+
+
+# --- element-wise math --------------------------------------------------------------------------------------------
+UNARY_MATH = {   # op -> the data it is differentiable on (away from 0 where it has a kink or a pole)
+    "Abs": lambda rng, s: away_from(rng, s, [0.0]), "Neg": lambda rng, s: away_from(rng, s),
+    "Exp": lambda rng, s: away_from(rng, s, scale=1.0), "Erf": lambda rng, s: away_from(rng, s, scale=1.0),
+    "Log": lambda rng, s: np.abs(away_from(rng, s)) + np.float32(0.3),
+    "Sqrt": lambda rng, s: np.abs(away_from(rng, s)) + np.float32(0.3),
+    "Reciprocal": lambda rng, s: away_from(rng, s, [0.0], margin=0.5),
+}
+
+
+@examples(15)
+@given(op=st.sampled_from(sorted(UNARY_MATH)), shape=st.sampled_from([(2, 3), (2, 3, 4, 2)]), seed=st.integers(0, 2**16))
+def test_unary_math(op, shape, seed):
+    rng = np.random.default_rng(seed)
+    check_gradients(one_op(getattr(cg, op)(), (None, *shape[1:])), [UNARY_MATH[op](rng, shape)], seed=seed)
+
+
+@examples(15)
+@given(exponent=st.sampled_from([2.0, 3.0, -1.0, 0.5, 1.5, -2.5]), shape=st.sampled_from([(2, 3), (2, 3, 2, 2)]),
+       seed=st.integers(0, 2**16))
+def test_pow_by_a_constant_exponent(exponent, shape, seed):
+    """x^p with p a Constant (x² of a variance): integer powers on any sign, others on x > 0."""
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("pow")
+    x = graph.input("x", (None, *shape[1:]))
+    graph.output(graph.add("Pow", [x, graph.apply(cg.Constant(np.array(exponent, np.float32)))]))
+    base = away_from(rng, shape, [0.0], margin=0.3)
+    check_gradients(graph, [base if exponent == int(exponent) else np.abs(base)], seed=seed)
+
+
+@examples(10)
+@given(other=st.sampled_from([(None, 2, 3), (2, 1), (3,), (1,)]), seed=st.integers(0, 2**16))
+def test_pow_by_a_computed_exponent(other, seed):
+    """Both operands get gradients, each summed down to its (broadcast) shape; the base is positive. (No 0-d
+    graph input: the NumPy backend runs Sub of a 0-d input and a 0-d Constant into a (1,) buffer, a separate bug.)"""
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("pow")
+    graph.output(graph.add("Pow", [graph.input("x", (None, 2, 3)), graph.input("p", other)]))
+    shape = [2 if d is None else d for d in other]
+    base = np.abs(away_from(rng, (2, 2, 3), scale=1.0)) + np.float32(0.3)
+    check_gradients(graph, [base, away_from(rng, tuple(shape), scale=1.0)], seed=seed)
+
+
+@examples(15)
+@given(op=st.sampled_from(["Max", "Min"]), shapes=st.lists(st.sampled_from([(None, 2, 3), (2, 1), (3,), ()]),
+                                                            min_size=0, max_size=2), seed=st.integers(0, 2**16))
+def test_max_min(op, shapes, seed):
+    rng = np.random.default_rng(seed)
+    graph = cg.Graph("extremum")
+    shapes = [(None, 2, 3), *shapes]
+    names = [graph.input(f"x{i}", s) for i, s in enumerate(shapes)]
+    graph.output(graph.add(op, names))
+    check_gradients(graph, [away_from(rng, tuple(2 if d is None else d for d in s)) for s in shapes], seed=seed)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_min_ties_go_to_the_first_operand(op):
+    """A subgradient at a tie: the whole of dy goes to the earliest operand holding the extremum."""
+    graph = cg.Graph("tie")
+    a, b = graph.input("a", (None, 3)), graph.input("b", (None, 3))
+    graph.output(graph.add(op, [a, b]))
+    tg = build(graph, loss=None)
+    x = np.array([[1.0, 2.0, -1.0]], np.float32)
+    other = np.array([[1.0, 0.0 if op == "Max" else 5.0, -1.0]], np.float32)
+    grads = dict(zip(tg.graph.outputs, cg.run(tg.graph, x, other, np.full((1, 3), 3.0, np.float32))))
+    np.testing.assert_array_equal(grads[tg.inputs[0]], [[3.0, 3.0, 3.0]])
+    np.testing.assert_array_equal(grads[tg.inputs[1]], [[0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("fused", [{"op": "GELU", "attrs": {"approximate": "none"}}, {"op": "ELU", "attrs": {"alpha": 1.0}},
+                                   {"op": "Hardsigmoid", "attrs": {"alpha": 0.2, "beta": 0.5}}])
+def test_a_fused_activation_whose_derivative_needs_its_input(fused):
+    """Conv2d's output after GELU does not give GELU's derivative: the rule recomputes the convolution without
+    it, from the same parameter arrays, so an optimizer step updates that copy too (a holder of the weight)."""
+    rng = np.random.default_rng(5)
+    graph = with_attrs(one_op(cg.Conv2d(2, 3, 2), (None, 2, 3, 3)), activation=fused)
+    randomize(graph, rng)
+    check_gradients(graph, data(rng, (2, 2, 3, 3)), seed=5)
+    tg = build(graph, loss=None)
+    assert [n.op for n in tg.graph.layers() if n.name == "conv1.dact.input"] == ["Conv2d"]
+    assert ("conv1.dact.input", "weight") in tg.holders[("conv1", "weight")]
+
+
+def test_every_fusable_activation_has_a_rule_alone_and_fused():
+    """Read from the trait, not a list: an activation made fusable later without a derivative fails here."""
+    from cnngraph.autodiff.registry import GRADIENTS
+    from cnngraph.layer import REGISTRY, fusable_activations
+    for op in fusable_activations():
+        assert op in GRADIENTS, op
+        layer, _ = REGISTRY[op].example()
+        fused = with_attrs(one_op(cg.Linear(3, 2), (None, 3)), activation={"op": op, "attrs": dict(layer.attrs)})
+        build(fused, loss=None).graph.lint()
