@@ -44,7 +44,7 @@ def coerce_inputs(graph, arrays) -> tuple[list[np.ndarray], dict[str, int]]:
             if problem:
                 raise InputError(f"input {name!r}: expected shape {format_shape(expected)}, got "
                                  f"{format_shape(data.shape)}: {problem}")
-        converted.append(np.ascontiguousarray(data, dtype=np.float32))
+        converted.append(np.asarray(data, dtype=np.float32, order="C"))   # ascontiguousarray makes 0-d 1-d
     return converted, bindings
 
 

@@ -859,3 +859,13 @@ def test_tuple_results_are_not_overwritten_by_the_next_run():
         assert np.array_equal(o, k)
     for o, k in zip(cg.run(g, a), kept):
         assert np.array_equal(o, k)
+
+
+def test_a_scalar_graph_input_stays_a_scalar():
+    """np.ascontiguousarray turned a 0-d input into shape (1,), and Sub with a 0-d Constant then failed in NumPy."""
+    graph = cg.Graph("scalar")
+    p = graph.input("p", ())
+    one = graph.apply(cg.Constant(np.array(1.0, np.float32)))
+    graph.output(graph.apply(cg.Sub(), p, one))
+    result = cg.run(graph, np.array(3.0, np.float32))
+    assert np.shape(result) == () and result == np.float32(2.0)
