@@ -70,6 +70,7 @@ class Layer:
     constant: ClassVar[bool] = False         # no inputs: its value is its parameter "value", known before running
     channel_affine: ClassVar[bool] = False   # y = scale·x + shift per channel, given by scale_shift(attrs, params)
     constant_affine: ClassVar[str] = ""      # with a constant operand c: "scale" (x·c) or "shift" (x + c)
+    derivative_from: ClassVar[str] = ""      # element-wise, its derivative a function of its "output" or "input"
     training_only: ClassVar[bool] = False    # exists only in training graphs (a gradient, a loss): no ONNX form
 
     def __init_subclass__(cls, **kwargs):

@@ -21,7 +21,7 @@ def _sigmoid(x):
 
 
 def input_derivative(op: str, attrs: dict, x: np.ndarray) -> np.ndarray:
-    """f'(x) of an element-wise function, in x's dtype (ElementwiseGrad's DERIVATIVE_FROM_INPUT)."""
+    """f'(x) of an element-wise function, in x's dtype (the ops with derivative_from = "input")."""
     one = x.dtype.type(1.0)
     if op in ("ELU", "SELU", "CELU"):
         alpha = SELU_ALPHA if op == "SELU" else attrs["alpha"]

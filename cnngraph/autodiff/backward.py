@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import GraphError
 from ..graph import Graph
 from ..node import INPUT, Node
-from .registry import GRADIENTS
+from .registry import rule_for
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -68,7 +68,7 @@ class Builder:
 
 def missing_rules(graph: Graph) -> list[str]:
     """Nodes whose op has no gradient rule, as "name (op)"."""
-    return [n.label() for n in graph.layers() if n.op not in GRADIENTS and not n.layer.constant]
+    return [n.label() for n in graph.layers() if rule_for(n.layer) is None and not n.layer.constant]
 
 
 def build(graph: Graph, loss: str | None = "cross_entropy", train: bool = False,
@@ -99,7 +99,7 @@ def build(graph: Graph, loss: str | None = "cross_entropy", train: bool = False,
             continue
         current = tg.node(node.name)
         dy = contributions[0] if len(contributions) == 1 else builder.add(current, "sum", "Add", contributions)
-        for key, value in GRADIENTS[current.op](builder, current, dy).items():
+        for key, value in rule_for(current.layer)(builder, current, dy).items():
             if isinstance(key, int):
                 grads[current.inputs[key]].append(value)
             elif key not in current.layer.buffers:

@@ -30,6 +30,18 @@ def gradient(*ops: str):
     return decorate
 
 
+def from_trait(kind: str) -> str:
+    """The registry key of the rule shared by every element-wise op whose ``derivative_from`` is ``kind``
+    (no op name has a space, so it cannot clash)."""
+    return f"derivative from its {kind}"
+
+
+def rule_for(layer):
+    """The op's own rule, else the one its ``derivative_from`` trait gives, else None."""
+    return GRADIENTS.get(layer.op) or (GRADIENTS.get(from_trait(layer.derivative_from)) if layer.derivative_from
+                                       else None)
+
+
 def no_gradient_needed(builder, node, dy) -> dict:
     """The rule of ops whose output does not depend on anything learnable or fed (Constant)."""
     return {}

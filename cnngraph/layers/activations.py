@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autodiff.registry import gradient
+from ..autodiff.registry import from_trait, gradient
 from ..errors import GraphError, ShapeError
-from ..layer import Layer
+from ..layer import REGISTRY, Layer
 from ..onnx.handler_tools import Unsupported, nice_float, simple
 from ..onnx.mapping import emit_as, exports, imports
 
@@ -22,6 +22,7 @@ class _Elementwise(Layer):
 
 class ReLU(_Elementwise):
     """max(x, 0) element-wise, as ``torch.nn.ReLU()``; any input shape, output of the same shape. No arguments."""
+    derivative_from = "output"
     fusable_activation = True
     idempotent = True
     prefix = "relu"
@@ -36,6 +37,7 @@ class LeakyReLU(_Elementwise):
     Args:
         negative_slope: the slope for negative inputs (default 0.01).
     """
+    derivative_from = "output"
     fusable_activation = True
     prefix = "lrelu"
 
@@ -45,6 +47,7 @@ class LeakyReLU(_Elementwise):
 
 class ReLU6(_Elementwise):
     """min(max(x, 0), 6) element-wise, as ``torch.nn.ReLU6()`` (MobileNet's activation). No arguments."""
+    derivative_from = "output"
     fusable_activation = True
     idempotent = True
     prefix = "relu6"
@@ -55,6 +58,7 @@ class ReLU6(_Elementwise):
 
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(−x)) element-wise, as ``torch.nn.Sigmoid()``. No arguments."""
+    derivative_from = "output"
     fusable_activation = True
     prefix = "sigmoid"
 
@@ -64,6 +68,7 @@ class Sigmoid(_Elementwise):
 
 class Tanh(_Elementwise):
     """tanh(x) element-wise, as ``torch.nn.Tanh()``. No arguments."""
+    derivative_from = "output"
     fusable_activation = True
     prefix = "tanh"
 
@@ -74,6 +79,7 @@ class Tanh(_Elementwise):
 class Softsign(_Elementwise):
     """x / (1 + |x|) element-wise, as ``torch.nn.Softsign()``: a tanh-like curve with polynomial tails. No
     arguments."""
+    derivative_from = "output"
     fusable_activation = True
     prefix = "softsign"
 
@@ -190,8 +196,13 @@ def _softsign_from_onnx(imp, node):
 
 # --- gradients -------------------------------------------------------------------------------------------------
 # Each activation's derivative is read from its OUTPUT y (ReLU: y > 0, Sigmoid: y·(1 − y), Tanh: 1 − y², ...),
-# so the backward pass keeps the activation's output and never its input (cnngraph/autodiff/registry.py).
-DERIVATIVE_FROM_OUTPUT = ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Softsign", "Hardtanh")
+# so the backward pass keeps the activation's output and never its input: the ops with derivative_from = "output"
+# share one rule (cnngraph/autodiff/registry.py).
+
+
+def _derivative_from(op) -> str:
+    layer = REGISTRY.get(op)
+    return layer.derivative_from if layer else ""
 
 
 class ActivationGrad(_Elementwise):
@@ -199,8 +210,8 @@ class ActivationGrad(_Elementwise):
     output of dy's shape. At a kink (ReLU at 0) the derivative is that of the open side y > 0, as in PyTorch.
 
     Args:
-        function: the activation differentiated, ``{"op": "ReLU", "attrs": {...}}`` (one of
-            DERIVATIVE_FROM_OUTPUT; LeakyReLU with a non-negative slope, whose output keeps the input's sign).
+        function: the activation differentiated, ``{"op": "ReLU", "attrs": {...}}`` (an op with
+            derivative_from = "output"; LeakyReLU with a non-negative slope, whose output keeps the input's sign).
     """
     prefix = "dact"
     arity = (2, 2)
@@ -217,7 +228,7 @@ class ActivationGrad(_Elementwise):
     def infer(cls, attrs, inputs):
         y, dy = inputs
         fused = attrs["function"]
-        if fused.get("op") not in DERIVATIVE_FROM_OUTPUT:
+        if _derivative_from(fused.get("op")) != "output":
             raise ShapeError(f"no derivative from the output for {fused.get('op')!r}")
         if fused["op"] == "LeakyReLU" and fused["attrs"]["negative_slope"] < 0:
             raise ShapeError("LeakyReLU with a negative slope: its output does not tell the input's sign")
@@ -257,20 +268,19 @@ def activation_gradient(b, node, dy) -> str:
     """dy through the node's fused activation (Conv2d, Linear), or dy itself when it has none. An activation whose
     derivative needs its input (GELU, SiLU, ...: ElementwiseGrad's) gets it recomputed: the node again without
     the activation, on the same inputs and parameter arrays (one more forward GEMM, no activation kept)."""
-    from .elementwise_gradients import DERIVATIVE_FROM_INPUT
     fused = node.attrs.get("activation")
     if not fused:
         return dy
-    if fused["op"] in DERIVATIVE_FROM_INPUT:
+    if _derivative_from(fused["op"]) == "input":
         attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
         before = b.add(node, "act.input", node.op, node.inputs, dict(node.params), **attrs)
         return b.add(node, "act", "ElementwiseGrad", [before, dy], function=dict(fused))
-    if fused["op"] not in DERIVATIVE_FROM_OUTPUT:
+    if _derivative_from(fused["op"]) != "output":
         raise GraphError(f"{node.label()}: no gradient rule for its fused activation {fused['op']}")
     return b.add(node, "act", "ActivationGrad", [node.name, dy], function=dict(fused))
 
 
-@gradient(*DERIVATIVE_FROM_OUTPUT)
+@gradient(from_trait("output"))
 def _activation_gradient(b, node, dy):
     if node.op == "LeakyReLU" and node.attrs["negative_slope"] < 0:
         raise GraphError(f"{node.label()}: no gradient rule for a negative slope (its output loses the sign)")

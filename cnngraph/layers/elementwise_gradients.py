@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autodiff.registry import from_trait, gradient
 from ..errors import ShapeError
 from ..layer import Layer
 from ..shapes import TensorType
-from .activations import _Elementwise
+from .activations import _derivative_from, _Elementwise
 from .structure import broadcast_shape
-
-# ops whose derivative ElementwiseGrad computes from the input (backends/numpy_backend/elementwise_gradients.py)
-DERIVATIVE_FROM_INPUT = ("ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid", "Softplus",
-                         "Abs", "Erf")
 
 
 def _same_shapes(first, second):
@@ -29,7 +26,7 @@ class ElementwiseGrad(_Elementwise):
     At a kink (Abs at 0, Hardswish at ±3) the derivative is PyTorch's choice (Abs: sign(0) = 0).
 
     Args:
-        function: the function differentiated, ``{"op": "GELU", "attrs": {...}}`` (one of DERIVATIVE_FROM_INPUT).
+        function: the function differentiated, ``{"op": "GELU", "attrs": {...}}`` (an op with derivative_from = "input").
     """
     prefix = "dfun"
     arity = (2, 2)
@@ -45,7 +42,7 @@ class ElementwiseGrad(_Elementwise):
     @classmethod
     def infer(cls, attrs, inputs):
         x, dy = inputs
-        if attrs["function"].get("op") not in DERIVATIVE_FROM_INPUT:
+        if _derivative_from(attrs["function"].get("op")) != "input":
             raise ShapeError(f"no derivative from the input for {attrs['function'].get('op')!r}")
         _same_shapes(x, dy)
         return dy.type
@@ -157,3 +154,9 @@ class ExtremumGrad(Layer):
         if tuple(broadcast_shape(operands)) != tuple(dy.shape):
             raise ShapeError(f"the operands do not broadcast to {dy.describe()}")
         return dy.type
+
+
+@gradient(from_trait("input"))
+def _from_input_gradient(b, node, dy):
+    """Every op with derivative_from = "input" (GELU, SiLU, Abs, ...): dy·f'(x), x kept for the backward pass."""
+    return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}

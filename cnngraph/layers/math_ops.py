@@ -20,6 +20,7 @@ from .tensor_ops import _Broadcasting
 
 class Abs(_Elementwise):
     """|x| element-wise, as ``torch.abs``. No arguments."""
+    derivative_from = "input"
     idempotent = True
     prefix = "abs"
 
@@ -71,6 +72,7 @@ class Reciprocal(_Elementwise):
 class Erf(_Elementwise):
     """The error function erf(x) = 2/√π ∫₀ˣ exp(−t²) dt element-wise, as ``torch.erf`` (GELU's exact form).
     No arguments."""
+    derivative_from = "input"
     prefix = "erf"
 
     def __init__(self):
@@ -168,18 +170,13 @@ def _max_min(imp, node):
 # Abs and Erf through ElementwiseGrad (from x); Max and Min send dy to the FIRST operand holding the extremum
 # (a subgradient at ties, as MaxPool2d), each operand's share summed down to its shape.
 from ..autodiff.registry import gradient  # noqa: E402
-from . import elementwise_gradients  # noqa: E402
+from . import elementwise_gradients  # noqa: E402,F401  (the gradient ops and the rule of derivative_from = "input")
 from .structure import reduce_to  # noqa: E402
 
 
 def _times(b, node, tag: str, value: str, factor: float) -> str:
     constant = b.add(node, f"{tag}.constant", "Constant", [], {"value": np.array(factor, np.float32)}, shape=())
     return b.add(node, tag, "Mul", [value, constant])
-
-
-@gradient(*(op for op in elementwise_gradients.DERIVATIVE_FROM_INPUT if op in __all__))
-def _from_input_gradient(b, node, dy):
-    return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}
 
 
 @gradient("Neg")

@@ -67,6 +67,7 @@ class ELU(_Elementwise):
     Args:
         alpha: the value the negative side tends to is −alpha (default 1.0).
     """
+    derivative_from = "input"
     fusable_activation = True
     prefix = "elu"
 
@@ -77,6 +78,7 @@ class ELU(_Elementwise):
 class SELU(_Elementwise):
     """scale·(max(0, x) + min(0, alpha·(exp(x) − 1))) element-wise with PyTorch's fixed alpha ≈ 1.6733 and
     scale ≈ 1.0507 (self-normalizing networks), as ``torch.nn.SELU()``. No arguments."""
+    derivative_from = "input"
     fusable_activation = True
     prefix = "selu"
 
@@ -90,6 +92,7 @@ class CELU(_Elementwise):
     Args:
         alpha: the scale of the negative side (default 1.0; not 0).
     """
+    derivative_from = "input"
     fusable_activation = True
     prefix = "celu"
 
@@ -105,6 +108,7 @@ class GELU(_Elementwise):
     Args:
         approximate: "none" (default): 0.5·x·(1 + erf(x/√2)); "tanh": 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
     """
+    derivative_from = "input"
     fusable_activation = True
     prefix = "gelu"
     FORMS = ("none", "tanh")
@@ -117,6 +121,7 @@ class GELU(_Elementwise):
 
 class SiLU(_Elementwise):
     """x·sigmoid(x) element-wise (swish), as ``torch.nn.SiLU()``. No arguments."""
+    derivative_from = "input"
     fusable_activation = True
     prefix = "silu"
 
@@ -126,6 +131,7 @@ class SiLU(_Elementwise):
 
 class Mish(_Elementwise):
     """x·tanh(softplus(x)) element-wise, as ``torch.nn.Mish()``. No arguments."""
+    derivative_from = "input"
     fusable_activation = True
     prefix = "mish"
 
@@ -140,6 +146,7 @@ class Hardsigmoid(_Elementwise):
         alpha, beta: PyTorch's module has no arguments; its slope and offset are the defaults. Other values are
             ONNX's HardSigmoid in general (its own defaults are 0.2 and 0.5), kept when imported.
     """
+    derivative_from = "input"
     fusable_activation = True
     prefix = "hardsigmoid"
 
@@ -153,6 +160,7 @@ class Hardsigmoid(_Elementwise):
 
 class Hardswish(_Elementwise):
     """x·relu6(x + 3)/6 element-wise (MobileNetV3's activation), as ``torch.nn.Hardswish()``. No arguments."""
+    derivative_from = "input"
     fusable_activation = True
     prefix = "hardswish"
 
@@ -167,6 +175,7 @@ class Softplus(_Elementwise):
         beta: the sharpness (default 1; not 0).
         threshold: above beta·x = threshold the output is x (default 20).
     """
+    derivative_from = "input"
     fusable_activation = True
     prefix = "softplus"
 
@@ -408,12 +417,7 @@ def _log_softmax(imp, node):
 # PReLU's slopes get their gradient too; LogSoftmax's derivative is read from its output, the others' from the
 # input x (ElementwiseGrad, cnngraph/layers/elementwise_gradients.py).
 from ..autodiff.registry import gradient  # noqa: E402
-from . import elementwise_gradients  # noqa: E402
-
-
-@gradient(*(op for op in elementwise_gradients.DERIVATIVE_FROM_INPUT if op in __all__))
-def _elementwise_gradient(b, node, dy):
-    return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}
+from . import elementwise_gradients  # noqa: E402,F401  (the gradient ops and the rule of derivative_from = "input")
 
 
 @gradient("PReLU")

@@ -314,6 +314,7 @@ class Hardtanh(_Elementwise):
         min_val: the lower bound (default −1).
         max_val: the upper bound (default 1); at least min_val.
     """
+    derivative_from = "output"
     fusable_activation = True
     idempotent = True
     prefix = "clip"
