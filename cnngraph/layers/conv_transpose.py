@@ -17,7 +17,7 @@ from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
 from ..onnx.nd_attrs import auto_pad_mode, explicit_pads, ints_attr
 from ..shapes import TensorType, ntuple
-from .conv import check_padding_mode
+from .conv import _ConvNd, check_padding_mode
 
 
 def transposed_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
@@ -104,11 +104,7 @@ class _ConvTransposeNd(Layer):
                              f"with kernel {attrs['kernel_size']} and stride {attrs['stride']}")
         return TensorType((x.shape[0], attrs["out_channels"], *sizes))
 
-    @classmethod
-    def summary(cls, attrs):
-        stride = attrs["stride"]
-        text = f"{attrs['in_channels']}→{attrs['out_channels']}, {'×'.join(map(str, attrs['kernel_size']))}"
-        return text + (f", stride {stride[0]}" if any(s != 1 for s in stride) else "")
+    summary = _ConvNd.summary               # "3→8, 3×3, stride 2", as a convolution says it
 
     @classmethod
     def macs(cls, attrs, inputs, output):
