@@ -502,7 +502,7 @@ REFERENCE_OPS = {
     "Slice": lambda node, x: onnx_slice(x, node.attrs["starts"], node.attrs["ends"], node.attrs["axes"],
                                         node.attrs["steps"]),
     "IndexSelect": lambda node, x: index_select(x, node.attrs["dim"], node.attrs["index"]),
-    "Expand": lambda node, x: expand(x, node.attrs["shape"]),
+    "Expand": lambda node, x: expand(x, [node.bindings.get(d, d) for d in node.attrs["shape"]]),
     "Tile": lambda node, x: tile(x, node.attrs["dims"]),
     "Upsample": lambda node, x: upsample(x, node.attrs),
 }
@@ -907,6 +907,8 @@ def input_derivative(op, attrs, x):
         return np.sign(x)
     if op == "Erf":
         return 2.0 / math.sqrt(math.pi) * np.exp(-x ** 2)
+    if op == "LeakyReLU":
+        return np.where(x > 0, 1.0, attrs["negative_slope"])
     raise KeyError(op)
 
 
@@ -933,4 +935,50 @@ REFERENCE_OPS.update({
     "LogSoftmaxGrad": lambda node, y, dy: dy - np.exp(y) * dy.sum(axis=node.attrs["dim"], keepdims=True),
     "PReLUGrad": lambda node, x, dy: prelu_grad(x, dy, _param(node, "weight"), node.attrs["wrt"]),
     "ExtremumGrad": lambda node, y, dy, *xs: extremum_grad(node.attrs["index"], y, dy, *xs),
+})
+
+
+# --- gradients of the tensor ops: loops over positions, or the forward reference applied to a basis -------------
+def gather_grad(dy, axis, index, size):
+    axis %= dy.ndim
+    out = np.zeros((*dy.shape[:axis], size, *dy.shape[axis + 1:]))
+    for j, i in enumerate(index):
+        out[(slice(None),) * axis + (i,)] += dy[(slice(None),) * axis + (j,)]
+    return out
+
+
+def reduce_grad(x, y, dy, how, axes, keepdims):
+    """Cell by cell: max/min share ∂y among the elements equal to the extremum; L2 gives ∂y·x/y."""
+    axes = {a % x.ndim for a in axes} if axes else set(range(x.ndim))
+    kept = [1 if i in axes else d for i, d in enumerate(x.shape)]
+    y, dy = y.reshape(kept), dy.reshape(kept)
+    out = np.zeros(x.shape)
+    for index in np.ndindex(*x.shape):
+        cell = tuple(0 if i in axes else v for i, v in enumerate(index))
+        if how == "l2":
+            out[index] = dy[cell] * x[index] / y[cell] if y[cell] > 0 else 0.0
+            continue
+        group = x[tuple(slice(None) if i in axes else slice(v, v + 1) for i, v in enumerate(index))]
+        out[index] = dy[cell] / np.sum(group == y[cell]) if x[index] == y[cell] else 0.0
+    return out
+
+
+def upsample_grad(dy, attrs):
+    """The transpose of the reference upsample, column by column: ∂x[k] = Σ ∂y · upsample(e_k)."""
+    forward = {k: v for k, v in attrs.items() if k != "input_size"}
+    size = attrs["input_size"]
+    out = np.zeros((*dy.shape[:2], *size))
+    for k in np.ndindex(*size):
+        basis = np.zeros((1, 1, *size))
+        basis[(0, 0, *k)] = 1.0
+        column = upsample(basis, forward)[0, 0]
+        out[(Ellipsis, *k)] = np.sum(dy * column, axis=tuple(range(2, dy.ndim)))
+    return out
+
+
+REFERENCE_OPS.update({
+    "GatherGrad": lambda node, dy: gather_grad(dy, node.attrs["axis"], node.attrs["index"], node.attrs["size"]),
+    "ReduceGrad": lambda node, x, y, dy: reduce_grad(x, y, dy, node.attrs["how"], node.attrs["axes"],
+                                                     node.attrs["keepdims"]),
+    "UpsampleGrad": lambda node, dy: upsample_grad(dy, node.attrs),
 })

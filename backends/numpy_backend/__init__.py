@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (register the kernels)
     sample_norm,
     select,
     slicing,
+    tensor_gradients,
     tensor_ops,
 )
 from .inputs import coerce_inputs

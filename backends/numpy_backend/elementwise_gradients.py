@@ -55,6 +55,8 @@ def input_derivative(op: str, attrs: dict, x: np.ndarray) -> np.ndarray:
         return np.sign(x)
     if op == "Erf":
         return np.exp(-x * x) * x.dtype.type(2.0 / math.sqrt(math.pi))
+    if op == "LeakyReLU":                        # any slope; PyTorch's side at 0 is the slope's
+        return np.where(x > 0, one, x.dtype.type(attrs["negative_slope"]))
     raise ValueError(f"no derivative from the input for {op}")
 
 

@@ -205,6 +205,14 @@ def _derivative_from(op) -> str:
     return layer.derivative_from if layer else ""
 
 
+def derivative_source(function: dict) -> str:
+    """Where an activation's derivative is read from: its op's ``derivative_from``, except LeakyReLU with a
+    negative slope, whose output no longer tells the input's sign, so its derivative reads the input."""
+    if function["op"] == "LeakyReLU" and function.get("attrs", {}).get("negative_slope", 0.0) < 0:
+        return "input"
+    return _derivative_from(function["op"])
+
+
 class ActivationGrad(_Elementwise):
     """∂L/∂x of an element-wise activation from its output y and ∂L/∂y (training graphs only): inputs (y, dy),
     output of dy's shape. At a kink (ReLU at 0) the derivative is that of the open side y > 0, as in PyTorch.
@@ -271,7 +279,7 @@ def activation_gradient(b, node, dy) -> str:
     fused = node.attrs.get("activation")
     if not fused:
         return dy
-    if _derivative_from(fused["op"]) == "input":
+    if derivative_source(fused) == "input":
         attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
         before = b.add(node, "act.input", node.op, node.inputs, dict(node.params), **attrs)
         return b.add(node, "act", "ElementwiseGrad", [before, dy], function=dict(fused))
@@ -282,8 +290,8 @@ def activation_gradient(b, node, dy) -> str:
 
 @gradient(from_trait("output"))
 def _activation_gradient(b, node, dy):
-    if node.op == "LeakyReLU" and node.attrs["negative_slope"] < 0:
-        raise GraphError(f"{node.label()}: no gradient rule for a negative slope (its output loses the sign)")
+    if derivative_source(b.activation_of(node)) == "input":          # LeakyReLU with a negative slope
+        return {0: b.add(node, "x", "ElementwiseGrad", [node.inputs[0], dy], function=b.activation_of(node))}
     return {0: b.add(node, "x", "ActivationGrad", [node.name, dy], function=b.activation_of(node))}
 
 

@@ -12,7 +12,7 @@ from ..autodiff.registry import from_trait, gradient
 from ..errors import ShapeError
 from ..layer import Layer
 from ..shapes import TensorType
-from .activations import _derivative_from, _Elementwise
+from .activations import _Elementwise, derivative_source
 from .structure import broadcast_shape
 
 
@@ -26,7 +26,8 @@ class ElementwiseGrad(_Elementwise):
     At a kink (Abs at 0, Hardswish at ±3) the derivative is PyTorch's choice (Abs: sign(0) = 0).
 
     Args:
-        function: the function differentiated, ``{"op": "GELU", "attrs": {...}}`` (an op with derivative_from = "input").
+        function: the function differentiated, ``{"op": "GELU", "attrs": {...}}`` (an op with derivative_from =
+            "input", or LeakyReLU with a negative slope).
     """
     prefix = "dfun"
     arity = (2, 2)
@@ -42,7 +43,7 @@ class ElementwiseGrad(_Elementwise):
     @classmethod
     def infer(cls, attrs, inputs):
         x, dy = inputs
-        if _derivative_from(attrs["function"].get("op")) != "input":
+        if derivative_source(attrs["function"]) != "input":
             raise ShapeError(f"no derivative from the input for {attrs['function'].get('op')!r}")
         _same_shapes(x, dy)
         return dy.type

@@ -159,3 +159,27 @@ def _reduction_from_onnx(imp, node):
 _BY_ONNX = {cls.onnx_op: cls for cls in REDUCTIONS}
 for _cls in REDUCTIONS:
     imports(_cls.onnx_op)(_reduction_from_onnx)
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# ReduceSum: every input element gets the ∂y of its group (∂y with the reduced axes kept as 1, expanded to the
+# input's shape); max, min and L2 read x and y too (ReduceGrad: ties split evenly, PyTorch's amax/amin).
+# ReduceMean's rule is in tensor_ops.py.
+from ..autodiff.registry import gradient  # noqa: E402
+from . import tensor_gradients  # noqa: E402,F401  (ReduceGrad)
+
+
+@gradient("ReduceSum")
+def _reduce_sum_gradient(b, node, dy):
+    x = b.shape(node.inputs[0])
+    axes = ReduceSum.axes(node.attrs, len(x))
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x))
+    if b.shape(dy) != kept:
+        dy = b.add(node, "x.kept", "Reshape", [dy], shape=kept)
+    return {0: b.add(node, "x", "Expand", [dy], shape=tuple(x))}
+
+
+@gradient("ReduceMax", "ReduceMin", "ReduceL2")
+def _reduce_extremum_gradient(b, node, dy):
+    how = {"ReduceMax": "max", "ReduceMin": "min", "ReduceL2": "l2"}[node.op]
+    return {0: b.add(node, "x", "ReduceGrad", [node.inputs[0], node.name, dy], how=how, **node.attrs)}

@@ -331,3 +331,13 @@ def _upsample(imp, node):
         raise Unsupported("nearest downsampling (Upsample-9 rounds it differently from Resize)")
     attrs = _resize_attrs(imp, node, shape, onnx_mode, "asymmetric", "floor", scales, None)
     imp.add(node, "Upsample", [x], attrs)
+
+
+# --- gradient --------------------------------------------------------------------------------------------------
+from ..autodiff.registry import gradient  # noqa: E402
+
+
+@gradient("Upsample")
+def _upsample_gradient(b, node, dy):
+    from . import tensor_gradients  # noqa: F401  (UpsampleGrad; it imports this module)
+    return {0: b.add(node, "x", "UpsampleGrad", [dy], input_size=tuple(b.shape(node.inputs[0])[2:]), **node.attrs)}

@@ -86,3 +86,19 @@ def _where_from_onnx(imp, node):
             imp.add(node, "Identity", [chosen])
             return
     imp.add(node, "Where", [x, y], dict(condition_shape=condition.shape), dict(condition=(condition != 0).astype(np.float32)))
+
+
+# --- gradient --------------------------------------------------------------------------------------------------
+# ∂input = where(condition, ∂y, 0), ∂other = where(condition, 0, ∂y), each summed down to its operand's shape;
+# the condition is a constant: it gets none.
+from ..autodiff.registry import gradient  # noqa: E402
+
+
+@gradient("Where")
+def _where_gradient(b, node, dy):
+    from .structure import reduce_to
+    zero = b.add(node, "zero", "Constant", [], {"value": np.zeros((), np.float32)}, shape=())
+    mask = {"condition": node.params["condition"]}
+    picks = {0: [dy, zero], 1: [zero, dy]}
+    return {i: reduce_to(b, node, str(i), b.add(node, f"{i}.picked", "Where", picks[i], mask, **node.attrs), value)
+            for i, value in enumerate(node.inputs)}

@@ -421,3 +421,56 @@ def _tile(imp, node):
     if len(repeats) != len(imp.shape(x)):
         raise ShapeError(f"Tile: {len(repeats)} repeats for a tensor of rank {len(imp.shape(x))}")
     imp.add(node, "Tile", [x], dict(dims=tuple(repeats)))
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# Each op reads x[..., index[j], ...] along some axes, so ∂x adds ∂y back along each of them (GatherGrad);
+# Expand's ∂x is ∂y summed down to x's shape. A symbolic axis is never gathered (Slice takes it whole, Tile of
+# the batch is refused: its size is unknown when the graph is built).
+from ..autodiff.registry import gradient  # noqa: E402
+from . import tensor_gradients  # noqa: E402,F401  (GatherGrad)
+
+
+def gather_back(b, node, dy: str, maps: dict) -> str:
+    """∂y added back along each axis of ``maps`` (axis -> (indices read, the input's length))."""
+    for axis, (index, size) in sorted(maps.items()):
+        dy = b.add(node, f"x.axis{axis}", "GatherGrad", [dy], axis=axis, index=tuple(index), size=size)
+    return dy
+
+
+@gradient("Slice")
+def _slice_gradient(b, node, dy):
+    shape = b.shape(node.inputs[0])
+    maps = {axis: (taken, shape[axis]) for axis, taken in Slice.ranges(node.attrs, shape).items()
+            if list(taken) != list(range(shape[axis]))}
+    return {0: gather_back(b, node, dy, maps)}
+
+
+@gradient("IndexSelect")
+def _index_select_gradient(b, node, dy):
+    shape = b.shape(node.inputs[0])
+    axis, index = node.attrs["dim"] % len(shape), node.attrs["index"]
+    if not isinstance(index, tuple):                       # the axis was removed: put it back, of length 1
+        dy = b.add(node, "x.kept", "Reshape", [dy], shape=(*shape[:axis], 1, *shape[axis + 1:]))
+        index = (index,)
+    return {0: gather_back(b, node, dy, {axis: ([i % shape[axis] for i in index], shape[axis])})}
+
+
+@gradient("Tile")
+def _tile_gradient(b, node, dy):
+    from ..errors import GraphError
+    shape = b.shape(node.inputs[0])
+    maps = {}
+    for axis, (r, d) in enumerate(zip(Tile.repeats(node.attrs, len(shape)), shape)):
+        if r == 1:
+            continue
+        if not isinstance(d, int):
+            raise GraphError(f"{node.label()}: no gradient rule for a Tile of the symbolic axis {axis}")
+        maps[axis] = ([j % d for j in range(r * d)], d)
+    return {0: gather_back(b, node, dy, maps)}
+
+
+@gradient("Expand")
+def _expand_gradient(b, node, dy):
+    from .structure import reduce_to
+    return {0: reduce_to(b, node, "x", dy, node.inputs[0])}

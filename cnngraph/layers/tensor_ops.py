@@ -558,8 +558,50 @@ def _global_maxpool_gradient(b, node, dy):
 
 @gradient("Pad")
 def _pad_gradient(b, node, dy):
-    """Constant padding: ∂x is ∂y cropped back, a Pad by the negated pads (reflect and edge are refused)."""
-    from ..errors import GraphError
-    if node.attrs["mode"] != "constant":
-        raise GraphError(f"{node.label()}: no gradient rule for mode {node.attrs['mode']!r}")
-    return {0: b.add(node, "x", "Pad", [dy], pads=tuple(-p for p in node.attrs["pads"]), mode="constant", value=0.0)}
+    """Constant padding: ∂x is ∂y cropped back, a Pad by the negated pads. Reflect and edge: output index j of a
+    padded axis reads input index pad_source(j - begin), so ∂y is added back along each padded axis."""
+    if node.attrs["mode"] == "constant":
+        return {0: b.add(node, "x", "Pad", [dy], pads=tuple(-p for p in node.attrs["pads"]), mode="constant",
+                         value=0.0)}
+    from .slicing import gather_back
+    shape, pads = b.shape(node.inputs[0]), node.attrs["pads"]
+    rank = len(shape)
+    maps = {axis: ([pad_source(j - pads[axis], shape[axis], node.attrs["mode"])
+                    for j in range(pads[axis] + shape[axis] + pads[rank + axis])], shape[axis])
+            for axis in range(rank) if pads[axis] or pads[rank + axis]}
+    return {0: gather_back(b, node, dy, maps)}
+
+
+def pad_source(i: int, size: int, mode: str) -> int:
+    """The input index that index i (counted from the input's start, may be outside) of a padded axis reads."""
+    if 0 <= i < size:
+        return i
+    if mode == "edge":
+        return min(max(i, 0), size - 1)
+    return -i if i < 0 else 2 * (size - 1) - i                 # reflect: the edge itself is not repeated
+
+
+@gradient("MatMul")
+def _matmul_gradient(b, node, dy):
+    """Y = A·B over the last two axes (1-D operands promoted as NumPy does): ∂A = ∂Y·Bᵀ, ∂B = Aᵀ·∂Y, each summed
+    down to its operand's (broadcast) batch shape."""
+    a, bb = node.inputs
+    sa, sb = b.shape(a), b.shape(bb)
+    a2 = a if len(sa) > 1 else b.add(node, "0.matrix", "Reshape", [a], shape=(1, *sa))
+    b2 = bb if len(sb) > 1 else b.add(node, "1.matrix", "Reshape", [bb], shape=(*sb, 1))
+    y2 = (*b.shape(dy)[:len(b.shape(dy)) - (len(sa) > 1) - (len(sb) > 1)], *(sa[-2:-1] if len(sa) > 1 else (1,)),
+          *(sb[-1:] if len(sb) > 1 else (1,)))
+    dy2 = dy if tuple(y2) == tuple(b.shape(dy)) else b.add(node, "y.matrix", "Reshape", [dy], shape=y2)
+
+    def swapped(value, tag):
+        rank = len(b.shape(value))
+        return b.add(node, tag, "Transpose", [value], perm=(*range(rank - 2), rank - 1, rank - 2))
+
+    grads = {}
+    for i, (shape, operands, two_d) in enumerate(((sa, [dy2, swapped(b2, "0.bt")], b.shape(a2)),
+                                                  (sb, [swapped(a2, "1.at"), dy2], b.shape(b2)))):
+        full = b.add(node, f"{i}.product", "MatMul", operands)
+        if b.shape(full) != two_d:
+            full = b.add(node, f"{i}.summed", "SumToShape", [full], shape=two_d)
+        grads[i] = full if len(shape) > 1 else b.add(node, str(i), "Reshape", [full], shape=shape)
+    return grads

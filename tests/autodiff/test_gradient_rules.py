@@ -103,11 +103,6 @@ def test_elementwise_and_softmax(make, shape, seed):
     check_gradients(one_op(make(), (None, *shape[1:])), data(rng, shape, scale=4.0), seed=seed)
 
 
-def test_leaky_relu_with_a_negative_slope_is_refused():
-    with pytest.raises(cg.GraphError, match="negative slope"):
-        build(one_op(cg.LeakyReLU(-0.5), (None, 3)), loss=None)
-
-
 # --- pooling ------------------------------------------------------------------------------------------------------
 @st.composite
 def windows(draw, dilated: bool):
@@ -214,8 +209,6 @@ def test_global_max_pool():
 
 
 def test_refused_attributes_are_named():
-    with pytest.raises(cg.GraphError, match=r"pad1 \(Pad\): no gradient rule for mode 'reflect'"):
-        build(one_op(cg.Pad((0, 0, 1, 0, 0, 1), mode="reflect"), (None, 2, 3)), loss=None)
     with pytest.raises(cg.GraphError, match="mean over a symbolic axis"):
         build(one_op(cg.ReduceMean((0,)), (None, 2)), loss=None)
 
