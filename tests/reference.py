@@ -982,3 +982,36 @@ REFERENCE_OPS.update({
                                                      node.attrs["keepdims"]),
     "UpsampleGrad": lambda node, dy: upsample_grad(dy, node.attrs),
 })
+
+
+# --- gradients of the per-sample normalisations: group by group, the textbook formula -----------------------------
+def _norm_groups(op, attrs, x):
+    """The index of every normalised group of x."""
+    if op == "LayerNorm":
+        return list(np.ndindex(*x.shape[:x.ndim - len(attrs["normalized_shape"])]))
+    size = x.shape[1] // (attrs["num_groups"] if op == "GroupNorm" else x.shape[1])
+    return [(n, slice(g * size, (g + 1) * size)) for n in range(x.shape[0]) for g in range(x.shape[1] // size)]
+
+
+def sample_norm_grad(x, dy, weight, op, attrs, wrt):
+    scale = np.ones(x.shape) if weight is None else (
+        np.broadcast_to(weight, x.shape) if op == "LayerNorm" else np.broadcast_to(_channel(weight, x), x.shape))
+    dx, normalized = np.zeros(x.shape), np.zeros(x.shape)
+    for group in _norm_groups(op, attrs, x):
+        values = x[group]
+        mean = values.mean()
+        inv_std = 1.0 / math.sqrt(((values - mean) ** 2).mean() + attrs["eps"])
+        xhat = (values - mean) * inv_std
+        normalized[group] = xhat
+        g = dy[group] * scale[group]
+        dx[group] = inv_std * (g - g.mean() - xhat * (g * xhat).mean())
+    if wrt == "x":
+        return dx
+    product = dy * normalized
+    if op == "LayerNorm":
+        return product.reshape(-1, *attrs["normalized_shape"]).sum(axis=0)
+    return product.sum(axis=_other_axes(x, 1))
+
+
+REFERENCE_OPS["SampleNormGrad"] = lambda node, x, dy: sample_norm_grad(
+    x, dy, _param(node, "weight"), node.attrs["norm"]["op"], node.attrs["norm"]["attrs"], node.attrs["wrt"])

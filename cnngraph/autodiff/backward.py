@@ -3,7 +3,7 @@
 The training graph is the forward graph (in training mode: BatchNorm on batch statistics, Dropout as a product
 with a mask fed as an input), a loss node, and the backward computation, all in the IR: it can be linted,
 drawn and run by the NumPy backend with its fast kernels. Built in three steps:
-  1. forward: a copy of the graph; ``train`` swaps BatchNorm2d for BatchNorm2dTrain (plus a BatchStats node
+  1. forward: a copy of the graph; ``train`` swaps BatchNorm1d/2d/3d for BatchNorm2dTrain (plus a BatchStats node
      whose output the trainer uses to update the running statistics) and Dropout for Mul by a mask input;
   2. the loss (CrossEntropyLoss or MSELoss against a "target" input) and its gradient, or, with
      ``loss=None``, one seed input ``<output>.grad`` per graph output (∂L/∂output given from outside);
@@ -119,7 +119,7 @@ def build(graph: Graph, loss: str | None = "cross_entropy", train: bool = False,
 
 def _training_mode(graph: Graph, tg: Graph, result: TrainingGraph) -> None:
     for node in graph.layers():
-        if node.op == "BatchNorm2d":
+        if getattr(node.layer, "trains_on_batch_statistics", False):
             tg.replace(node.name, "BatchNorm2dTrain", node.inputs, node.attrs, node.params)
             result.stats[node.name] = tg.add("BatchStats", [node.inputs[0]], name=f"{node.name}.batch_stats").name
         elif node.op == "Dropout" and node.attrs["p"] > 0:

@@ -31,6 +31,7 @@ class BatchNorm2d(Layer):
     prefix = "bn"
     linear = True
     channel_affine = True
+    trains_on_batch_statistics = True   # train=True swaps it for BatchNorm2dTrain (BatchNorm1d/3d inherit it)
     buffers = ("running_mean", "running_var")
 
     @classmethod
@@ -231,7 +232,7 @@ class BatchNorm2dGrad(_BatchNormTraining):
         return x.type if attrs["wrt"] == "x" else TensorType((attrs["num_features"],))
 
 
-@gradient("BatchNorm2d", "BatchNorm2dTrain")
+@gradient("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm2dTrain")
 def _batchnorm_gradient(b, node, dy):
     x, training = node.inputs[0], node.op == "BatchNorm2dTrain"
     attrs = dict(num_features=node.attrs["num_features"], eps=node.attrs["eps"], training=training)

@@ -374,3 +374,23 @@ def _instancenorm(imp, node):
     affine = not (np.all(scale == 1) and np.all(bias == 0))
     attrs = dict(num_features=shape[1], eps=nice_float(imp.attrs(node).get("epsilon", 1e-5)), affine=affine)
     imp.add(node, INSTANCE_NORMS[len(shape)], [x], attrs, dict(weight=scale, bias=bias) if affine else {})
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# ∂x and ∂weight by SampleNormGrad (norm_gradients.py says the math), ∂bias = ∂y summed over the axes the
+# affine map broadcasts along.
+from ..autodiff.registry import gradient  # noqa: E402
+from . import norm_gradients  # noqa: E402,F401  (SampleNormGrad)
+
+
+@gradient("LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
+def _sample_norm_gradient(b, node, dy):
+    x, norm = node.inputs[0], {"op": node.op, "attrs": dict(node.attrs)}
+    grads = {0: b.add(node, "x", "SampleNormGrad", [x, dy], node.params, norm=norm, wrt="x")}
+    if "weight" in node.params:
+        grads["weight"] = b.add(node, "weight", "SampleNormGrad", [x, dy], node.params, norm=norm, wrt="weight")
+    if "bias" in node.params and node.op == "LayerNorm":
+        grads["bias"] = b.add(node, "bias", "SumToShape", [dy], shape=node.attrs["normalized_shape"])
+    elif "bias" in node.params:
+        grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
+    return grads
