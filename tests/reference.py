@@ -1015,3 +1015,75 @@ def sample_norm_grad(x, dy, weight, op, attrs, wrt):
 
 REFERENCE_OPS["SampleNormGrad"] = lambda node, x, dy: sample_norm_grad(
     x, dy, _param(node, "weight"), node.attrs["norm"]["op"], node.attrs["norm"]["attrs"], node.attrs["wrt"])
+
+
+# --- gradients of the N-D convolutions and pools: loops over taps and windows, or the forward on a basis ----------
+def conv_nd_grad_weight(x, dy, kernel, stride, pads, dilation, groups):
+    """∂W[o, c, tap] = Σ over samples and output positions of ∂y[·, o, pos] · x_padded[·, group's c, pos·s + tap·d]."""
+    n, cin, *size = x.shape
+    cout, dims = dy.shape[1], len(size)
+    xpad = np.zeros((n, cin, *(size[i] + pads[i] + pads[dims + i] for i in range(dims))))
+    xpad[(slice(None), slice(None)) + tuple(slice(pads[i], pads[i] + size[i]) for i in range(dims))] = x
+    cin_g, cout_g = cin // groups, cout // groups
+    dw = np.zeros((cout, cin_g, *kernel))
+    for o, c, tap, pos in itertools.product(range(cout), range(cin_g), np.ndindex(*kernel), np.ndindex(*dy.shape[2:])):
+        cell = tuple(p * s + t * d for p, s, t, d in zip(pos, stride, tap, dilation))
+        dw[(o, c, *tap)] += np.sum(dy[(slice(None), o, *pos)] * xpad[(slice(None), o // cout_g * cin_g + c, *cell)])
+    return dw
+
+
+def spatial_vjp(forward, dy, size):
+    """∂x of a map acting alike on every (sample, channel) and linearly on the spatial axes: column by column,
+    ∂x[·, ·, k] = Σ ∂y · forward(e_k)."""
+    out = np.zeros((*dy.shape[:2], *size))
+    for k in np.ndindex(*size):
+        basis = np.zeros((1, 1, *size))
+        basis[(0, 0, *k)] = 1.0
+        out[(Ellipsis, *k)] = np.sum(dy * forward(basis)[0, 0], axis=tuple(range(2, dy.ndim)))
+    return out
+
+
+def max_pool_nd_grad(x, y, dy, a):
+    """Window by window: ∂y to the first (row-major) cell holding the maximum."""
+    dims = len(a["kernel_size"])
+    axes = [_pool_windows(x.shape[2 + i], a["kernel_size"][i], a["stride"][i], a["pads"][i], a["pads"][dims + i],
+                          a["dilation"][i], a["ceil_mode"]) for i in range(dims)]
+    dx = np.zeros(x.shape)
+    for index in itertools.product(*(range(len(w)) for w in axes)):
+        cells = list(itertools.product(*(axes[i][j][0] for i, j in enumerate(index))))
+        for n, c in np.ndindex(*x.shape[:2]):
+            if cells:
+                values = [x[(n, c, *cell)] for cell in cells]
+                dx[(n, c, *cells[int(np.argmax(values))])] += dy[(n, c, *index)]
+    return dx
+
+
+def adaptive_max_pool_grad(x, dy):
+    """Window by window (PyTorch's [floor(i·n/m), ceil((i+1)·n/m))): ∂y to its first (row-major) maximum."""
+    sizes, outs = x.shape[2:], dy.shape[2:]
+    dx = np.zeros(x.shape)
+    for index in itertools.product(*(range(m) for m in outs)):
+        ranges = [range(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(index, sizes, outs)]
+        cells = list(itertools.product(*ranges))
+        for n, c in np.ndindex(*x.shape[:2]):
+            values = [x[(n, c, *cell)] for cell in cells]
+            dx[(n, c, *cells[int(np.argmax(values))])] += dy[(n, c, *index)]
+    return dx
+
+
+def _avg_pool_nd_grad(node, dy):
+    a = node.attrs
+    return spatial_vjp(lambda b: pool_nd(b, a["kernel_size"], a["stride"], a["pads"], (1,) * len(a["kernel_size"]),
+                                         a["ceil_mode"], False, a["count_include_pad"]), dy, a["input_size"])
+
+
+REFERENCE_OPS.update({
+    "ConvNdGradWeight": lambda node, x, dy: conv_nd_grad_weight(x, dy, node.attrs["kernel_size"], node.attrs["stride"],
+                                                                node.attrs["pads"], node.attrs["dilation"],
+                                                                node.attrs["groups"]),
+    "MaxPoolNdGrad": lambda node, x, y, dy: max_pool_nd_grad(x, y, dy, node.attrs),
+    "AvgPoolNdGrad": _avg_pool_nd_grad,
+    "AdaptiveAvgPoolGrad": lambda node, dy: spatial_vjp(lambda b: adaptive_pool(b, dy.shape[2:], False), dy,
+                                                        node.attrs["input_size"]),
+    "AdaptiveMaxPoolGrad": lambda node, x, y, dy: adaptive_max_pool_grad(x, dy),
+})

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register the kernels)
     elementwise_gradients,
     gemm,
     gradients,
+    gradients_nd,
     gradients_norm,
     math_ops,
     pooling,

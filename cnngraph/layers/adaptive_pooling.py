@@ -193,3 +193,19 @@ def _adaptive_to_onnx(e, n):
         axes = [axis for axis, (size, out) in enumerate(zip(sizes, outs), start=2) if size != out]
         for axis in axes:
             value = _export_axis(e, n, value, axis, sizes[axis - 2], outs[axis - 2], axis == axes[-1])
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# Average: ∂y through the transpose of each axis's averaging; maximum: ∂y to each window's first maximum
+# (AdaptiveAvgPoolGrad, AdaptiveMaxPoolGrad in nd_gradients.py).
+from ..autodiff.registry import gradient  # noqa: E402
+
+
+@gradient("AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d")
+def _adaptive_avg_gradient(b, node, dy):
+    return {0: b.add(node, "x", "AdaptiveAvgPoolGrad", [dy], input_size=tuple(b.shape(node.inputs[0])[2:]))}
+
+
+@gradient("AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")
+def _adaptive_max_gradient(b, node, dy):
+    return {0: b.add(node, "x", "AdaptiveMaxPoolGrad", [node.inputs[0], node.name, dy])}

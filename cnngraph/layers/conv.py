@@ -299,3 +299,32 @@ def _conv_gradient(b, node, dy):
     if node.attrs["bias"]:
         grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
     return grads
+
+
+# Conv1d and Conv3d: ∂x is the transposed convolution of ∂y by the same weight (ConvTranspose's weight layout
+# (in, out/groups, k...) read with in = the convolution's out channels), its output_padding the input rows no
+# window reached; ∂W by ConvNdGradWeight (nd_gradients.py); ∂b = Σ ∂y.
+from . import nd_gradients  # noqa: E402  (ConvNdGradWeight)
+
+
+def transposed_of(attrs, input_size, out_size) -> dict:
+    """A ConvTranspose's attributes mapping a convolution's output of ``out_size`` back onto ``input_size``."""
+    n = len(attrs["kernel_size"])
+    reach = [(o - 1) * s - attrs["pads"][i] - attrs["pads"][n + i] + d * (k - 1) + 1 for i, (o, s, d, k) in
+             enumerate(zip(out_size, attrs["stride"], attrs["dilation"], attrs["kernel_size"]))]
+    return dict(in_channels=attrs["out_channels"], out_channels=attrs["in_channels"], kernel_size=attrs["kernel_size"],
+                stride=attrs["stride"], pads=attrs["pads"], dilation=attrs["dilation"], groups=attrs["groups"],
+                output_padding=tuple(size - r for size, r in zip(input_size, reach)), bias=False)
+
+
+@gradient("Conv1d", "Conv3d")
+def _conv_nd_gradient(b, node, dy):
+    dy = activation_gradient(b, node, dy)
+    x = node.inputs[0]
+    n = len(node.attrs["kernel_size"])
+    attrs = transposed_of(node.attrs, b.shape(x)[2:], b.shape(dy)[2:])
+    grads = {0: b.add(node, "x", f"ConvTranspose{n}d", [dy], {"weight": node.params["weight"]}, **attrs),
+             "weight": b.add(node, "weight", "ConvNdGradWeight", [x, dy], **nd_gradients.conv_window_attrs(node.attrs))}
+    if node.attrs["bias"]:
+        grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
+    return grads

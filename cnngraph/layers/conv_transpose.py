@@ -231,3 +231,35 @@ def _conv_transpose(imp, node):
                  dilation=dilations)
     params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     imp.add(node, CONV_TRANSPOSE_BY_RANK[dims], [x], attrs, params)
+
+
+# --- gradients -------------------------------------------------------------------------------------------------
+# y = conv_transpose(x, W) + b is the adjoint of a convolution by W: ∂x = conv(∂y, W) (same stride, pads,
+# dilation, groups; W (in, out/groups, k...) read as a convolution's (out, in/groups, k...)), and ∂W is that
+# convolution's weight gradient with x and ∂y swapped: Σ_n x ⋆ ∂y. ∂b = Σ ∂y. An output_padding as large as the
+# stride (allowed when the dilation is larger) leaves rows the convolution back does not map: refused.
+from ..autodiff.registry import gradient  # noqa: E402
+from . import nd_gradients  # noqa: E402  (ConvNdGradWeight)
+from .activations import activation_gradient  # noqa: E402
+
+
+@gradient("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+def _conv_transpose_gradient(b, node, dy):
+    from ..errors import GraphError
+    a = node.attrs
+    if any(p >= s for p, s in zip(a["output_padding"], a["stride"])):
+        raise GraphError(f"{node.label()}: no gradient rule for output_padding {a['output_padding']} not below "
+                         f"the stride {a['stride']}")
+    dy = activation_gradient(b, node, dy)
+    x, n = node.inputs[0], len(a["kernel_size"])
+    conv = dict(in_channels=a["out_channels"], out_channels=a["in_channels"], kernel_size=a["kernel_size"],
+                stride=a["stride"], pads=a["pads"], dilation=a["dilation"], groups=a["groups"])
+    grads = {0: b.add(node, "x", f"Conv{n}d", [dy], {"weight": node.params["weight"]}, **conv, bias=False)}
+    if n == 2:
+        matrix = b.add(node, "weight.matrix", "Conv2dGradWeight", [dy, x], **conv)
+        grads["weight"] = b.add(node, "weight", "Reshape", [matrix], shape=node.params["weight"].shape)
+    else:
+        grads["weight"] = b.add(node, "weight", "ConvNdGradWeight", [dy, x], **nd_gradients.conv_window_attrs(conv))
+    if a["bias"]:
+        grads["bias"] = b.add(node, "bias", "SumExcept", [dy], axis=1)
+    return grads

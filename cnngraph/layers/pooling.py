@@ -405,3 +405,17 @@ def _avgpool_gradient(b, node, dy):
 @gradient("GlobalAvgPool2d")
 def _global_avgpool_gradient(b, node, dy):
     return {0: b.add(node, "x", "GlobalAvgPool2dGrad", [dy], input_size=tuple(b.shape(node.inputs[0])[2:]))}
+
+
+# 1-D and 3-D pools: the same rules, by MaxPoolNdGrad and AvgPoolNdGrad (nd_gradients.py), any rank.
+from . import nd_gradients  # noqa: E402,F401  (MaxPoolNdGrad, AvgPoolNdGrad)
+
+
+@gradient("MaxPool1d", "MaxPool3d")
+def _maxpool_nd_gradient(b, node, dy):
+    return {0: b.add(node, "x", "MaxPoolNdGrad", [node.inputs[0], node.name, dy], **node.attrs)}
+
+
+@gradient("AvgPool1d", "AvgPool3d")
+def _avgpool_nd_gradient(b, node, dy):
+    return {0: b.add(node, "x", "AvgPoolNdGrad", [dy], **node.attrs, input_size=tuple(b.shape(node.inputs[0])[2:]))}
