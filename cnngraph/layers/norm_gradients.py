@@ -27,8 +27,11 @@ class SampleNormGrad(Layer):
     prefix = "dnorm"
     arity = (2, 2)
     training_only = True
-    batch_independent = True
     WRT = ("x", "weight")
+
+    @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs["wrt"] == "x"                 # ∂weight sums over the batch
 
     @classmethod
     def example(cls):
