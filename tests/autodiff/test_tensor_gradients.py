@@ -210,3 +210,11 @@ def test_upsample(case, seed):
     layer, shape = case
     rng = np.random.default_rng(seed)
     check_gradients(one_op(layer, (None, *shape[1:])), data(rng, shape), seed=seed)
+
+
+@pytest.mark.parametrize("scale", [(2, 3), (1, 2), (2.0, 0.5)])
+def test_upsample_nearest_by_whole_factors(scale):
+    """PyTorch's nearest upsampling by integer factors (the backend sums ∂y's blocks), and a downsampling."""
+    rng = np.random.default_rng(7)
+    graph = one_op(cg.Upsample(scale_factor=scale), (None, 2, 3, 4))
+    check_gradients(graph, data(rng, (2, 2, 3, 4)))
