@@ -8,7 +8,7 @@ like conv_nd.py; loops run over kernel taps and axes only.
   AvgPoolNdGrad        ∂y/divisor added onto every tap's strided view of a padded buffer, then cropped.
   AdaptiveAvgPoolGrad  a product with each changed axis's averaging matrix, transposed.
   AdaptiveMaxPoolGrad  per tap of the longest window, the flat input index of each window's first maximum;
-                       then one unbuffered add of ∂y at those indices (windows overlap).
+                       then one bincount of ∂y at those indices (windows overlap).
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def make_adaptive_max_pool_grad(ctx):
         grids = np.ix_(*(index * stride for index, stride in zip(combo, strides)))
         flat_taps.append(sum(grids).reshape(-1))
     chosen = np.empty((rows, math.prod(outs)), np.intp)
-    row_index = np.arange(rows)[:, None]
+    row_start = (np.arange(rows) * math.prod(sizes))[:, None]
 
     def step(inputs, out):
         x2, y2 = inputs[0].reshape(rows, -1), inputs[1].reshape(rows, -1)
@@ -172,7 +172,7 @@ def make_adaptive_max_pool_grad(ctx):
         for flat in flat_taps:
             hit = (x2[:, flat] == y2) & (chosen < 0)
             chosen[hit] = np.broadcast_to(flat, chosen.shape)[hit]
-        out.fill(0.0)
-        np.add.at(out.reshape(rows, -1), (row_index, chosen), inputs[2].reshape(rows, -1))
+        np.add(chosen, row_start, out=chosen)    # flat indices into out; windows overlap: a bincount adds
+        np.copyto(out.reshape(-1), np.bincount(chosen.reshape(-1), inputs[2].reshape(-1), out.size))
         return out
     return step

@@ -23,23 +23,40 @@ def norm_rows(op: str, attrs: dict, shape: tuple) -> tuple[int, tuple, tuple]:
 
 @kernel("SampleNormGrad")
 def make_sample_norm_grad(ctx):
+    """Row statistics by einsum (no temporaries), then in place on the output: with c = x − mean,
+    inv = 1/√(var + eps), g = ∂y·weight:  ∂x = inv·(g − mean(g)) − c·inv³·mean(g·c);  ∂weight = Σ ∂y·c·inv."""
     norm, wrt = ctx.attrs["norm"], ctx.attrs["wrt"]
     shape = tuple(ctx.in_shapes[0])
     rows, affine, axes = norm_rows(norm["op"], norm["attrs"], shape)
-    eps = F(norm["attrs"]["eps"])
+    count = int(np.prod(shape)) // rows
+    eps, m = F(norm["attrs"]["eps"]), F(count)
     weight = ctx.params["weight"].reshape(affine) if "weight" in ctx.params else None
-    kept = tuple(d for i, d in enumerate(shape) if i not in axes)
+    centered = ctx.scratch.request((rows, count))
+    if norm["op"] == "LayerNorm":            # ∂weight: a sum over the rows of the (rows, count) view
+        weight_sum = "ij,ij->j"
+        view = (rows, count)
+    else:                                    # per channel: (N, C, spatial)
+        weight_sum = "ncs,ncs->c"
+        view = (shape[0], shape[1], -1)
 
     def step(inputs, out):
-        x2, dy = inputs[0].reshape(rows, -1), inputs[1]
-        centered = x2 - np.mean(x2, axis=1, keepdims=True)
-        inv_std = 1.0 / np.sqrt(np.mean(centered * centered, axis=1, keepdims=True) + eps)
-        normalized = centered * inv_std
+        x2, dy = inputs[0].reshape(rows, count), inputs[1]
+        c = centered()
+        np.subtract(x2, (np.einsum("ij->i", x2) / m)[:, None], out=c)
+        inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", c, c) / m + eps)
         if wrt == "weight":
-            np.sum(dy * normalized.reshape(shape), axis=axes, out=out.reshape(kept))
+            c *= inv[:, None]
+            np.einsum(weight_sum, dy.reshape(view), c.reshape(view), out=out.reshape(-1))
             return out
-        g = (dy if weight is None else dy * weight).reshape(rows, -1)
-        np.multiply(inv_std, g - np.mean(g, axis=1, keepdims=True)
-                    - normalized * np.mean(g * normalized, axis=1, keepdims=True), out=out.reshape(rows, -1))
+        g = out.reshape(rows, count)
+        if weight is None:
+            np.copyto(out, dy)
+        else:
+            np.multiply(dy, weight, out=out)
+        slope = inv ** 3 * np.einsum("ij,ij->i", g, c) / m
+        g -= (np.einsum("ij->i", g) / m)[:, None]
+        g *= inv[:, None]
+        c *= slope[:, None]
+        g -= c
         return out
     return step

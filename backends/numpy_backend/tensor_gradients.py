@@ -2,11 +2,14 @@
 plan is built, then whole-tensor indexing, masks and GEMMs; no loop over elements.
 
 GatherGrad adds ∂y back along one axis. Its indices may repeat (Tile, the reflect Pad, IndexSelect with a
-repeated index); they are cut into rounds in which no target repeats (the k-th occurrence of each target in
-round k), so each round is one fancy-indexed add. UpsampleGrad multiplies by the transpose of each spatial
-axis's interpolation matrix, built from the forward kernel's own taps (resample.py), one GEMM per axis.
+repeated index): a few evenly stepping runs are added as strided views (one per run), a scattered list in
+rounds in which no target repeats (the k-th occurrence of each target in round k), one fancy-indexed add each.
+UpsampleGrad multiplies by the transpose of each spatial axis's interpolation matrix, built from the forward
+kernel's own taps (resample.py), one GEMM per axis; nearest by whole factors adds ∂y's strided views.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -19,6 +22,21 @@ from .resample import cubic_taps, linear_taps, nearest_indices, source_coordinat
 F = np.float32
 
 
+def _runs(index: np.ndarray) -> list[tuple[slice, int, int]]:
+    """The index list cut into runs that step evenly: (positions of dy, first target, step). A run of step 0
+    reads one input cell several times (an edge Pad); any other run reads distinct cells (a Slice, the
+    interior of a Pad, a reflected border, one copy of a Tile)."""
+    runs, j = [], 0
+    while j < len(index):
+        step = int(index[j + 1] - index[j]) if j + 1 < len(index) else 1
+        k = j + 1
+        while k < len(index) and index[k] - index[k - 1] == step:
+            k += 1
+        runs.append((slice(j, k), int(index[j]), step))
+        j = k
+    return runs
+
+
 def _rounds(index: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(positions of dy, targets) per round: within a round every target appears once."""
     occurrence = np.zeros(len(index), np.intp)
@@ -29,28 +47,38 @@ def _rounds(index: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     rounds = []
     for k in range(int(occurrence.max(initial=-1)) + 1):
         positions = np.flatnonzero(occurrence == k)
-        rounds.append((_progression(positions), _progression(index[positions])))
+        rounds.append((positions, index[positions]))
     return rounds
 
 
-def _progression(indices: np.ndarray):
-    """A slice when the indices step evenly (a Slice, the interior of a Pad, a reflected border): a strided
-    view instead of a fancy-indexed copy. Else the indices."""
-    if len(indices) == 0:
-        return indices
-    step = int(indices[1] - indices[0]) if len(indices) > 1 else 1
-    if step == 0 or np.any(np.diff(indices) != step):
-        return indices
-    stop = int(indices[-1]) + step
-    return slice(int(indices[0]), stop if stop >= 0 else None, step)
+MAX_RUNS = 16      # more runs than this (a scattered IndexSelect): fancy-indexed rounds instead of slices
 
 
 @kernel("GatherGrad")
 def make_gather_grad(ctx):
+    """A few evenly stepping runs (Slice, Pad, Tile) are added as strided views; a scattered index list goes
+    in rounds of distinct targets, each one fancy-indexed add."""
     rank = len(ctx.out_shape)
     axis = ctx.attrs["axis"] % rank
-    rounds = _rounds(np.asarray(ctx.attrs["index"], np.intp))
+    index = np.asarray(ctx.attrs["index"], np.intp)
+    runs = _runs(index)
     lead = (slice(None),) * axis
+
+    if len(runs) <= MAX_RUNS:
+        def along_runs(inputs, out):
+            dy = inputs[0]
+            out.fill(0.0)
+            for positions, first, step in runs:
+                if step == 0:
+                    out[lead + (slice(first, first + 1),)] += np.sum(dy[lead + (positions,)], axis=axis,
+                                                                     keepdims=True)
+                    continue
+                last = first + step * (positions.stop - positions.start - 1)
+                stop = last + step
+                out[lead + (slice(first, stop if stop >= 0 else None, step),)] += dy[lead + (positions,)]
+            return out
+        return along_runs
+    rounds = _rounds(index)
 
     def step(inputs, out):
         dy = inputs[0]
@@ -113,14 +141,16 @@ def make_upsample_grad(ctx):
     matrices = [interpolation_matrix(attrs, n, m, s) for n, m, s in zip(x_shape[2:], sizes, scales)]
     repeats = [m // n if m % n == 0 and np.array_equal(matrix, np.repeat(np.eye(n, dtype=F), m // n, axis=0))
                else None for n, m, matrix in zip(x_shape[2:], sizes, matrices)]
-    if None not in repeats:                # nearest by whole factors: ∂y seen as (N, C, H, r, W, r, ...), summed
-        blocks = (*x_shape[:2], *(v for n, r in zip(x_shape[2:], repeats) for v in (n, r)))
-        summed = tuple(3 + 2 * i for i in range(len(repeats)))
+    if None not in repeats:                # nearest by whole factors: the r_h·r_w·… strided views of ∂y, added
+        views = [(slice(None), slice(None)) + tuple(slice(o, None, r) for o, r in zip(offsets, repeats))
+                 for offsets in itertools.product(*(range(r) for r in repeats))]
 
-        def by_blocks(inputs, out):
-            np.sum(inputs[0].reshape(blocks), axis=summed, out=out)
+        def by_views(inputs, out):
+            np.copyto(out, inputs[0][views[0]])
+            for view in views[1:]:
+                out += inputs[0][view]
             return out
-        return by_blocks
+        return by_views
 
     def step(inputs, out):
         g = inputs[0]

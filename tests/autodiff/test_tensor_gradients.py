@@ -218,3 +218,10 @@ def test_upsample_nearest_by_whole_factors(scale):
     rng = np.random.default_rng(7)
     graph = one_op(cg.Upsample(scale_factor=scale), (None, 2, 3, 4))
     check_gradients(graph, data(rng, (2, 2, 3, 4)))
+
+
+def test_index_select_of_many_scattered_indices():
+    """More runs than the backend adds as slices: its rounds of distinct targets."""
+    rng = np.random.default_rng(8)
+    index = tuple(int(i) for i in rng.integers(-4, 4, 40))
+    check_gradients(one_op(cg.IndexSelect(1, index), (None, 4, 3)), data(rng, (2, 4, 3)))
