@@ -26,6 +26,7 @@ class Where(Layer):
     """
     prefix = "where"
     arity = (2, 2)
+    buffers = ("condition",)           # a constant mask, not learned: an optimizer never updates it
 
     @classmethod
     def example(cls):

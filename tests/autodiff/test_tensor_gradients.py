@@ -225,3 +225,17 @@ def test_index_select_of_many_scattered_indices():
     rng = np.random.default_rng(8)
     index = tuple(int(i) for i in rng.integers(-4, 4, 40))
     check_gradients(one_op(cg.IndexSelect(1, index), (None, 4, 3)), data(rng, (2, 4, 3)))
+
+
+def test_where_condition_is_not_learned():
+    """The mask is a buffer: no gradient, and an optimizer with weight decay leaves it alone."""
+    graph = cg.Graph("where")
+    x = graph.input("x", (None, 3))
+    mask = cg.Where(np.array([1, 0, 1]))
+    out = graph.apply(mask, graph.apply(cg.Linear(3, 3), x), x)
+    graph.output(out)
+    trainer = cg.Trainer(graph, optimizer=cg.optim.SGD(lr=0.5, weight_decay=0.5))
+    trainer.fit(np.ones((4, 3), np.float32), np.array([0, 1, 2, 0]), epochs=2, batch_size=2)
+    where = next(n for n in trainer.graph.layers() if n.op == "Where")
+    np.testing.assert_array_equal(where.params["condition"], [1.0, 0.0, 1.0])
+    assert graph.param_count() == 12
