@@ -122,3 +122,27 @@ def test_adaptive_max_pool_ties_go_to_the_first_maximum():
     tg = build(graph, loss=None)
     grads = cg.run(tg.graph, np.ones((1, 1, 2, 2), np.float32), np.full((1, 1, 1, 1), 3.0, np.float32))
     np.testing.assert_array_equal(grads[-1][0, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+def test_a_net_of_the_new_rules_trains():
+    """Conv1d, GroupNorm, LeakyReLU (negative slope), ConvTranspose1d, LayerNorm, AdaptiveMaxPool1d, Upsample,
+    reflect Pad, Slice, MatMul, ReduceMax: the Trainer's steps keep every holder of a weight in step (the
+    transposed convolution computing Conv1d's ∂x holds its weight) and the training loss falls."""
+    cg.manual_seed(0)
+    g = cg.Graph("rows")
+    x = g.input("x", (None, 1, 8, 8))
+    rows = g.apply(cg.Reshape((0, 8, 8)), x)                                         # 8 channels of 8
+    a = g.apply(cg.LeakyReLU(-0.2), g.apply(cg.GroupNorm(2, 8), g.apply(cg.Conv1d(8, 8, 3, padding=1), rows)))
+    b = g.apply(cg.ConvTranspose1d(8, 4, 3, stride=2, padding=1, output_padding=1), a)     # (N, 4, 16)
+    c = g.apply(cg.Pad((0, 0, 1, 0, 0, 1), mode="reflect"), g.apply(cg.LayerNorm(16), b))  # (N, 4, 18)
+    d = g.apply(cg.Upsample(scale_factor=2, mode="linear"), g.apply(cg.AdaptiveMaxPool1d(6), c))
+    e = g.apply(cg.Slice((1,), (11,), (2,)), d)                                      # (N, 4, 10)
+    m = g.apply(cg.MatMul(), e, g.apply(cg.Constant(np.eye(10, dtype=np.float32)[:, :5])))
+    f = g.apply(cg.Flatten(), g.apply(cg.Concat(1), m, g.apply(cg.ReduceMax((1,), True), m)))
+    g.output(g.apply(cg.Linear(25, 10), f))
+    tg = build(g, "cross_entropy", train=True)
+    assert ("conv1.dx", "weight") in tg.holders[("conv1", "weight")]
+    (x_, y_) = cg.datasets.digits()
+    trainer = cg.Trainer(g, optimizer=cg.optim.Adam(lr=0.01))
+    history = trainer.fit(x_[:256], y_[:256], epochs=3, batch_size=32)
+    assert history.loss[-1] < history.loss[0]
