@@ -47,8 +47,9 @@ def test_conv_1d_3d(dims, data_, fused, seed):
 
 
 @examples(25)
-@given(dims=st.sampled_from([1, 2, 3]), data_=st.data(), seed=SEED)
-def test_conv_transpose(dims, data_, seed):
+@given(dims=st.sampled_from([1, 2, 3]), data_=st.data(), seed=SEED,
+       fused=st.sampled_from([None, {"op": "Tanh", "attrs": {}}, {"op": "GELU", "attrs": {"approximate": "none"}}]))
+def test_conv_transpose(dims, data_, fused, seed):
     c = data_.draw(conv_case(dims))
     output_padding = tuple(data_.draw(st.integers(0, s - 1)) for s in c["stride"])
     size = tuple(data_.draw(st.integers(1, 3)) for _ in range(dims))
@@ -60,6 +61,8 @@ def test_conv_transpose(dims, data_, seed):
     layer = getattr(cg, f"ConvTranspose{dims}d")(c["cin"], c["cout"], c["kernel"], c["stride"], pads, output_padding,
                                                  c["groups"], c["bias"], c["dilation"])
     graph = one_op(layer, (None, c["cin"], *size))
+    if fused:
+        graph = with_attrs(graph, activation=fused)
     randomize(graph, rng)
     check_gradients(graph, data(rng, (2, c["cin"], *size)), seed=seed)
 
