@@ -12,6 +12,7 @@ from test_gradient_rules import away_from, data, one_op, randomize, with_attrs
 
 import cnngraph as cg
 from cnngraph.autodiff.backward import build
+from cnngraph.layers.resample import TRANSFORMS
 from cnngraph.layers.slicing import slice_range
 
 SEED = st.integers(0, 2**16)
@@ -184,7 +185,8 @@ def test_reduce_l2_of_zeros_has_a_zero_gradient():
 # --- Upsample -----------------------------------------------------------------------------------------------------------
 @st.composite
 def upsamples(draw):
-    """(layer, input shape): every mode, transform and nearest rounding, by size or by scale (down too)."""
+    """(layer, input shape): every mode, coordinate transform and nearest rounding, by size or by scale (down
+    too)."""
     mode = draw(st.sampled_from(["nearest", "linear", "bilinear", "trilinear", "bicubic"]))
     rank = {"linear": 3, "bilinear": 4, "trilinear": 5, "bicubic": 4}.get(mode, draw(st.integers(3, 5)))
     spatial = tuple(draw(st.integers(1, 4 if rank < 5 else 3)) for _ in range(rank - 2))
@@ -194,17 +196,17 @@ def upsamples(draw):
         how = {"scale_factor": tuple(draw(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0])) for _ in spatial)}
         assume(all(int(s * d) >= 1 for s, d in zip(how["scale_factor"], spatial)))
     if mode == "nearest":
-        layer = cg.Upsample(mode="nearest", **how,
-                            coordinate_transformation_mode=draw(st.sampled_from(
-                                ["asymmetric", "tf_half_pixel_for_nn", "half_pixel", "align_corners"])),
+        layer = cg.Upsample(mode="nearest", **how, coordinate_transformation_mode=draw(st.sampled_from(TRANSFORMS)),
                             nearest_mode=draw(st.sampled_from(["floor", "ceil", "round_prefer_floor",
                                                                "round_prefer_ceil"])))
-    else:
+    elif draw(st.booleans()):                                  # PyTorch's two forms
         layer = cg.Upsample(mode=mode, align_corners=draw(st.booleans()), **how)
+    else:                                                      # any form an ONNX Resize imports as
+        layer = cg.Upsample(mode=mode, coordinate_transformation_mode=draw(st.sampled_from(TRANSFORMS)), **how)
     return layer, (2, draw(st.integers(1, 2)), *spatial)
 
 
-@examples(20)
+@examples(30)
 @given(case=upsamples(), seed=SEED)
 def test_upsample(case, seed):
     layer, shape = case
