@@ -163,15 +163,20 @@ def make_adaptive_max_pool_grad(ctx):
     for combo in itertools.product(*per_axis):
         grids = np.ix_(*(index * stride for index, stride in zip(combo, strides)))
         flat_taps.append(sum(grids).reshape(-1))
-    chosen = np.empty((rows, math.prod(outs)), np.intp)
+    windows = (rows, math.prod(outs))
+    chosen, tap_values = np.empty(windows, np.intp), np.empty(windows, np.float32)
+    hit, unset = np.empty(windows, bool), np.empty(windows, bool)
     row_start = (np.arange(rows) * math.prod(sizes))[:, None]
 
     def step(inputs, out):
         x2, y2 = inputs[0].reshape(rows, -1), inputs[1].reshape(rows, -1)
-        chosen.fill(-1)
+        unset.fill(True)
         for flat in flat_taps:
-            hit = (x2[:, flat] == y2) & (chosen < 0)
-            chosen[hit] = np.broadcast_to(flat, chosen.shape)[hit]
+            np.take(x2, flat, axis=1, out=tap_values)
+            np.equal(tap_values, y2, out=hit)
+            np.logical_and(hit, unset, out=hit)     # windows whose maximum no earlier tap held
+            np.copyto(chosen, flat, where=hit)
+            np.logical_xor(unset, hit, out=unset)
         np.add(chosen, row_start, out=chosen)    # flat indices into out; windows overlap: a bincount adds
         np.copyto(out.reshape(-1), np.bincount(chosen.reshape(-1), inputs[2].reshape(-1), out.size))
         return out
