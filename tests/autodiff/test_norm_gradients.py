@@ -1,6 +1,7 @@
 """Gradient rules of the normalisations beyond BatchNorm2d: LayerNorm, GroupNorm, InstanceNorm1d/2d/3d (with and
 without their affine map) and BatchNorm1d/3d in both modes, against central finite differences in float64,
-hypothesis drawing the attributes the rules read. (gradcheck.py says how.)"""
+hypothesis drawing the attributes the rules read (gradcheck.py says how). Every normalised group holds at least
+four values: over two, x̂ = ±1 makes ∂x zero up to eps, a cancellation that float32 cannot check."""
 import numpy as np
 from conftest import examples
 from gradcheck import check_gradients
@@ -15,7 +16,7 @@ SEED = st.integers(0, 2**16)
 
 
 @examples(10)
-@given(shape=st.sampled_from([(2, 3, 4), (2, 2, 3, 2), (3, 5)]), trailing=st.integers(1, 2), affine=st.booleans(),
+@given(shape=st.sampled_from([(2, 3, 4), (2, 2, 3, 4), (3, 5)]), trailing=st.integers(1, 2), affine=st.booleans(),
        bias=st.booleans(), eps=st.sampled_from([1e-5, 0.1]), seed=SEED)
 def test_layer_norm(shape, trailing, affine, bias, eps, seed):
     rng = np.random.default_rng(seed)
@@ -26,13 +27,11 @@ def test_layer_norm(shape, trailing, affine, bias, eps, seed):
 
 
 @examples(10)
-@given(groups=st.integers(1, 3), per_group=st.integers(1, 2), spatial=st.sampled_from([(), (3,), (2, 3)]),
+@given(groups=st.integers(1, 3), per_group=st.integers(1, 2), spatial=st.sampled_from([(4,), (2, 3), (2, 2)]),
        affine=st.booleans(), eps=st.sampled_from([1e-5, 0.1]), seed=SEED)
 def test_group_norm(groups, per_group, spatial, affine, eps, seed):
     rng = np.random.default_rng(seed)
     channels = groups * per_group
-    if not spatial and per_group == 1:
-        spatial = (2,)                                       # a group of one value has no gradient to speak of
     graph = one_op(cg.GroupNorm(groups, channels, eps, affine), (None, channels, *spatial))
     randomize(graph, rng)
     check_gradients(graph, data(rng, (2, channels, *spatial), scale=2.0), seed=seed)
@@ -42,7 +41,7 @@ def test_group_norm(groups, per_group, spatial, affine, eps, seed):
 @given(dims=st.integers(1, 3), affine=st.booleans(), eps=st.sampled_from([1e-5, 0.1]), seed=SEED)
 def test_instance_norm(dims, affine, eps, seed):
     rng = np.random.default_rng(seed)
-    spatial = (3, 2, 2)[:dims]
+    spatial = (4, 2, 2)[:dims]
     layer = getattr(cg, f"InstanceNorm{dims}d")(2, eps, affine=affine)
     graph = one_op(layer, (None, 2, *spatial))
     randomize(graph, rng)
