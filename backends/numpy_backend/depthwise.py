@@ -85,13 +85,13 @@ class Geometry:
         self.order = [t for grid in self.grids for t in grid[4]]                 # kernel taps, grid by grid
 
     def fill(self, phase, index: int, source) -> None:
-        """Write phase ``index`` of the padded (..., h, w) ``source`` into ``phase`` (..., hq, wq), a view."""
+        """Write phase ``index`` of the padded (..., h, w) ``source`` into ``phase`` (..., hq, wq), a view. The
+        padding is zeroed by zeroing the whole phase first: one pass over memory is cheaper than columns of
+        one or two pixels, row by row."""
         (r0, r1, sr), (c0, c1, sc) = self.axes[index]
         sh, sw = self.stride
-        phase[..., :r0, :] = 0.0
-        phase[..., r1:, :] = 0.0
-        phase[..., r0:r1, :c0] = 0.0
-        phase[..., r0:r1, c1:] = 0.0
+        if (r0, r1, c0, c1) != (0, self.hq, 0, self.wq):
+            phase[...] = 0.0
         if r1 > r0 and c1 > c0:
             phase[..., r0:r1, c0:c1] = source[..., sr:sr + (r1 - r0 - 1) * sh + 1:sh, sc:sc + (c1 - c0 - 1) * sw + 1:sw]
 
