@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 BLOCK_BYTES = 512 << 10         # one block's tap products: kept in L2 between the multiplies and their sum
+TILE_ELEMENTS = 4096            # pixel-major: a tile of scales covers this many (position, channel) pairs
 CHANNEL_MAJOR_POSITIONS = 1024  # images of this many wide positions or more run channel-major
 
 
@@ -150,15 +151,16 @@ def channel_major(ctx, g: Geometry, weight, finish):
 def pixel_major(ctx, g: Geometry, weight, finish):
     """Short images of many channels: channels-last phases (each input channel repeated k times), blocks of
     positions; each tap is a contiguous run of (positions, channels) times a tile of the per-channel scales
-    repeated over the block's positions, built once."""
+    repeated over a few positions (built once), the tile repeated over the block by broadcasting."""
     taps = len(g.order)
     cout, wide = g.cout, g.wide
-    rows_per_block = max(1, min(wide, BLOCK_BYTES // (taps * cout * 4)))
+    tile_rows = max(1, min(wide, -(-TILE_ELEMENTS // cout)))
+    rows_per_block = max(1, min(wide, BLOCK_BYTES // (taps * cout * 4))) // tile_rows * tile_rows or tile_rows
     source_buffer = ctx.scratch.request((len(g.phases), g.n, g.hq, g.wq, g.cin, g.multiplier))
     products_buffer = ctx.scratch.request((taps, rows_per_block * cout))
     wide_buffer = ctx.scratch.request((g.n * g.image, cout))
     scale_rows = weight.reshape(cout, -1)[:, g.order].T                          # (tap in grid order, channel)
-    tiles = np.ascontiguousarray(np.broadcast_to(scale_rows[:, None, :], (taps, rows_per_block, cout)))
+    tiles = np.ascontiguousarray(np.broadcast_to(scale_rows[:, None, :], (taps, tile_rows, cout)))
     tiles = tiles.reshape(taps, -1)
     ones = np.ones(taps, np.float32)
     plan = []
@@ -167,17 +169,25 @@ def pixel_major(ctx, g: Geometry, weight, finish):
         flat = source_buffer().reshape(len(g.phases), -1)
         products_all, result = products_buffer(), wide_buffer()
         for p0 in range(0, wide, rows_per_block):
-            size = (min(wide, p0 + rows_per_block) - p0) * cout
-            products = products_all[:, :size]
+            count = min(wide, p0 + rows_per_block) - p0
+            products = products_all[:, :count * cout]
             multiplies, first = [], 0
             for phase, base, (rows, row_step), (columns, column_step), grid_taps in g.grids:
                 last = first + len(grid_taps)
-                source = as_strided(flat[phase, (p0 + base) * cout:], (rows, columns, size),
-                                    (row_step * cout * 4, column_step * cout * 4, 4), writeable=False)
-                multiplies.append((source, tiles[first:last, :size].reshape(rows, columns, size),
-                                   products[first:last].reshape(rows, columns, size)))
+                # whole tiles, then the rows left over (a tile's prefix: its rows are all alike)
+                for r0, reps, length in ((0, count // tile_rows, tile_rows * cout),
+                                         (count // tile_rows * tile_rows, 1, count % tile_rows * cout)):
+                    if reps == 0 or length == 0:
+                        continue
+                    start = (p0 + r0 + base) * cout
+                    source = as_strided(flat[phase, start:], (rows, columns, reps, length),
+                                        (row_step * cout * 4, column_step * cout * 4, length * 4, 4), writeable=False)
+                    slots = as_strided(products[first:, r0 * cout:], (rows, columns, reps, length),
+                                       (columns * products.strides[0], products.strides[0], length * 4, 4))
+                    multiplies.append((source, tiles[first:last, None, :length].reshape(rows, columns, 1, length),
+                                       slots))
                 first = last
-            block = result[p0:p0 + size // cout]
+            block = result[p0:p0 + count]
             plan.append((multiplies, products, block.reshape(-1), block.T[:, None, None, :]))
 
     def step(inputs, out):

@@ -1,7 +1,8 @@
 """The depthwise convolution kernel (backends/numpy_backend/depthwise.py) against the naive reference.
 
 Both of its layouts (channel-major for long images, pixel-major for short ones) are forced in turn, with
-blocks down to one channel or one position so that block edges fall everywhere; stride and dilation make the
+blocks down to one channel or one position and tiles of scales down to one position, so that block and tile
+edges fall everywhere; stride and dilation make the
 tap grids of the stride phases, asymmetric padding the phases' borders; a BatchNorm and a ReLU6 behind the
 convolution run as its epilogue, block by block.
 """
@@ -30,7 +31,8 @@ def depthwise_cases(draw):
                 size=tuple(max(1, s - pads[a] - pads[a + 2]) + draw(st.integers(0, 6)) for a, s in enumerate(span)),
                 batch=draw(st.integers(1, 3)), bias=draw(st.booleans()),
                 epilogue=draw(st.sampled_from(["none", "batchnorm", "batchnorm+relu6"])),
-                channel_major=draw(st.booleans()), block_bytes=draw(st.sampled_from([4, 300, 1 << 20])),
+                channel_major=draw(st.booleans()), block_bytes=draw(st.sampled_from([4, 300, 3000, 1 << 20])),
+                tile_elements=draw(st.sampled_from([1, 7, 4096])),
                 seed=draw(st.integers(0, 2**16)))
 
 
@@ -63,6 +65,7 @@ def test_depthwise_matches_reference(case):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(depthwise, "CHANNEL_MAJOR_POSITIONS", 0 if case["channel_major"] else 1 << 30)
         patch.setattr(depthwise, "BLOCK_BYTES", case["block_bytes"])
+        patch.setattr(depthwise, "TILE_ELEMENTS", case["tile_elements"])
         actual = cg.run(g, x)
     assert_close(actual, reference_run(g, x))
 
@@ -80,3 +83,15 @@ def test_depthwise_reads_nothing_outside_the_input(channel_major, monkeypatch):
         plan.scratch._arena[:] = np.nan
     assert_close(cg.run(g, x), first)
     assert_close(first, reference_run(g, x))
+
+
+def test_pixel_major_block_ending_in_part_of_a_tile(monkeypatch):
+    """A last block of whole tiles plus a few rows (61 wide positions, blocks of 40 = 10 tiles of 4 rows: the
+    last block is 5 tiles and one row), which random cases seldom draw."""
+    monkeypatch.setattr(depthwise, "CHANNEL_MAJOR_POSITIONS", 1 << 30)
+    monkeypatch.setattr(depthwise, "BLOCK_BYTES", 3000)
+    monkeypatch.setattr(depthwise, "TILE_ELEMENTS", 7)
+    case = dict(cin=2, multiplier=1, kernel=(3, 3), stride=(1, 1), dilation=(1, 1), pads=(1, 1, 1, 1), size=(7, 7),
+                batch=1, bias=False, epilogue="none", seed=3)
+    g, x = depthwise_graph(case)
+    assert_close(cg.run(g, x), reference_run(g, x))
