@@ -13,14 +13,16 @@ Instead:
    strided view. The positions past a row's last output pixel (x ≥ wo) and past an image's last row sum
    real pixels and padding, and are dropped at the end.
 2. Block by block, small enough to stay in L2: one multiply per phase writes every tap's products, one
-   matrix-vector product (BLAS) sums them, and the bias and the absorbed element-wise layers (BatchNorm,
-   ReLU6, …) run on the block while it is in cache.
-3. The output pixels are copied out of the wide positions.
+   matrix-vector product (BLAS) sums them, and the bias and the absorbed element-wise layers (ReLU6, …; a
+   BatchNorm right behind is already folded into weight and bias, see gemm.fold_affine) run on the block
+   while it is in cache.
+3. The output pixels are copied out of the wide positions (channel-major: block by block, adding the bias
+   on the way).
 
 Two layouts of the phases, chosen by the image's length: channel-major (cnhw, blocks of channels; a tap is a
 (channels, positions) run times a per-channel scale) for long images, where rows are long; pixel-major
-(channels last, blocks of positions; a tap is one contiguous run times a tile of the scales repeated over the
-block, built once) for the short images of many channels deep in a network, where a per-channel scale
+(channels last, blocks of positions; a tap is one contiguous run times a small tile of the scales, built
+once, repeated over the block) for the short images of many channels deep in a network, where a per-channel scale
 broadcast over rows of a few dozen positions would cost more in loop overhead than in arithmetic.
 """
 from __future__ import annotations
@@ -41,13 +43,13 @@ def phase_plan(length: int, pad: int, stride: int, phase: int, extent: int) -> t
     return first, end, first * stride + phase - pad
 
 
-def depthwise_conv(ctx, weight, finish):
-    """The step of a Conv2d with groups == in_channels in the cnhw layout; ``finish(region, channels)`` adds the
-    bias and runs the epilogue on a (channels, 1, 1, positions) block of the output."""
+def depthwise_conv(ctx, weight, bias, epilogue):
+    """The step of a Conv2d with groups == in_channels in the cnhw layout; the epilogue's ``apply(region,
+    channels)`` run on blocks of the output."""
     geometry = Geometry(ctx)
     if geometry.wide >= CHANNEL_MAJOR_POSITIONS:
-        return channel_major(ctx, geometry, weight, finish)
-    return pixel_major(ctx, geometry, weight, finish)
+        return channel_major(ctx, geometry, weight, bias, epilogue)
+    return pixel_major(ctx, geometry, weight, bias, epilogue)
 
 
 class Geometry:
@@ -97,9 +99,10 @@ class Geometry:
             phase[..., r0:r1, c0:c1] = source[..., sr:sr + (r1 - r0 - 1) * sh + 1:sh, sc:sc + (c1 - c0 - 1) * sw + 1:sw]
 
 
-def channel_major(ctx, g: Geometry, weight, finish):
+def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     """Long images: cnhw phases, blocks of channels; each tap is a (channels, positions) slice times a
-    per-channel scale."""
+    per-channel scale. A block's output pixels go to the output with the bias added on the way (one pass),
+    and the epilogue runs there, on the block's channels while they are in cache."""
     taps = len(g.order)
     cin, multiplier, wide = g.cin, g.multiplier, g.wide
     channels_per_block = max(1, min(cin, BLOCK_BYTES // (taps * multiplier * wide * 4)))
@@ -109,7 +112,8 @@ def channel_major(ctx, g: Geometry, weight, finish):
     # weight[c·k + j, 0, i, l] -> (tap, c, j, 1) in grid order: per-tap, per-channel scales of a slice
     scales = np.ascontiguousarray(weight.reshape(cin, multiplier, -1)[:, :, g.order].transpose(2, 0, 1))[..., None]
     ones = np.ones(taps, np.float32)
-    valid = ((g.cout, g.n, g.ho, g.wo), (wide * 4, g.image * 4, g.wq * 4, 4))   # output pixels in the wide rows
+    pixel_strides = (wide * 4, g.image * 4, g.wq * 4, 4)                      # output pixels in the wide rows
+    shift = None if bias is None else np.asarray(bias, np.float32).reshape(-1, 1, 1, 1)
     plan = []
 
     def build():
@@ -128,8 +132,10 @@ def channel_major(ctx, g: Geometry, weight, finish):
                                    products[first:last].reshape(rows, columns, cb, multiplier, wide)))
                 first = last
             block = result[c0:c0 + cb]
-            plan.append((multiplies, products, block.reshape(-1), block.reshape(-1, wide)[:, None, None, :],
-                         slice(c0 * multiplier, (c0 + cb) * multiplier)))
+            channels = slice(c0 * multiplier, (c0 + cb) * multiplier)
+            pixels = as_strided(block, (cb * multiplier, g.n, g.ho, g.wo), pixel_strides, writeable=False)
+            plan.append((multiplies, products, block.reshape(-1), pixels, channels,
+                         None if shift is None else shift[channels]))
         return flat, result
 
     def step(inputs, out):
@@ -138,17 +144,22 @@ def channel_major(ctx, g: Geometry, weight, finish):
         buffer = source_buffer()
         for index in range(len(g.phases)):
             g.fill(buffer[index], index, inputs[0])
-        for multiplies, products, block, region, channels in plan:
+        for multiplies, products, block, pixels, channels, block_shift in plan:
             for source, scale, slots in multiplies:
                 np.multiply(source, scale, out=slots)
             np.matmul(ones, products, out=block)
-            finish(region, channels)
-        np.copyto(out, as_strided(wide_buffer(), *valid, writeable=False))
+            region = out[channels]
+            if block_shift is None:
+                np.copyto(region, pixels)
+            else:
+                np.add(pixels, block_shift, out=region)
+            for apply in epilogue:
+                apply(region, channels)
         return out
     return step
 
 
-def pixel_major(ctx, g: Geometry, weight, finish):
+def pixel_major(ctx, g: Geometry, weight, bias, epilogue):
     """Short images of many channels: channels-last phases (each input channel repeated k times), blocks of
     positions; each tap is a contiguous run of (positions, channels) times a tile of the per-channel scales
     repeated over a few positions (built once), the tile repeated over the block by broadcasting."""
@@ -202,7 +213,10 @@ def pixel_major(ctx, g: Geometry, weight, finish):
             for source, tile, slots in multiplies:
                 np.multiply(source, tile, out=slots)
             np.matmul(ones, products, out=block)
-            finish(region, slice(None))
+            if bias is not None:
+                region += bias[:, None, None, None]
+            for apply in epilogue:
+                apply(region, slice(None))
         np.copyto(out, wide_buffer().reshape(g.n, g.hq, g.wq, cout)[:, :g.ho, :g.wo].transpose(3, 0, 1, 2))
         return out
     return step

@@ -74,7 +74,7 @@ def make_conv(ctx):
     if tile is not None:
         return winograd.winograd_conv(ctx, weight, tile, finish)
     if a["groups"] == cin and cin > 1:
-        return depthwise.depthwise_conv(ctx, weight, finish)
+        return depthwise.depthwise_conv(ctx, weight, bias, epilogue)
     extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
               (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
     pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
