@@ -108,7 +108,7 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     channels_per_block = max(1, min(cin, BLOCK_BYTES // (taps * multiplier * wide * 4)))
     source_buffer = ctx.scratch.request((len(g.phases), cin, g.n, g.hq, g.wq))
     products_buffer = ctx.scratch.request((taps, channels_per_block * multiplier * wide))
-    wide_buffer = ctx.scratch.request((cin, multiplier, wide))
+    sums_buffer = ctx.scratch.request((channels_per_block * multiplier, wide))  # one block's wide rows
     # weight[c·k + j, 0, i, l] -> (tap, c, j, 1) in grid order: per-tap, per-channel scales of a slice
     scales = np.ascontiguousarray(weight.reshape(cin, multiplier, -1)[:, :, g.order].transpose(2, 0, 1))[..., None]
     ones = np.ones(taps, np.float32)
@@ -119,7 +119,7 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     def build():
         """The views each block works on (the buffers are fixed once the plan's arena exists)."""
         flat = source_buffer().reshape(len(g.phases), cin, g.n * g.image)
-        products_all, result = products_buffer(), wide_buffer()
+        products_all, sums = products_buffer(), sums_buffer()
         for c0 in range(0, cin, channels_per_block):
             cb = min(cin - c0, channels_per_block)
             products = products_all[:, :cb * multiplier * wide]
@@ -131,12 +131,11 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
                 multiplies.append((source, scales[first:last, c0:c0 + cb].reshape(rows, columns, cb, multiplier, 1),
                                    products[first:last].reshape(rows, columns, cb, multiplier, wide)))
                 first = last
-            block = result[c0:c0 + cb]
+            block = sums[:cb * multiplier]
             channels = slice(c0 * multiplier, (c0 + cb) * multiplier)
             pixels = as_strided(block, (cb * multiplier, g.n, g.ho, g.wo), pixel_strides, writeable=False)
             plan.append((multiplies, products, block.reshape(-1), pixels, channels,
                          None if shift is None else shift[channels]))
-        return flat, result
 
     def step(inputs, out):
         if not plan:
