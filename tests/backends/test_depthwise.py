@@ -71,7 +71,7 @@ def test_depthwise_matches_reference(case):
 
 
 @pytest.mark.parametrize("channel_major", [False, True])
-def test_depthwise_reads_nothing_outside_the_input(channel_major, monkeypatch):
+def test_depthwise_writes_all_it_reads_of_the_arena(channel_major, monkeypatch):
     """Every position the kernel reads is written in the same step: NaN left in the scratch arena by earlier
     steps does not reach the output."""
     monkeypatch.setattr(depthwise, "CHANNEL_MAJOR_POSITIONS", 0 if channel_major else 1 << 30)
