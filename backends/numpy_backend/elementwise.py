@@ -75,6 +75,7 @@ def _batchnorm_epilogue(ctx):
     def apply(region, channels):
         region *= scale[channels]
         region += shift[channels]
+    apply.affine = (scale, shift)            # a convolution folds it into its weight and bias (gemm.fold_affine)
     return apply
 
 

@@ -3,8 +3,8 @@
 In the cnhw layout a convolution over the whole batch is W (Cout, Cin·kh·kw) @ cols (Cin·kh·kw, N·Ho·Wo),
 whose result *is* the output tensor (Cout, N, Ho, Wo): no transpose. A 1×1 stride-1 convolution needs no
 im2col at all. The columns are gathered through one strided view of the (padded) input, batch chunk by batch
-chunk so that they stay in cache; depthwise convolutions, where a GEMM would have a single row, are a sum of
-kh·kw shifted, scaled views instead. Plain 3×3 stride-1 convolutions of 32+ channels go to winograd.py,
+chunk so that they stay in cache; depthwise convolutions, where a GEMM would have a single row, go to
+depthwise.py. Plain 3×3 stride-1 convolutions of 32+ channels go to winograd.py,
 which does 2.25–4× fewer multiplications.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import winograd
+from . import depthwise, winograd
 from .kernel import CNHW, NCHW, kernel
 
 COLUMN_BYTES = 8 << 20          # im2col chunk budget: a few MB keeps the columns in L2/L3 between copy and GEMM
@@ -61,25 +61,24 @@ def make_conv(ctx):
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
     kh, kw = a["kernel_size"]
-    weight = ctx.params["weight"]
-    bias = ctx.params.get("bias")
+    weight, bias, epilogue = fold_affine(ctx.params["weight"], ctx.params.get("bias"), ctx.epilogue)
 
     def finish(region, channels: slice):
         """Bias, then the absorbed element-wise layers, on a block of the output while it is in cache."""
         if bias is not None:
             region += bias[channels, None, None, None]
-        for apply in ctx.epilogue:
+        for apply in epilogue:
             apply(region, channels)
 
     tile = winograd.tile_size(a, cin, cout, n, (ho, wo))
     if tile is not None:
         return winograd.winograd_conv(ctx, weight, tile, finish)
+    if a["groups"] == cin and cin > 1:
+        return depthwise.depthwise_conv(ctx, weight, bias, epilogue)
     extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
               (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
     pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
 
-    if a["groups"] == cin and cin > 1:
-        return depthwise(ctx, weight, pad, (ho, wo), finish)
     if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
         matrix = weight.reshape(cout, cin)
 
@@ -122,35 +121,6 @@ def im2col_gemm(ctx, weight, pad, finish):
     return step
 
 
-def depthwise(ctx, weight, pad, out_hw, finish):
-    """groups == in_channels: output channel c·m + j reads input channel c only, a weighted sum of taps."""
-    a = ctx.attrs
-    cin = ctx.in_shapes[0][1]
-    cout = ctx.out_shape[1]
-    multiplier = cout // cin
-    kh, kw = a["kernel_size"]
-    taps = weight.reshape(cin, multiplier, kh, kw)
-    n = ctx.in_shapes[0][0]
-    product = ctx.scratch.request((cin, multiplier, n, *out_hw))
-
-    def step(inputs, out):
-        xp = pad(inputs[0])
-        result = out.reshape(cin, multiplier, n, *out_hw)
-        temp = product()
-        for i in range(kh):
-            for j in range(kw):
-                source = tap(xp, i, j, a["stride"], a["dilation"], out_hw)[:, None]
-                scale = taps[:, :, i, j, None, None, None]
-                if i == 0 and j == 0:
-                    np.multiply(source, scale, out=result)
-                else:
-                    np.multiply(source, scale, out=temp)
-                    result += temp
-        finish(out, slice(None))
-        return out
-    return step
-
-
 @kernel("Linear", layouts=(NCHW,))
 def make_linear(ctx):
     weight_t = ctx.params["weight"].T          # a transposed view: BLAS reads it with the trans flag
@@ -167,3 +137,15 @@ def make_linear(ctx):
             apply(flat, slice(None))
         return out
     return step
+
+
+def fold_affine(weight, bias, epilogue):
+    """The BatchNorms right behind a convolution (epilogues with ``affine`` = per-channel scale and shift)
+    folded into its weight and bias, as onnxruntime does: a pass over the output less per BatchNorm, for a
+    scaled copy of the weight; equal within rounding."""
+    epilogue = list(epilogue)
+    while epilogue and getattr(epilogue[0], "affine", None) is not None:
+        scale, shift = (np.asarray(v, np.float32).reshape(-1) for v in epilogue.pop(0).affine)
+        weight = weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
+        bias = shift if bias is None else bias * scale + shift
+    return weight, bias, epilogue
