@@ -24,52 +24,84 @@ def tap_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+BLOCK_BYTES = 1 << 20       # input per block of leading channels: the block and its row pass stay in L2
+
+
+def axis_passes(out: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int, axis: int,
+                ndim: int) -> tuple[list, list]:
+    """What pool_axis does along ``axis``, as indices computed once: (target ranges to fill, passes), each
+    pass (target index, source index of a tap, source index of the next tap or None for a copy, or "into"
+    to combine the tap into the target). The tap with the widest range goes first; the next one is combined
+    with it in the same pass when their ranges agree (a copy saved; the same operations in the same order)."""
+    def along(start, stop, step=1):
+        index = [slice(None)] * ndim
+        index[axis] = slice(start, stop, step)
+        return tuple(index)
+
+    def tap(t, lo, hi):
+        start = lo * stride + t * dilation - pad_begin
+        return along(start, start + (hi - lo - 1) * stride + 1, stride)
+
+    ranges = [tap_range(out, size, t * dilation - pad_begin, stride) for t in range(kernel)]
+    first = max(range(kernel), key=lambda t: ranges[t][1] - ranges[t][0])
+    lo, hi = ranges[first]
+    fills = [along(a, b) for a, b in ((0, lo), (hi, out)) if b > a]
+    if hi <= lo:
+        return [along(0, out)], []
+    rest = [t for t in range(kernel) if t != first and ranges[t][1] > ranges[t][0]]
+    if rest and ranges[rest[0]] == (lo, hi):
+        passes = [(along(lo, hi), tap(first, lo, hi), tap(rest.pop(0), lo, hi))]
+    else:
+        passes = [(along(lo, hi), tap(first, lo, hi), None)]
+    passes += [(along(*ranges[t]), tap(t, *ranges[t]), "into") for t in rest]
+    return fills, passes
+
+
+def run_passes(fills, passes, source, target, fill: float, combine) -> None:
+    for index in fills:
+        target[index] = fill
+    for index, a, b in passes:
+        if b is None:
+            np.copyto(target[index], source[a])
+        elif b == "into":
+            region = target[index]
+            combine(region, source[a], out=region)
+        else:
+            combine(source[a], source[b], out=target[index])
+
+
 def pool_axis(source, target, axis: int, kernel: int, stride: int, dilation: int, pad_begin: int,
               fill: float, combine) -> None:
     """target[..., o, ...] = combine over taps t of source[..., o·stride + t·dilation − pad_begin, ...],
     taps outside the source counting as ``fill``: padding without a padded copy."""
-    out, size = target.shape[axis], source.shape[axis]
-
-    def along(array, start, stop, step=1):
-        index = [slice(None)] * array.ndim
-        index[axis] = slice(start, stop, step)
-        return array[tuple(index)]
-
-    ranges = [tap_range(out, size, t * dilation - pad_begin, stride) for t in range(kernel)]
-    first = max(range(kernel), key=lambda t: ranges[t][1] - ranges[t][0])
-    for t in [first] + [t for t in range(kernel) if t != first]:
-        lo, hi = ranges[t]
-        if t == first:
-            along(target, 0, lo)[...] = fill
-            along(target, hi, out)[...] = fill
-        if hi <= lo:
-            continue
-        start = lo * stride + t * dilation - pad_begin
-        tap_values = along(source, start, start + (hi - lo - 1) * stride + 1, stride)
-        if t == first:
-            np.copyto(along(target, lo, hi), tap_values)
-        else:
-            region = along(target, lo, hi)
-            combine(region, tap_values, out=region)
+    fills, passes = axis_passes(target.shape[axis], source.shape[axis], kernel, stride, dilation, pad_begin, axis,
+                                source.ndim)
+    run_passes(fills, passes, source, target, fill, combine)
 
 
 def separable_pool(ctx, fill: float, combine):
     """Reduce each window with ``combine`` (np.maximum or np.add) in two passes: over the row taps into a
     (C, N, Ho, W) scratch (whole contiguous rows: fast, vectorised loops), then over the column taps of that
     smaller array into the output. A k×k window costs 2k passes instead of k², and taps are clipped to the
-    input instead of reading a padded copy."""
+    input instead of reading a padded copy. Both passes run block by block of channels, so that the block's
+    input is read from memory once and its row pass is still in cache for the column pass."""
     a = ctx.attrs
     c, n, h, w = ctx.physical(ctx.in_shapes[0])
-    ho = ctx.out_shape[2]
+    ho, wo = ctx.out_shape[2:]
     (kh, kw), (sh, sw) = a["kernel_size"], a["stride"]
     dh, dw = a.get("dilation", (1, 1))
     top, left = a["pads"][0], a["pads"][1]
-    rows = ctx.scratch.request((c, n, ho, w))
+    rows_pass = axis_passes(ho, h, kh, sh, dh, top, 2, 4)
+    cols_pass = axis_passes(wo, w, kw, sw, dw, left, 3, 4)
+    block = max(1, min(c, BLOCK_BYTES // (n * h * w * 4)))
+    rows = ctx.scratch.request((block, n, ho, w))
 
     def step(inputs, out):
         partial = rows()
-        pool_axis(inputs[0], partial, 2, kh, sh, dh, top, fill, combine)
-        pool_axis(partial, out, 3, kw, sw, dw, left, fill, combine)
+        for c0 in range(0, c, block):
+            c1 = min(c, c0 + block)
+            run_passes(*rows_pass, inputs[0][c0:c1], partial[:c1 - c0], fill, combine)
+            run_passes(*cols_pass, partial[:c1 - c0], out[c0:c1], fill, combine)
         return out
     return step
 
