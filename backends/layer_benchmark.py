@@ -13,8 +13,9 @@ The two sides run in alternating blocks (benchmark.py's protocol: pause, one unt
 figure is the median over all timed runs. onnxruntime fuses more than we do (a residual Add and its ReLU go
 into the convolution before them), so a row is one onnxruntime node with the steps of ours it covers: the
 step of the same name, plus steps that have no onnxruntime node of their own, attributed to the latest row
-that produced one of their inputs. At batch > 1 both sides run the whole batch in one plan/session (cg.run
-would cut the batch into one piece per core, so its total is lower than the sum here).
+that produced one of their inputs. Our kernels split their work over ``--threads`` cores as cg.run does at
+batch 1 (batch_split.inference_threads); at batch > 1 too, where cg.run would instead cut the batch into one
+piece per core, so its total differs from the sum here.
 """
 from __future__ import annotations
 
@@ -97,11 +98,25 @@ def rows(graph, plan, ort_names) -> list[tuple[str, list[str]]]:
 
 
 def measure(graph, batch: int, threads: int, pairs: int, repeats: int, folder: str) -> dict:
+
+
+    from .numpy_backend import batch_split
+
+    (input_name,) = graph.inputs
+    workers, batch_split.WORKERS = batch_split.WORKERS, min(batch_split.WORKERS, threads)
+    try:
+        return _measure(graph, batch, threads, pairs, repeats, folder, input_name)
+    finally:
+        batch_split.WORKERS = workers
+
+
+def _measure(graph, batch, threads, pairs, repeats, folder, input_name) -> dict:
     from threadpoolctl import threadpool_limits
 
     import cnngraph as cg
 
-    (input_name,) = graph.inputs
+    from .numpy_backend import batch_split
+
     x = np.random.default_rng(0).random((batch, *graph.type_of(input_name).shape[1:]), dtype=np.float32)
     session = profiled_session(cg.export_onnx(graph), threads, folder)
     plan, step_times = timed_plan(graph, batch)
@@ -111,7 +126,8 @@ def measure(graph, batch: int, threads: int, pairs: int, repeats: int, folder: s
 
     def ours():
         start = time.perf_counter()
-        plan.run([x])
+        with batch_split.inference_threads(graph.macs() * batch):     # as cg.run does for a batch it does not cut
+            plan.run([x])
         return time.perf_counter() - start
 
     def theirs():

@@ -9,13 +9,16 @@ which does 2.25–4× fewer multiplications.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import winograd
+from . import batch_split, winograd
 from .kernel import CNHW, NCHW, kernel
 
 COLUMN_BYTES = 8 << 20          # im2col chunk budget: a few MB keeps the columns in L2/L3 between copy and GEMM
+BLOCK_SPLIT_COLUMNS = 1024      # split a convolution over the cores by output pixels when each part gets this many
 
 
 def padded_source(in_shape, pads, extent, fill: float, scratch):
@@ -173,8 +176,19 @@ def im2col_gemm(ctx, weight, pad, finish):
         chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), ho
     else:
         chunk, band = 1, max(1, min(ho, COLUMN_BYTES // (k * wo * 4)))
+    # inside batch_split.inference_threads, one part per core: blocks of output pixels when there are many
+    # columns, else rows of output channels over shared columns (each part then reads its share of the weight)
+    macs = cout * k * n * ho * wo
+    workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS else 1
+    split_blocks = workers > 1 and n * ho * wo >= workers * BLOCK_SPLIT_COLUMNS
+    if split_blocks and -(-n // chunk) * -(-ho // band) < workers:
+        if n >= workers:
+            chunk = -(-n // workers)
+        else:
+            chunk, band = 1, -(-ho // -(-workers // n))
     blocks = [(n0, min(n, n0 + chunk), r0, min(ho, r0 + band)) for n0 in range(0, n, chunk) for r0 in range(0, ho, band)]
-    columns = ctx.scratch.request((k * chunk * band * wo,))
+    columns = [ctx.scratch.request((k * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
+    split_channels = workers > 1 and not split_blocks and groups == 1
 
     def gather(phases, g, n0, n1, r0, r1, cols):
         """Copy the columns of channel group g, images [n0, n1), output rows [r0, r1) into cols."""
@@ -190,16 +204,26 @@ def im2col_gemm(ctx, weight, pad, finish):
             np.copyto(np.reshape(cols[row:row + size], shape, copy=False), view)
             row += size
 
+    def product(g, cols, region, c0, c1):
+        """Output channels [c0, c1) of group g from its columns, then their epilogue."""
+        channels = slice(g * cout_g + c0, g * cout_g + c1)
+        np.matmul(matrices[g][c0:c1], cols, out=np.reshape(region[c0:c1], (c1 - c0, -1), copy=False))
+        finish(region[c0:c1], channels)
+
+    def run_blocks(phases, out, todo, buffer):
+        for n0, n1, r0, r1 in todo:
+            cols = buffer()[:k * (n1 - n0) * (r1 - r0) * wo].reshape(k, -1)
+            for g in range(groups):
+                gather(phases, g, n0, n1, r0, r1, cols)
+                region = out[g * cout_g:(g + 1) * cout_g, n0:n1, r0:r1]
+                parts = batch_split.kernel_parts(cout_g, macs) if split_channels else [(0, cout_g)]
+                batch_split.in_parallel([partial(product, g, cols, region, c0, c1) for c0, c1 in parts])
+
     def step(inputs, out):
         phases = source(inputs[0])
-        for n0, n1, r0, r1 in blocks:
-            cols = columns()[:k * (n1 - n0) * (r1 - r0) * wo].reshape(k, -1)
-            for g, matrix in enumerate(matrices):
-                gather(phases, g, n0, n1, r0, r1, cols)
-                channels = slice(g * cout_g, (g + 1) * cout_g)
-                region = out[channels, n0:n1, r0:r1]
-                np.matmul(matrix, cols, out=np.reshape(region, (cout_g, -1), copy=False))
-                finish(region, channels)
+        parts = batch_split.kernel_parts(len(blocks), macs) if split_blocks else [(0, len(blocks))]
+        batch_split.in_parallel([partial(run_blocks, phases, out, blocks[b0:b1], columns[i])
+                                 for i, (b0, b1) in enumerate(parts)])
         return out
     return step
 

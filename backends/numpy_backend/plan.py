@@ -63,7 +63,8 @@ class Executor:
         if self.batch_symbol is not None:
             ranges = batch_split.cuts(bindings[self.batch_symbol], self.macs_per_sample)
         if len(ranges) == 1:
-            outputs = self._plan(data, bindings, 0).run(data)
+            with batch_split.inference_threads(self.macs_per_sample):      # big kernels split their own work
+                outputs = self._plan(data, bindings, 0).run(data)
         else:
             pieces = [[array[start:stop] for array in data] for start, stop in ranges]
             plans = [self._plan(piece, dict(bindings, **{self.batch_symbol: stop - start}), index)
