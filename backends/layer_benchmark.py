@@ -46,7 +46,7 @@ def profiled_session(model, threads: int, folder: str):
 def ort_kernel_times(profile_path: str, timed_runs: set[int]) -> tuple[dict[str, list[float]], list[float]]:
     """Seconds per onnxruntime node over the timed runs (by their index among all runs), and per whole run.
     Node names are the exported node's (ours, or "<ours>/<op>" for a helper node), plus "_nchwc" when
-    onnxruntime moved the node to its blocked layout; the suffixes are dropped."""
+    onnxruntime moved the node to its blocked layout, or "fused " before it; these are dropped."""
     with open(profile_path) as file:
         events = json.load(file)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
@@ -55,7 +55,7 @@ def ort_kernel_times(profile_path: str, timed_runs: set[int]) -> tuple[dict[str,
     for e in sorted(events, key=lambda e: e.get("ts", 0)):
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             if any(start <= e["ts"] <= stop for start, stop in kept):
-                name = e["name"][:-len("_kernel_time")].removesuffix("_nchwc").split("/")[0]
+                name = e["name"][:-len("_kernel_time")].removesuffix("_nchwc").removeprefix("fused ").split("/")[0]
                 nodes[name].append(e["dur"] / 1e6)
     return nodes, [(stop - start) / 1e6 for start, stop in kept]
 
