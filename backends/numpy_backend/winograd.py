@@ -27,6 +27,7 @@ CHUNK_BYTES = 4 << 20       # per buffer: a batch chunk's tiles stay in cache be
 MIN_CHANNELS = 32           # see tile_size
 F4_MIN_TILES = 32
 MAX_PRODUCTS_PER_PIXEL = 7.2   # im2col's 9, less a margin for the transforms
+MIN_TILES = 20              # fewer tiles in the batch: im2col (see tile_size; measured at 16 only)
 FORCE_TILE = None           # tests: use this tile on every eligible convolution, whatever its channels and size
 
 # Bᵀ, G, Aᵀ for the interpolation points (0, ±1, ∞) and (0, ±1, ±2, ∞), keyed by the output tile size m.
@@ -51,7 +52,10 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     multiplications than F(2×2) but splits them into 36 products instead of 16, each with 4× fewer tiles
     as columns: it won where each product stays large, i.e. the batch has at least 32 tiles of 4×4 and
     either more tiles than output channels or ~2M multiply-adds per product; otherwise (7×7 at batch 1,
-    28×28 with 64–256 channels at batch 1) F(2×2) was faster.
+    28×28 with 64–256 channels at batch 1) F(2×2) was faster. With fewer than MIN_TILES tiles in the batch
+    (resnet18's 7×7 maps at batch 1: 16) each transformed filter serves few tiles and reading them (16/9 of
+    the weight's size for F(2×2)) bounds the products: single-threaded, its products alone took 2.5–3.5 ms
+    where im2col's one GEMM took 2.6 (onnxruntime's whole convolution 2.1).
     """
     if (tuple(attrs["kernel_size"]) != (3, 3) or tuple(attrs["stride"]) != (1, 1)
             or tuple(attrs["dilation"]) != (1, 1) or attrs["groups"] != 1):
@@ -63,6 +67,8 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     m = 4 if tiles4 >= F4_MIN_TILES and large else 2
     if m == 4 and products_per_pixel(4, out_hw) >= products_per_pixel(2, out_hw):
         m = 2
+    if batch * -(-out_hw[0] // m) * -(-out_hw[1] // m) < MIN_TILES:
+        return None
     return m if products_per_pixel(m, out_hw) < MAX_PRODUCTS_PER_PIXEL else None
 
 
