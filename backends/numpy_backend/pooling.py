@@ -9,11 +9,13 @@ count_include_pad, to the real input otherwise.
 from __future__ import annotations
 
 import functools
+from functools import partial
 
 import numpy as np
 
 from cnngraph.shapes import average_pool_divisor
 
+from . import batch_split
 from .kernel import CNHW, kernel
 
 
@@ -25,14 +27,18 @@ def tap_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
 
 
 BLOCK_BYTES = 1 << 20       # input per block of leading channels: the block and its row pass stay in L2
+MACS_PER_INPUT = 100        # a 3×3/2 max pool took as long per input pixel as ~100 multiply-adds of a big GEMM
 
 
 def axis_passes(out: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int, axis: int,
-                ndim: int) -> tuple[list, list]:
+                ndim: int, flat: bool = False) -> tuple[list, list]:
     """What pool_axis does along ``axis``, as indices computed once: (target ranges to fill, passes), each
     pass (target index, source index of a tap, source index of the next tap or None for a copy, or "into"
     to combine the tap into the target). The tap with the widest range goes first; the next one is combined
-    with it in the same pass when their ranges agree (a copy saved; the same operations in the same order)."""
+    with it in the same pass when their ranges agree (a copy saved; the same operations in the same order).
+    ``flat`` (the last axis of contiguous arrays, size == out·stride): the later taps are combined as one
+    strided run over the flattened arrays, ((lo, hi), (offset, stride), "flat"), instead of one short run
+    per row; the few outputs outside the tap's range [lo, hi) are kept aside and put back (run_passes)."""
     def along(start, stop, step=1):
         index = [slice(None)] * ndim
         index[axis] = slice(start, stop, step)
@@ -53,7 +59,10 @@ def axis_passes(out: int, size: int, kernel: int, stride: int, dilation: int, pa
         passes = [(along(lo, hi), tap(first, lo, hi), tap(rest.pop(0), lo, hi))]
     else:
         passes = [(along(lo, hi), tap(first, lo, hi), None)]
-    passes += [(along(*ranges[t]), tap(t, *ranges[t]), "into") for t in rest]
+    if flat and size == out * stride:
+        passes += [(ranges[t], (t * dilation - pad_begin, stride), "flat") for t in rest]
+    else:
+        passes += [(along(*ranges[t]), tap(t, *ranges[t]), "into") for t in rest]
     return fills, passes
 
 
@@ -66,6 +75,15 @@ def run_passes(fills, passes, source, target, fill: float, combine) -> None:
         elif b == "into":
             region = target[index]
             combine(region, source[a], out=region)
+        elif b == "flat":                       # output k of the flattened target reads source k·stride + offset
+            (lo, hi), (offset, stride), width = index, a, target.shape[-1]
+            kept = [(edge, target[..., edge].copy()) for edge in (slice(0, lo), slice(hi, width)) if edge.stop > edge.start]
+            flat_target, flat_source = np.reshape(target, -1, copy=False), np.reshape(source, -1, copy=False)
+            stop = flat_target.size - (width - hi)
+            region = flat_target[lo:stop]
+            combine(region, flat_source[lo * stride + offset:(stop - 1) * stride + offset + 1:stride], out=region)
+            for edge, values in kept:
+                target[..., edge] = values
         else:
             combine(source[a], source[b], out=target[index])
 
@@ -92,16 +110,24 @@ def separable_pool(ctx, fill: float, combine):
     dh, dw = a.get("dilation", (1, 1))
     top, left = a["pads"][0], a["pads"][1]
     rows_pass = axis_passes(ho, h, kh, sh, dh, top, 2, 4)
-    cols_pass = axis_passes(wo, w, kw, sw, dw, left, 3, 4)
+    cols_pass = axis_passes(wo, w, kw, sw, dw, left, 3, 4, flat=True)
     block = max(1, min(c, BLOCK_BYTES // (n * h * w * 4)))
-    rows = ctx.scratch.request((block, n, ho, w))
+    blocks = [(c0, min(c, c0 + block)) for c0 in range(0, c, block)]
+    work = c * n * h * w * MACS_PER_INPUT
+    # inside batch_split.inference_threads, the blocks are shared out over the cores, each with its own scratch
+    workers = batch_split.WORKERS if work >= 2 * batch_split.MIN_PIECE_MACS and len(blocks) > 1 else 1
+    rows = [ctx.scratch.request((block, n, ho, w)) for _ in range(workers)]
+
+    def run_blocks(source, out, todo, scratch):
+        row_pooled = scratch()
+        for c0, c1 in todo:
+            run_passes(*rows_pass, source[c0:c1], row_pooled[:c1 - c0], fill, combine)
+            run_passes(*cols_pass, row_pooled[:c1 - c0], out[c0:c1], fill, combine)
 
     def step(inputs, out):
-        partial = rows()
-        for c0 in range(0, c, block):
-            c1 = min(c, c0 + block)
-            run_passes(*rows_pass, inputs[0][c0:c1], partial[:c1 - c0], fill, combine)
-            run_passes(*cols_pass, partial[:c1 - c0], out[c0:c1], fill, combine)
+        parts = batch_split.kernel_parts(len(blocks), work) if workers > 1 else [(0, len(blocks))]
+        batch_split.in_parallel([partial(run_blocks, inputs[0], out, blocks[b0:b1], rows[i])
+                                 for i, (b0, b1) in enumerate(parts)])
         return out
     return step
 

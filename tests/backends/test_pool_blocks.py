@@ -2,7 +2,7 @@
 
 The kernels pool BLOCK_BYTES of input at a time and merge the first two taps of an axis into one pass; with
 BLOCK_BYTES made tiny every block is one channel (or a few), across kernel, stride, dilation, asymmetric
-pads, ceil_mode, count_include_pad and batch 1–3.
+pads, ceil_mode, count_include_pad and batch 1–3; with ``split`` the blocks are shared out over two threads.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from reference import reference_run
 
 import cnngraph as cg
-from cnngraph.backends.numpy_backend import pooling
+from cnngraph.backends.numpy_backend import batch_split, pooling
 from cnngraph.tolerance import assert_close
 
 
@@ -31,7 +31,8 @@ def pool_cases(draw):
                 ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()),
                 channels=draw(st.integers(1, 4)), batch=draw(st.integers(1, 3)),
                 extra=(draw(st.integers(0, 6)), draw(st.integers(0, 6))),
-                block_bytes=draw(st.sampled_from([1, 300, 1 << 20])), seed=draw(st.integers(0, 2 ** 16)))
+                block_bytes=draw(st.sampled_from([1, 300, 1 << 20])), split=draw(st.booleans()),
+                seed=draw(st.integers(0, 2 ** 16)))
 
 
 @examples(150)
@@ -52,5 +53,8 @@ def test_pooling_in_blocks_matches_reference(case):
     data = randn(np.random.default_rng(case["seed"]), (case["batch"], case["channels"], h, w))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pooling, "BLOCK_BYTES", case["block_bytes"])
+        if case["split"]:                    # the blocks shared out over two workers (at batch 1: not cut)
+            patch.setattr(batch_split, "WORKERS", 2)
+            patch.setattr(batch_split, "MIN_PIECE_MACS", 1)
         actual = cg.run(g, data)
     assert_close(actual, reference_run(g, data), f"{case['op']} in blocks")
