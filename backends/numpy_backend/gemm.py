@@ -84,14 +84,37 @@ def make_conv(ctx):
     if a["groups"] == cin and cin > 1:
         return depthwise(ctx, weight, pad, (ho, wo), finish)
     if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
-        matrix = weight.reshape(cout, cin)
-
-        def pointwise(inputs, out):
-            np.matmul(matrix, inputs[0].reshape(cin, n * h * w), out=out.reshape(cout, n * ho * wo))
-            finish(out, slice(None))
-            return out
-        return pointwise
+        return pointwise_gemm(ctx, weight, finish)
     return im2col_gemm(ctx, weight, pad, finish)
+
+
+def pointwise_gemm(ctx, weight, finish):
+    """A 1×1 stride-1 convolution: W (Cout, Cin) @ the stored input (Cin, N·H·W), no im2col. Inside
+    batch_split.inference_threads, one part per core: images (or rows of one image) when there are many
+    pixels, else output channels."""
+    cin, n, h, w = ctx.physical(ctx.in_shapes[0])
+    cout = ctx.out_shape[1]
+    matrix = weight.reshape(cout, cin)
+    macs = cout * cin * n * h * w
+    by_pixels = n * h * w >= batch_split.WORKERS * BLOCK_SPLIT_COLUMNS
+    units = (n if n > 1 else h) if by_pixels else cout
+
+    def part(x, out, lo, hi):
+        if by_pixels:
+            index = (slice(None), slice(lo, hi)) if n > 1 else (slice(None), slice(None), slice(lo, hi))
+            region = out[index]
+            np.matmul(matrix, np.reshape(x[index], (cin, -1), copy=False),
+                      out=np.reshape(region, (cout, -1), copy=False))
+            finish(region, slice(None))
+        else:
+            np.matmul(matrix[lo:hi], x.reshape(cin, -1), out=np.reshape(out[lo:hi], (hi - lo, -1), copy=False))
+            finish(out[lo:hi], slice(lo, hi))
+
+    def pointwise(inputs, out):
+        batch_split.in_parallel([partial(part, inputs[0], out, lo, hi)
+                                 for lo, hi in batch_split.kernel_parts(units, macs)])
+        return out
+    return pointwise
 
 
 def phase_split(in_shape, pads, stride, extent, phases, scratch):
@@ -263,13 +286,20 @@ def make_linear(ctx):
     bias = ctx.params.get("bias")
     features = ctx.in_shapes[0][-1]
     rows = int(np.prod(ctx.in_shapes[0][:-1]))
+    out_features = weight_t.shape[1]
+
+    def part(x, flat, lo, hi):
+        """Output features [lo, hi): one part per core inside batch_split.inference_threads."""
+        region = flat[:, lo:hi]
+        np.matmul(x, weight_t[:, lo:hi], out=region)
+        if bias is not None:
+            region += bias[lo:hi]
+        for apply in ctx.epilogue:                  # a fused activation (element-wise: channels unused)
+            apply(region, slice(None))
 
     def step(inputs, out):
-        flat = out.reshape(rows, -1)
-        np.matmul(inputs[0].reshape(rows, features), weight_t, out=flat)
-        if bias is not None:
-            flat += bias
-        for apply in ctx.epilogue:                  # a fused activation (element-wise: channels unused)
-            apply(flat, slice(None))
+        x, flat = inputs[0].reshape(rows, features), out.reshape(rows, -1)
+        batch_split.in_parallel([partial(part, x, flat, lo, hi)
+                                 for lo, hi in batch_split.kernel_parts(out_features, rows * features * out_features)])
         return out
     return step

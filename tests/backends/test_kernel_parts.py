@@ -96,6 +96,31 @@ def test_winograd_split_by_tile_rows_or_channels_matches_reference(case):
     assert_close(actual, reference_run(g, x), "Winograd in parts")
 
 
+@examples(60)
+@given(st.integers(1, 6), st.integers(1, 9), st.tuples(st.integers(1, 6), st.integers(1, 6)), st.integers(1, 3),
+       st.booleans(), st.sampled_from([1, 10 ** 9]), st.integers(0, 2 ** 16))
+def test_pointwise_split_by_pixels_or_channels_matches_reference(cin, cout, hw, batch, bn_relu, block_columns, seed):
+    """1×1 stride-1 convolutions (no im2col): images or rows of one image per part, or output channels."""
+    rng = np.random.default_rng(seed)
+    g = conv_graph(rng, cin, cout, hw, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 1, bn_relu)
+    x = randn(rng, (batch, cin, *hw))
+    assert_close(run_split(g, x, block_columns), reference_run(g, x), "1×1 convolution in parts")
+
+
+@examples(40)
+@given(st.integers(1, 8), st.integers(1, 9), st.sampled_from([None, 3]), st.booleans(), st.integers(0, 2 ** 16))
+def test_linear_split_by_output_features_matches_reference(in_features, out_features, steps, relu, seed):
+    rng = np.random.default_rng(seed)
+    layer = cg.Linear(in_features, out_features)
+    layer.weight, layer.bias = randn(rng, layer.weight.shape), randn(rng, layer.bias.shape)
+    g = cg.Graph("linear")
+    x = g.input("x", (1, in_features) if steps is None else (1, steps, in_features))
+    y = g.apply(layer, x)
+    g.output(g.apply(cg.ReLU(), y) if relu else y)
+    data = randn(rng, (1, in_features) if steps is None else (1, steps, in_features))
+    assert_close(run_split(cg.optimize(g), data, 1), reference_run(g, data), "Linear in parts")
+
+
 def test_kernel_parts_only_inside_inference_threads():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_split, "WORKERS", 2)
