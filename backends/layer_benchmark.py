@@ -120,13 +120,14 @@ def _measure(graph, batch, threads, pairs, repeats, folder, input_name) -> dict:
     x = np.random.default_rng(0).random((batch, *graph.type_of(input_name).shape[1:]), dtype=np.float32)
     session = profiled_session(cg.export_onnx(graph), threads, folder)
     plan, step_times = timed_plan(graph, batch)
+    splitting = batch_split.splitting_macs(graph) * batch
     whole: list[float] = []
     timed_runs: set[int] = set()
     run_count = 0
 
     def ours():
         start = time.perf_counter()
-        with batch_split.inference_threads(graph.macs() * batch):     # as cg.run does for a batch it does not cut
+        with batch_split.inference_threads(splitting):     # as cg.run does for a batch it does not cut
             plan.run([x])
         return time.perf_counter() - start
 

@@ -139,7 +139,7 @@ def inference_threads(macs: int):
     convolutions cut their own work into one part per core (kernel_parts), each part gathering, multiplying and
     finishing its block. With BLAS's threads instead, only the products ran on both cores and every copy,
     transform and epilogue on one: resnet18 at batch 1 ran 1.3× faster on 2 cores than on 1, onnxruntime 2×.
-    A graph of fewer than 2·MIN_PIECE_MACS (``macs``) runs as it is: nothing in it is worth a hand-off."""
+    A graph of fewer than 2·MIN_PIECE_MACS (``macs``, see splitting_macs) runs as it is."""
     if not INFERENCE_SPLIT or WORKERS < 2 or macs < 2 * MIN_PIECE_MACS:
         yield
         return
@@ -149,6 +149,17 @@ def inference_threads(macs: int):
             yield
         finally:
             _inference.on = False
+
+
+SPLITTING_OPS = ("Conv2d", "Linear", "MaxPool2d", "AvgPool2d")    # kernels that call kernel_parts
+
+
+def splitting_macs(graph) -> int:
+    """The graph's multiply-adds per sample when nearly all of them (90%) are in kernels that split their own
+    work, else 0: inference_threads then leaves BLAS's threads to the others (1-D/3-D convolutions, MatMul)."""
+    total = graph.macs()
+    covered = sum(n.layer.macs(n.attrs, graph.operands(n), n.type) for n in graph.layers() if n.op in SPLITTING_OPS)
+    return total if covered >= 0.9 * total else 0
 
 
 def kernel_parts(count: int, macs: int) -> list[tuple[int, int]]:
