@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import as_strided
 from . import batch_split, winograd
 from .kernel import CNHW, NCHW, kernel
 
-COLUMN_BYTES = 8 << 20          # im2col chunk budget: a few MB keeps the columns in L2/L3 between copy and GEMM
+COLUMN_BYTES = 4 << 20          # im2col block budget: the columns stay in L2/L3 between copy and GEMM (the stem at
+                                # batch 1, single-threaded: 3.1-3.7 ms with 2-4 MB, 3.3-4.2 with 8 MB, 3.9-4.8 with 0.5)
 BLOCK_SPLIT_COLUMNS = 1024      # split a convolution over the cores by output pixels when each part gets this many
 
 
@@ -170,9 +171,9 @@ def tap_groups(kernel_size, stride, dilation) -> list[tuple]:
 
 def im2col_gemm(ctx, weight, pad, finish):
     """Gather the columns of a block of the output through one strided view per tap group, one GEMM per
-    group of channels and block. A block is a batch chunk, or at small batches a band of output rows of one
-    image, sized so that its columns stay in cache between the copy and the GEMM. Strided convolutions with
-    several taps gather from the input's phases (phase_split) instead of the padded input."""
+    group of channels and block. A block is a batch chunk, or a band of output rows of one image when an
+    image's columns exceed COLUMN_BYTES, so that they stay in cache between the copy and the GEMM. Strided
+    convolutions with several taps gather from the input's phases (phase_split) instead of the padded input."""
     a = ctx.attrs
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
@@ -195,7 +196,7 @@ def im2col_gemm(ctx, weight, pad, finish):
     matrices = [np.ascontiguousarray(weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k)[:, order])
                 for g in range(groups)]
     per_image = k * ho * wo * 4
-    if per_image <= COLUMN_BYTES or n > 1:
+    if per_image <= COLUMN_BYTES:
         chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), ho
     else:
         chunk, band = 1, max(1, min(ho, COLUMN_BYTES // (k * wo * 4)))
