@@ -210,6 +210,11 @@ def im2col_gemm(ctx, weight, pad, finish):
             chunk = -(-n // workers)
         else:
             chunk, band = 1, -(-ho // -(-workers // n))
+    if split_blocks and chunk == 1:                # bands per image such that the parts get as many blocks
+        bands = -(-ho // band)
+        while n * bands % workers and bands < ho:
+            bands += 1
+        band = -(-ho // bands)
     blocks = [(n0, min(n, n0 + chunk), r0, min(ho, r0 + band)) for n0 in range(0, n, chunk) for r0 in range(0, ho, band)]
     columns = [ctx.scratch.request((k * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
     split_channels = workers > 1 and not split_blocks and groups == 1
