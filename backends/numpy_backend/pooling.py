@@ -112,10 +112,12 @@ def separable_pool(ctx, fill: float, combine):
     rows_pass = axis_passes(ho, h, kh, sh, dh, top, 2, 4)
     cols_pass = axis_passes(wo, w, kw, sw, dw, left, 3, 4, flat=True)
     block = max(1, min(c, BLOCK_BYTES // (n * h * w * 4)))
-    blocks = [(c0, min(c, c0 + block)) for c0 in range(0, c, block)]
     work = c * n * h * w * MACS_PER_INPUT
     # inside batch_split.inference_threads, the blocks are shared out over the cores, each with its own scratch
-    workers = batch_split.WORKERS if work >= 2 * batch_split.MIN_PIECE_MACS and len(blocks) > 1 else 1
+    workers = batch_split.WORKERS if work >= 2 * batch_split.MIN_PIECE_MACS and c > 1 else 1
+    count = -(-c // block)
+    block = -(-c // (-(-count // workers) * workers))       # blocks of even sizes, as many for every core
+    blocks = [(c0, min(c, c0 + block)) for c0 in range(0, c, block)]
     rows = [ctx.scratch.request((block, n, ho, w)) for _ in range(workers)]
 
     def run_blocks(source, out, todo, scratch):
