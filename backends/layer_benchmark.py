@@ -203,8 +203,9 @@ def main(argv=None) -> int:
     for batch in args.batch:
         with tempfile.TemporaryDirectory() as folder:
             result = measure(graph, batch, args.threads, args.pairs, args.repeats, folder)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"{args.model}, batch {batch}, {args.threads} thread(s); medians of {args.pairs * args.repeats} runs "
-              f"per side; ms")
+              f"per side; ms; load average {load:.1f} on {os.cpu_count()} cores")
         print(f"{'layer (ours; + steps onnxruntime fuses into it)':60} {'numpy':>8} {'ort':>8} {'ratio':>6}")
         for name, labels, ours, theirs in result["rows"]:
             label = " + ".join(labels) if labels else name
