@@ -9,13 +9,17 @@ which does 2.25–4× fewer multiplications.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import depthwise, winograd
+from . import batch_split, depthwise, winograd
 from .kernel import CNHW, NCHW, kernel
 
-COLUMN_BYTES = 8 << 20          # im2col chunk budget: a few MB keeps the columns in L2/L3 between copy and GEMM
+COLUMN_BYTES = 4 << 20          # im2col block budget: the columns stay in L2/L3 between copy and GEMM (the stem at
+                                # batch 1, single-threaded: 3.1-3.7 ms with 2-4 MB, 3.3-4.2 with 8 MB, 3.9-4.8 with 0.5)
+BLOCK_SPLIT_COLUMNS = 1024      # split a convolution over the cores by output pixels when each part gets this many
 
 
 def padded_source(in_shape, pads, extent, fill: float, scratch):
@@ -80,43 +84,174 @@ def make_conv(ctx):
     pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
 
     if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
-        matrix = weight.reshape(cout, cin)
-
-        def pointwise(inputs, out):
-            np.matmul(matrix, inputs[0].reshape(cin, n * h * w), out=out.reshape(cout, n * ho * wo))
-            finish(out, slice(None))
-            return out
-        return pointwise
+        return pointwise_gemm(ctx, weight, finish)
     return im2col_gemm(ctx, weight, pad, finish)
 
 
+def pointwise_gemm(ctx, weight, finish):
+    """A 1×1 stride-1 convolution: W (Cout, Cin) @ the stored input (Cin, N·H·W), no im2col. Inside
+    batch_split.inference_threads, one part per core: images (or rows of one image) when there are many
+    pixels, else output channels."""
+    cin, n, h, w = ctx.physical(ctx.in_shapes[0])
+    cout = ctx.out_shape[1]
+    matrix = weight.reshape(cout, cin)
+    macs = cout * cin * n * h * w
+    by_pixels = n * h * w >= batch_split.WORKERS * BLOCK_SPLIT_COLUMNS
+    units = (n if n > 1 else h) if by_pixels else cout
+
+    def part(x, out, lo, hi):
+        if by_pixels:
+            index = (slice(None), slice(lo, hi)) if n > 1 else (slice(None), slice(None), slice(lo, hi))
+            region = out[index]
+            np.matmul(matrix, np.reshape(x[index], (cin, -1), copy=False),
+                      out=np.reshape(region, (cout, -1), copy=False))
+            finish(region, slice(None))
+        else:
+            np.matmul(matrix[lo:hi], x.reshape(cin, -1), out=np.reshape(out[lo:hi], (hi - lo, -1), copy=False))
+            finish(out[lo:hi], slice(lo, hi))
+
+    def pointwise(inputs, out):
+        batch_split.in_parallel([partial(part, inputs[0], out, lo, hi)
+                                 for lo, hi in batch_split.kernel_parts(units, macs)])
+        return out
+    return pointwise
+
+
+def phase_split(in_shape, pads, stride, extent, phases, scratch):
+    """A function writing the zero-padded (C, N, H, W) input of a strided convolution as its phases: buffer
+    (sh, sw, C, N, Hq, Wq), phase (p, q) holding the padded rows p, p + sh, … and columns q, q + sw, …. A
+    kernel tap then reads one phase with stride 1, so the columns are gathered as contiguous runs of pixels;
+    gathering them straight from the padded input reads one float in ``sw``, which NumPy copies slower.
+    Only the ``phases`` that hold taps are written. One strided pass over the input pays for it."""
+    c, n, h, w = in_shape
+    (sh, sw), (top, left) = stride, pads[:2]
+    hq, wq = -(-extent[0] // sh), -(-extent[1] // sw)
+    get = scratch.request((sh, sw, c, n, hq, wq))
+
+    def inside(phase, step, begin, size, count):
+        """[lo, hi) of the phase's rows that hold input rows, and the first input row."""
+        lo = min(count, max(0, -(-(begin - phase) // step)))
+        hi = max(lo, min(count, -(-(begin + size - phase) // step)))
+        return lo, hi, phase + step * lo - begin
+
+    rows = [inside(p, sh, top, h, hq) for p in range(sh)]
+    cols = [inside(q, sw, left, w, wq) for q in range(sw)]
+
+    def split(source):
+        buffer = get()
+        for p, q in phases:
+            (r0, r1, y0), (c0, c1, x0), phase = rows[p], cols[q], buffer[p, q]
+            phase[:, :, :r0] = 0.0
+            phase[:, :, r1:] = 0.0
+            phase[:, :, r0:r1, :c0] = 0.0
+            phase[:, :, r0:r1, c1:] = 0.0
+            phase[:, :, r0:r1, c0:c1] = source[:, :, y0::sh, x0::sw][:, :, :r1 - r0, :c1 - c0]
+        return buffer
+    return split
+
+
+def tap_groups(kernel_size, stride, dilation) -> list[tuple]:
+    """The kernel taps grouped by the input phase they read: ((p, q), rows, cols, (i0, j0), (di, dj)) with the
+    kernel rows and columns of the group, the first tap's offset in the phase and the step between taps
+    (taps i·d with i·d ≡ p mod s are an arithmetic progression in the phase)."""
+    def axis(k, s, d):
+        groups = []
+        for p in range(s):
+            taps = [i for i in range(k) if i * d % s == p]
+            if taps:
+                offsets = [i * d // s for i in taps]
+                steps = {b - a for a, b in zip(offsets, offsets[1:])}
+                groups.append((p, taps, offsets[0], steps.pop() if steps else 1))
+        return groups
+    return [((p, q), ri, rj, (i0, j0), (di, dj))
+            for p, ri, i0, di in axis(kernel_size[0], stride[0], dilation[0])
+            for q, rj, j0, dj in axis(kernel_size[1], stride[1], dilation[1])]
+
+
 def im2col_gemm(ctx, weight, pad, finish):
-    """Gather the columns of a batch chunk through one strided view, one GEMM per group and chunk."""
+    """Gather the columns of a block of the output through one strided view per tap group, one GEMM per
+    group of channels and block. A block is a batch chunk, or a band of output rows of one image when an
+    image's columns exceed COLUMN_BYTES, so that they stay in cache between the copy and the GEMM. Strided
+    convolutions with several taps gather from the input's phases (phase_split) instead of the padded input."""
     a = ctx.attrs
-    cin, n = ctx.physical(ctx.in_shapes[0])[:2]
+    cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
     kh, kw = a["kernel_size"]
     groups = a["groups"]
     cin_g, cout_g = cin // groups, cout // groups
     k = cin_g * kh * kw
-    chunk = max(1, min(n, COLUMN_BYTES // (k * ho * wo * 4)))
-    columns = ctx.scratch.request((cin_g, kh, kw, chunk, ho, wo))
-    matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k) for g in range(groups)]
+    if a["stride"] != (1, 1) and kh * kw > 1:
+        taps = tap_groups(a["kernel_size"], a["stride"], a["dilation"])
+        extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
+                  (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
+        source = phase_split((cin, n, h, w), a["pads"], a["stride"], extent, [t[0] for t in taps], ctx.scratch)
+        step_hw = (1, 1)
+    else:                                   # one phase: the padded input, read with the convolution's stride
+        taps = [((0, 0), list(range(kh)), list(range(kw)), (0, 0), a["dilation"])]
+        source = lambda x: pad(x)[None, None]       # noqa: E731
+        step_hw = a["stride"]
+    # the weight's columns in the order the taps are gathered: group by group
+    order = [(c * kh + i) * kw + j for _, ri, rj, _, _ in taps for c in range(cin_g) for i in ri for j in rj]
+    matrices = [np.ascontiguousarray(weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k)[:, order])
+                for g in range(groups)]
+    per_image = k * ho * wo * 4
+    if per_image <= COLUMN_BYTES:
+        chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), ho
+    else:
+        chunk, band = 1, max(1, min(ho, COLUMN_BYTES // (k * wo * 4)))
+    # inside batch_split.inference_threads, one part per core: blocks of output pixels when there are many
+    # columns, else rows of output channels over shared columns (each part then reads its share of the weight)
+    macs = cout * k * n * ho * wo
+    workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS else 1
+    split_blocks = workers > 1 and n * ho * wo >= workers * BLOCK_SPLIT_COLUMNS
+    if split_blocks and -(-n // chunk) * -(-ho // band) < workers:
+        if n >= workers:
+            chunk = -(-n // workers)
+        else:
+            chunk, band = 1, -(-ho // -(-workers // n))
+    if split_blocks and chunk == 1:                # bands per image such that the parts get as many blocks
+        bands = -(-ho // band)
+        while n * bands % workers and bands < ho:
+            bands += 1
+        band = -(-ho // bands)
+    blocks = [(n0, min(n, n0 + chunk), r0, min(ho, r0 + band)) for n0 in range(0, n, chunk) for r0 in range(0, ho, band)]
+    columns = [ctx.scratch.request((k * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
+    split_channels = workers > 1 and not split_blocks and groups == 1
+
+    def gather(phases, g, n0, n1, r0, r1, cols):
+        """Copy the columns of channel group g, images [n0, n1), output rows [r0, r1) into cols."""
+        row = 0
+        for (p, q), ri, rj, (i0, j0), (di, dj) in taps:
+            image = phases[p, q, g * cin_g:(g + 1) * cin_g, n0:n1]
+            s_c, s_n, s_h, s_w = image.strides
+            shape = (cin_g, len(ri), len(rj), n1 - n0, r1 - r0, wo)
+            view = as_strided(image[:, :, r0 * step_hw[0] + i0:, j0:], shape=shape,
+                              strides=(s_c, di * s_h, dj * s_w, s_n, step_hw[0] * s_h, step_hw[1] * s_w),
+                              writeable=False)
+            size = cin_g * len(ri) * len(rj)
+            np.copyto(np.reshape(cols[row:row + size], shape, copy=False), view)
+            row += size
+
+    def product(g, cols, region, c0, c1):
+        """Output channels [c0, c1) of group g from its columns, then their epilogue."""
+        channels = slice(g * cout_g + c0, g * cout_g + c1)
+        np.matmul(matrices[g][c0:c1], cols, out=np.reshape(region[c0:c1], (c1 - c0, -1), copy=False))
+        finish(region[c0:c1], channels)
+
+    def run_blocks(phases, out, todo, buffer):
+        for n0, n1, r0, r1 in todo:
+            cols = buffer()[:k * (n1 - n0) * (r1 - r0) * wo].reshape(k, -1)
+            for g in range(groups):
+                gather(phases, g, n0, n1, r0, r1, cols)
+                region = out[g * cout_g:(g + 1) * cout_g, n0:n1, r0:r1]
+                parts = batch_split.kernel_parts(cout_g, macs) if split_channels else [(0, cout_g)]
+                batch_split.in_parallel([partial(product, g, cols, region, c0, c1) for c0, c1 in parts])
 
     def step(inputs, out):
-        xp = pad(inputs[0])
-        cols_full = columns()
-        for n0 in range(0, n, chunk):
-            nb = min(chunk, n - n0)
-            cols = cols_full[:, :, :, :nb]
-            for g, matrix in enumerate(matrices):
-                source = window_view(xp[g * cin_g:(g + 1) * cin_g, n0:n0 + nb], a["kernel_size"], a["stride"],
-                                     a["dilation"], (ho, wo))
-                np.copyto(cols, source)
-                channels = slice(g * cout_g, (g + 1) * cout_g)
-                region = out[channels, n0:n0 + nb]
-                np.matmul(matrix, cols.reshape(k, nb * ho * wo), out=region.reshape(cout_g, nb * ho * wo))
-                finish(region, channels)
+        phases = source(inputs[0])
+        parts = batch_split.kernel_parts(len(blocks), macs) if split_blocks else [(0, len(blocks))]
+        batch_split.in_parallel([partial(run_blocks, phases, out, blocks[b0:b1], columns[i])
+                                 for i, (b0, b1) in enumerate(parts)])
         return out
     return step
 
@@ -127,14 +262,21 @@ def make_linear(ctx):
     bias = ctx.params.get("bias")
     features = ctx.in_shapes[0][-1]
     rows = int(np.prod(ctx.in_shapes[0][:-1]))
+    out_features = weight_t.shape[1]
+
+    def part(x, flat, lo, hi):
+        """Output features [lo, hi): one part per core inside batch_split.inference_threads."""
+        region = flat[:, lo:hi]
+        np.matmul(x, weight_t[:, lo:hi], out=region)
+        if bias is not None:
+            region += bias[lo:hi]
+        for apply in ctx.epilogue:                  # a fused activation (element-wise: channels unused)
+            apply(region, slice(None))
 
     def step(inputs, out):
-        flat = out.reshape(rows, -1)
-        np.matmul(inputs[0].reshape(rows, features), weight_t, out=flat)
-        if bias is not None:
-            flat += bias
-        for apply in ctx.epilogue:                  # a fused activation (element-wise: channels unused)
-            apply(flat, slice(None))
+        x, flat = inputs[0].reshape(rows, features), out.reshape(rows, -1)
+        batch_split.in_parallel([partial(part, x, flat, lo, hi)
+                                 for lo, hi in batch_split.kernel_parts(out_features, rows * features * out_features)])
         return out
     return step
 

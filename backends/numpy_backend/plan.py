@@ -55,6 +55,7 @@ class Executor:
         self.graph = graph.copy()
         self.batch_symbol = batch_split.batch_symbol(graph)
         self.macs_per_sample = graph.macs()
+        self.splitting_macs = batch_split.splitting_macs(graph)
         self._plans: dict[tuple, Plan] = {}
 
     def __call__(self, *arrays):
@@ -63,7 +64,8 @@ class Executor:
         if self.batch_symbol is not None:
             ranges = batch_split.cuts(bindings[self.batch_symbol], self.macs_per_sample)
         if len(ranges) == 1:
-            outputs = self._plan(data, bindings, 0).run(data)
+            with batch_split.inference_threads(self.splitting_macs):      # big kernels split their own work
+                outputs = self._plan(data, bindings, 0).run(data)
         else:
             pieces = [[array[start:stop] for array in data] for start, stop in ranges]
             plans = [self._plan(piece, dict(bindings, **{self.batch_symbol: stop - start}), index)

@@ -9,11 +9,13 @@ count_include_pad, to the real input otherwise.
 from __future__ import annotations
 
 import functools
+from functools import partial
 
 import numpy as np
 
 from cnngraph.shapes import average_pool_divisor
 
+from . import batch_split
 from .kernel import CNHW, kernel
 
 
@@ -24,52 +26,110 @@ def tap_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+BLOCK_BYTES = 1 << 20       # input per block of leading channels: the block and its row pass stay in L2
+MACS_PER_INPUT = 100        # a 3×3/2 max pool took as long per input pixel as ~100 multiply-adds of a big GEMM
+
+
+def axis_passes(out: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int, axis: int,
+                ndim: int, flat: bool = False) -> tuple[list, list]:
+    """What pool_axis does along ``axis``, as indices computed once: (target ranges to fill, passes), each
+    pass (target index, source index of a tap, source index of the next tap or None for a copy, or "into"
+    to combine the tap into the target). The tap with the widest range goes first; the next one is combined
+    with it in the same pass when their ranges agree (a copy saved; the same operations in the same order).
+    ``flat`` (the last axis of contiguous arrays, size == out·stride): the later taps are combined as one
+    strided run over the flattened arrays, ((lo, hi), (offset, stride), "flat"), instead of one short run
+    per row; the few outputs outside the tap's range [lo, hi) are kept aside and put back (run_passes)."""
+    def along(start, stop, step=1):
+        index = [slice(None)] * ndim
+        index[axis] = slice(start, stop, step)
+        return tuple(index)
+
+    def tap(t, lo, hi):
+        start = lo * stride + t * dilation - pad_begin
+        return along(start, start + (hi - lo - 1) * stride + 1, stride)
+
+    ranges = [tap_range(out, size, t * dilation - pad_begin, stride) for t in range(kernel)]
+    first = max(range(kernel), key=lambda t: ranges[t][1] - ranges[t][0])
+    lo, hi = ranges[first]
+    fills = [along(a, b) for a, b in ((0, lo), (hi, out)) if b > a]
+    if hi <= lo:
+        return [along(0, out)], []
+    rest = [t for t in range(kernel) if t != first and ranges[t][1] > ranges[t][0]]
+    if rest and ranges[rest[0]] == (lo, hi):
+        passes = [(along(lo, hi), tap(first, lo, hi), tap(rest.pop(0), lo, hi))]
+    else:
+        passes = [(along(lo, hi), tap(first, lo, hi), None)]
+    if flat and size == out * stride:
+        passes += [(ranges[t], (t * dilation - pad_begin, stride), "flat") for t in rest]
+    else:
+        passes += [(along(*ranges[t]), tap(t, *ranges[t]), "into") for t in rest]
+    return fills, passes
+
+
+def run_passes(fills, passes, source, target, fill: float, combine) -> None:
+    for index in fills:
+        target[index] = fill
+    for index, a, b in passes:
+        if b is None:
+            np.copyto(target[index], source[a])
+        elif b == "into":
+            region = target[index]
+            combine(region, source[a], out=region)
+        elif b == "flat":                       # output k of the flattened target reads source k·stride + offset
+            (lo, hi), (offset, stride), width = index, a, target.shape[-1]
+            kept = [(edge, target[..., edge].copy()) for edge in (slice(0, lo), slice(hi, width)) if edge.stop > edge.start]
+            flat_target, flat_source = np.reshape(target, -1, copy=False), np.reshape(source, -1, copy=False)
+            stop = flat_target.size - (width - hi)
+            region = flat_target[lo:stop]
+            combine(region, flat_source[lo * stride + offset:(stop - 1) * stride + offset + 1:stride], out=region)
+            for edge, values in kept:
+                target[..., edge] = values
+        else:
+            combine(source[a], source[b], out=target[index])
+
+
 def pool_axis(source, target, axis: int, kernel: int, stride: int, dilation: int, pad_begin: int,
               fill: float, combine) -> None:
     """target[..., o, ...] = combine over taps t of source[..., o·stride + t·dilation − pad_begin, ...],
     taps outside the source counting as ``fill``: padding without a padded copy."""
-    out, size = target.shape[axis], source.shape[axis]
-
-    def along(array, start, stop, step=1):
-        index = [slice(None)] * array.ndim
-        index[axis] = slice(start, stop, step)
-        return array[tuple(index)]
-
-    ranges = [tap_range(out, size, t * dilation - pad_begin, stride) for t in range(kernel)]
-    first = max(range(kernel), key=lambda t: ranges[t][1] - ranges[t][0])
-    for t in [first] + [t for t in range(kernel) if t != first]:
-        lo, hi = ranges[t]
-        if t == first:
-            along(target, 0, lo)[...] = fill
-            along(target, hi, out)[...] = fill
-        if hi <= lo:
-            continue
-        start = lo * stride + t * dilation - pad_begin
-        tap_values = along(source, start, start + (hi - lo - 1) * stride + 1, stride)
-        if t == first:
-            np.copyto(along(target, lo, hi), tap_values)
-        else:
-            region = along(target, lo, hi)
-            combine(region, tap_values, out=region)
+    fills, passes = axis_passes(target.shape[axis], source.shape[axis], kernel, stride, dilation, pad_begin, axis,
+                                source.ndim)
+    run_passes(fills, passes, source, target, fill, combine)
 
 
 def separable_pool(ctx, fill: float, combine):
     """Reduce each window with ``combine`` (np.maximum or np.add) in two passes: over the row taps into a
     (C, N, Ho, W) scratch (whole contiguous rows: fast, vectorised loops), then over the column taps of that
     smaller array into the output. A k×k window costs 2k passes instead of k², and taps are clipped to the
-    input instead of reading a padded copy."""
+    input instead of reading a padded copy. Both passes run block by block of channels, so that the block's
+    input is read from memory once and its row pass is still in cache for the column pass."""
     a = ctx.attrs
     c, n, h, w = ctx.physical(ctx.in_shapes[0])
-    ho = ctx.out_shape[2]
+    ho, wo = ctx.out_shape[2:]
     (kh, kw), (sh, sw) = a["kernel_size"], a["stride"]
     dh, dw = a.get("dilation", (1, 1))
     top, left = a["pads"][0], a["pads"][1]
-    rows = ctx.scratch.request((c, n, ho, w))
+    rows_pass = axis_passes(ho, h, kh, sh, dh, top, 2, 4)
+    cols_pass = axis_passes(wo, w, kw, sw, dw, left, 3, 4, flat=True)
+    block = max(1, min(c, BLOCK_BYTES // (n * h * w * 4)))
+    work = c * n * h * w * MACS_PER_INPUT
+    # inside batch_split.inference_threads, the blocks are shared out over the cores, each with its own scratch
+    workers = batch_split.WORKERS if work >= 2 * batch_split.MIN_PIECE_MACS and c > 1 else 1
+    count = -(-c // block)
+    block = -(-c // (-(-count // workers) * workers))       # blocks of even sizes, as many for every core
+    blocks = [(c0, min(c, c0 + block)) for c0 in range(0, c, block)]
+    rows = [ctx.scratch.request((block, n, ho, w)) for _ in range(workers)]
+
+    def run_blocks(source, out, todo, scratch):
+        row_pooled = scratch()
+        for c0, c1 in todo:
+            run_passes(*rows_pass, source[c0:c1], row_pooled[:c1 - c0], fill, combine)
+            run_passes(*cols_pass, row_pooled[:c1 - c0], out[c0:c1], fill, combine)
 
     def step(inputs, out):
-        partial = rows()
-        pool_axis(inputs[0], partial, 2, kh, sh, dh, top, fill, combine)
-        pool_axis(partial, out, 3, kw, sw, dw, left, fill, combine)
+        parts = batch_split.kernel_parts(len(blocks), work) if workers > 1 else [(0, len(blocks))]
+        batch_split.in_parallel([partial(run_blocks, inputs[0], out, blocks[b0:b1], rows[i])
+                                 for i, (b0, b1) in enumerate(parts)])
         return out
     return step
 

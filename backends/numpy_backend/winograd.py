@@ -16,13 +16,18 @@ scale in float32 against 7e-7 for F(2×2), still 10× inside cnngraph.tolerance.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from . import batch_split
 
 CHUNK_BYTES = 4 << 20       # per buffer: a batch chunk's tiles stay in cache between the GEMMs (8 MB: no faster)
 MIN_CHANNELS = 32           # see tile_size
 F4_MIN_TILES = 32
 MAX_PRODUCTS_PER_PIXEL = 7.2   # im2col's 9, less a margin for the transforms
+MIN_TILES = 20              # fewer tiles in the batch: im2col (see tile_size; measured at 16 only)
 FORCE_TILE = None           # tests: use this tile on every eligible convolution, whatever its channels and size
 
 # Bᵀ, G, Aᵀ for the interpolation points (0, ±1, ∞) and (0, ±1, ±2, ∞), keyed by the output tile size m.
@@ -47,7 +52,10 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     multiplications than F(2×2) but splits them into 36 products instead of 16, each with 4× fewer tiles
     as columns: it won where each product stays large, i.e. the batch has at least 32 tiles of 4×4 and
     either more tiles than output channels or ~2M multiply-adds per product; otherwise (7×7 at batch 1,
-    28×28 with 64–256 channels at batch 1) F(2×2) was faster.
+    28×28 with 64–256 channels at batch 1) F(2×2) was faster. With fewer than MIN_TILES tiles in the batch
+    (resnet18's 7×7 maps at batch 1: 16) each transformed filter serves few tiles and reading them (16/9 of
+    the weight's size for F(2×2)) bounds the products: single-threaded, its products alone took 2.5–3.5 ms
+    where im2col's one GEMM took 2.6 (onnxruntime's whole convolution 2.1).
     """
     if (tuple(attrs["kernel_size"]) != (3, 3) or tuple(attrs["stride"]) != (1, 1)
             or tuple(attrs["dilation"]) != (1, 1) or attrs["groups"] != 1):
@@ -59,6 +67,8 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     m = 4 if tiles4 >= F4_MIN_TILES and large else 2
     if m == 4 and products_per_pixel(4, out_hw) >= products_per_pixel(2, out_hw):
         m = 2
+    if batch * -(-out_hw[0] // m) * -(-out_hw[1] // m) < MIN_TILES:
+        return None
     return m if products_per_pixel(m, out_hw) < MAX_PRODUCTS_PER_PIXEL else None
 
 
@@ -101,42 +111,88 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
     # two buffers used twice each: gathered tiles then products; transformed tiles then output tiles
     first = ctx.scratch.request((a * a * chunk * th * tw * widest,))
     second = ctx.scratch.request((a * a * chunk * th * tw * widest,))
+    # inside batch_split.inference_threads, one part per core: rows of tiles when there are many tiles (each part
+    # with buffers of its own), else output channels over the tiles transformed once (and their own output tiles)
+    macs = cout * cin * 9 * n * ho * wo
+    workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS and th > 1 else 1
+    buffers = [(first, second)]
+    if tiles_first:
+        part_tiles = a * a * chunk * -(-th // max(1, workers)) * tw * widest
+        buffers += [(ctx.scratch.request((part_tiles,)), ctx.scratch.request((part_tiles,))) for _ in range(workers - 1)]
+    else:
+        third = ctx.scratch.request((m * m * chunk * th * tw * cout,))
 
-    def place(source, xp):
-        """Copy a (Cin, nb, H, W) chunk channels-last into the padded buffer, zeroing only its border."""
-        xp[:, :top] = 0.0
-        xp[:, top + h:] = 0.0
-        xp[:, top:top + h, :left] = 0.0
-        xp[:, top:top + h, left + w:] = 0.0
-        np.copyto(xp[:, top:top + h, left:left + w], source.transpose(1, 2, 3, 0))
+    def place(source, xp, y0, y1):
+        """Copy rows [y0, y1) of the padded (nb, Hp, Wp, Cin) buffer from a (Cin, nb, H, W) chunk, channels-last,
+        zeroing only the border."""
+        s0, s1 = max(y0, top), min(y1, top + h)         # the rows that hold input rows
+        if s1 <= s0:
+            xp[:, y0:y1] = 0.0
+            return
+        xp[:, y0:s0] = 0.0
+        xp[:, s1:y1] = 0.0
+        xp[:, s0:s1, :left] = 0.0
+        xp[:, s0:s1, left + w:] = 0.0
+        np.copyto(xp[:, s0:s1, left:left + w], source[:, :, s0 - top:s1 - top].transpose(1, 2, 3, 0))
+
+    def transformed(xp, nb, t0, t1, gather_buffer, v_buffer):
+        """Bᵀ d B of the tiles of tile rows [t0, t1): (a², tiles, Cin)."""
+        tiles = nb * (t1 - t0) * tw
+        s_n, s_h, s_w, s_c = xp.strides
+        taps = as_strided(xp[:, t0 * m:], (a, a, nb, t1 - t0, tw, cin), (s_h, s_w, s_n, m * s_h, m * s_w, s_c),
+                          writeable=False)
+        gathered = gather_buffer()[:a * a * tiles * cin].reshape(a, a, nb, t1 - t0, tw, cin)
+        np.copyto(gathered, taps)
+        v = v_buffer()[:a * a * tiles * cin].reshape(a * a, tiles, cin)
+        np.matmul(input_transform, gathered.reshape(a * a, tiles * cin), out=v.reshape(a * a, tiles * cin))
+        return v
+
+    def scatter(y, region, t0, t1, c0, c1):
+        """Output tiles y (m, m, channels [c0, c1), nb, tile rows [t0, t1), tw) into the cnhw output, cropping
+        the overhang, then bias and epilogue."""
+        stop = min(ho, t1 * m)
+        for i in range(m):
+            for j in range(m):
+                rows, cols = len(range(t0 * m + i, stop, m)), len(range(j, wo, m))
+                np.copyto(region[c0:c1, :, t0 * m + i:stop:m, j::m], y[i, j, :, :, :rows, :cols])
+        finish(region[c0:c1, :, t0 * m:stop], slice(c0, c1))
+
+    def rows_part(source, region, nb, t0, t1, part_buffers):
+        """Everything for tile rows [t0, t1): products (a², tiles, Cout), the tall side as BLAS's rows."""
+        xp = padded()[:nb]
+        place(source, xp, t0 * m, min(hp, t1 * m + 2))
+        gather_buffer, v_buffer = part_buffers
+        v = transformed(xp, nb, t0, t1, gather_buffer, v_buffer)
+        tiles = nb * (t1 - t0) * tw
+        products = gather_buffer()[:a * a * tiles * cout].reshape(a * a, tiles, cout)
+        np.matmul(v, u, out=products)
+        y_flat = v_buffer()[:m * m * tiles * cout]                   # v is used up
+        np.matmul(output_transform, products.reshape(a * a, -1), out=y_flat.reshape(m * m, -1))
+        scatter(y_flat.reshape(m, m, nb, t1 - t0, tw, cout).transpose(0, 1, 5, 2, 3, 4), region, t0, t1, 0, cout)
+
+    def channels_part(v, region, nb, c0, c1):
+        """Output channels [c0, c1) from the transformed tiles: products (a², Cout, tiles)."""
+        tiles = nb * th * tw
+        products = first()[:a * a * cout * tiles].reshape(a * a, cout, tiles)[:, c0:c1]
+        np.matmul(u[:, c0:c1], v.transpose(0, 2, 1), out=products)
+        y = third()[:m * m * cout * tiles].reshape(m * m, cout, tiles)[:, c0:c1]
+        np.matmul(output_transform, np.reshape(products, (a * a, -1), copy=False),
+                  out=np.reshape(y, (m * m, -1), copy=False))
+        scatter(y.reshape(m, m, c1 - c0, nb, th, tw), region, 0, th, c0, c1)
 
     def step(inputs, out):
         for n0 in range(0, n, chunk):
             nb = min(chunk, n - n0)
-            tiles = nb * th * tw
-            xp = padded()[:nb]
-            place(inputs[0][:, n0:n0 + nb], xp)
-            s_n, s_h, s_w, s_c = xp.strides
-            taps = as_strided(xp, (a, a, nb, th, tw, cin), (s_h, s_w, s_n, m * s_h, m * s_w, s_c), writeable=False)
-            gathered = first()[:a * a * tiles * cin].reshape(a, a, nb, th, tw, cin)
-            np.copyto(gathered, taps)
-            v = second()[:a * a * tiles * cin].reshape(a * a, tiles, cin)
-            np.matmul(input_transform, gathered.reshape(a * a, tiles * cin), out=v.reshape(a * a, tiles * cin))
-            y_flat = second()[:m * m * tiles * cout]
-            if tiles_first:                        # products (a², tiles, Cout): the tall side as BLAS's rows
-                products = first()[:a * a * tiles * cout].reshape(a * a, tiles, cout)
-                np.matmul(v, u, out=products)
-                y = y_flat.reshape(m, m, nb, th, tw, cout).transpose(0, 1, 5, 2, 3, 4)
-            else:                                  # products (a², Cout, tiles)
-                products = first()[:a * a * cout * tiles].reshape(a * a, cout, tiles)
-                np.matmul(u, v.transpose(0, 2, 1), out=products)
-                y = y_flat.reshape(m, m, cout, nb, th, tw)
-            np.matmul(output_transform, products.reshape(a * a, -1), out=y_flat.reshape(m * m, -1))
-            region = out[:, n0:n0 + nb]
-            for i in range(m):
-                for j in range(m):
-                    rows, cols = len(range(i, ho, m)), len(range(j, wo, m))
-                    np.copyto(region[:, :, i::m, j::m], y[i, j, :, :, :rows, :cols])
-            finish(region, slice(None))
+            source, region = inputs[0][:, n0:n0 + nb], out[:, n0:n0 + nb]
+            if tiles_first:
+                parts = batch_split.kernel_parts(th, macs) if workers > 1 else [(0, th)]
+                batch_split.in_parallel([partial(rows_part, source, region, nb, t0, t1, buffers[i])
+                                         for i, (t0, t1) in enumerate(parts)])
+            else:
+                xp = padded()[:nb]
+                place(source, xp, 0, hp)
+                v = transformed(xp, nb, 0, th, first, second)
+                parts = batch_split.kernel_parts(cout, macs) if workers > 1 else [(0, cout)]
+                batch_split.in_parallel([partial(channels_part, v, region, nb, c0, c1) for c0, c1 in parts])
         return out
     return step

@@ -1,0 +1,229 @@
+"""Per-layer times of the NumPy backend next to onnxruntime's, for the same nodes of the same model.
+
+    python -m cnngraph.backends.layer_benchmark resnet18 --batch 1
+    python -m cnngraph.backends.layer_benchmark resnet18 --batch 1 --threads 1    # while others use the machine
+
+The model is optimized (cg.optimize), exported once, and both sides run the whole model:
+  - onnxruntime's times are its own profiler's kernel times (``enable_profiling``), taken inside the full
+    model after its fusions and layout changes, as its users get them. One-node models were not used: each
+    would pay a session call (tens of µs, a max pool's whole time at batch 1), its own NCHWc reorders, and
+    cold caches, and the figures would not add up to the model's time.
+  - ours are the plan's steps, each wrapped in a timer, inside the full plan run.
+The two sides run in alternating blocks (benchmark.py's protocol: pause, one untimed run, timed runs); each
+figure is the median over all timed runs. onnxruntime fuses more than we do (a residual Add and its ReLU go
+into the convolution before them), so a row is one onnxruntime node with the steps of ours it covers: the
+step of the same name, plus steps that have no onnxruntime node of their own, attributed to the latest row
+that produced one of their inputs. Our kernels split their work over ``--threads`` cores as cg.run does at
+batch 1 (batch_split.inference_threads); at batch > 1 too, where cg.run would instead cut the batch into one
+piece per core, so its total differs from the sum here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from .benchmark import BLOCK_PAUSE_S
+
+GOAL_RATIO = 1.5        # issue 13: the stem and the max pool at batch 1 within 1.5× of onnxruntime's
+
+
+def profiled_session(model, threads: int, folder: str):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(folder, "ort_profile")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def ort_kernel_times(profile_path: str, timed_runs: set[int]) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per onnxruntime node over the timed runs (by their index among all runs), and per whole run.
+    Node names are the exported node's (ours, or "<ours>/<op>" for a helper node), plus "_nchwc" when
+    onnxruntime moved the node to its blocked layout, or "fused " before it; these are dropped."""
+    with open(profile_path) as file:
+        events = json.load(file)
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    kept = [runs[i] for i in sorted(timed_runs) if i < len(runs)]
+    nodes: dict[str, list[float]] = defaultdict(list)       # in the order onnxruntime runs them
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            if any(start <= e["ts"] <= stop for start, stop in kept):
+                name = e["name"][:-len("_kernel_time")].removesuffix("_nchwc").removeprefix("fused ").split("/")[0]
+                nodes[name].append(e["dur"] / 1e6)
+    return nodes, [(stop - start) / 1e6 for start, stop in kept]
+
+
+def timed_plan(graph, batch: int):
+    """A NumPy plan for ``graph`` at ``batch`` whose steps record their seconds into ``times[label]``."""
+    from .numpy_backend.plan import Plan
+    plan = Plan(graph, {graph.type_of(graph.inputs[0]).shape[0]: batch})
+    times: dict[str, list[float]] = defaultdict(list)
+    for step in plan.steps:
+        def timed(inputs, out, run=step.run, sink=times[step.label]):
+            start = time.perf_counter()
+            result = run(inputs, out)
+            sink.append(time.perf_counter() - start)
+            return result
+        step.run = timed
+    return plan, times
+
+
+def rows(graph, plan, ort_names) -> list[tuple[str, list[str]]]:
+    """(onnxruntime node or our step name, [our step labels]) in our step order; see the module docstring.
+    ``ort_names`` lists onnxruntime's nodes in the order it runs them."""
+    ort_order = {name: index for index, name in enumerate(ort_names)}
+    known = {n.name for n in graph.layers()}
+    group_of: dict[str, int] = {}
+    result: list[tuple[str, list[str]]] = []
+    for step in plan.steps:
+        name = step.label.split(" (")[0]
+        if name in ort_names or name not in known:
+            group_of[name] = len(result)
+            result.append((name, [step.label]))
+            continue
+        producers = [group_of[i] for i in graph.node(name).inputs if i in group_of]
+        # onnxruntime fuses into the producer it runs last (the fused node reads the others' outputs)
+        group_of[name] = max(producers, key=lambda g: (ort_order.get(result[g][0], -1), g)) if producers else len(result)
+        if not producers:
+            result.append((name, []))
+        result[group_of[name]][1].append(step.label)
+    return result
+
+
+def measure(graph, batch: int, threads: int, pairs: int, repeats: int, folder: str) -> dict:
+
+
+    from .numpy_backend import batch_split
+
+    (input_name,) = graph.inputs
+    workers, batch_split.WORKERS = batch_split.WORKERS, min(batch_split.WORKERS, threads)
+    try:
+        return _measure(graph, batch, threads, pairs, repeats, folder, input_name)
+    finally:
+        batch_split.WORKERS = workers
+
+
+def _measure(graph, batch, threads, pairs, repeats, folder, input_name) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    import cnngraph as cg
+
+    from .numpy_backend import batch_split
+
+    x = np.random.default_rng(0).random((batch, *graph.type_of(input_name).shape[1:]), dtype=np.float32)
+    session = profiled_session(cg.export_onnx(graph), threads, folder)
+    plan, step_times = timed_plan(graph, batch)
+    splitting = batch_split.splitting_macs(graph) * batch
+    whole: list[float] = []
+    timed_runs: set[int] = set()
+    run_count = 0
+
+    def ours():
+        start = time.perf_counter()
+        with batch_split.inference_threads(splitting):     # as cg.run does for a batch it does not cut
+            plan.run([x])
+        return time.perf_counter() - start
+
+    def theirs():
+        nonlocal run_count
+        session.run(None, {input_name: x})
+        run_count += 1
+        return 0.0
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for index in range(pairs):
+            for side in ((ours, theirs) if index % 2 == 0 else (theirs, ours)):
+                time.sleep(BLOCK_PAUSE_S)
+                side()
+                if side is ours:
+                    for sink in step_times.values():
+                        sink.pop()                             # the untimed run
+                for _ in range(repeats):
+                    if side is theirs:
+                        timed_runs.add(run_count)
+                    elapsed = side()
+                    if side is ours:
+                        whole.append(elapsed)
+    profile = session.end_profiling()
+    try:
+        ort_nodes, ort_whole = ort_kernel_times(profile, timed_runs)
+    finally:
+        os.remove(profile)
+    table = []
+    for name, labels in rows(graph, plan, ort_nodes):
+        our_s = sum(statistics.median(step_times[label]) for label in labels)
+        their_s = statistics.median(ort_nodes[name]) if name in ort_nodes else None
+        table.append((name, labels, our_s, their_s))
+    covered = {row[0] for row in table}
+    table += [(f"{name} (onnxruntime only)", [], 0.0, statistics.median(times))
+              for name, times in ort_nodes.items() if name not in covered]
+    return {"rows": table, "numpy_run": statistics.median(whole), "ort_run": statistics.median(ort_whole)}
+
+
+def goal_lines(graph, table) -> list[str]:
+    """Issue 13's per-layer goals: the first convolution (the stem) and the first max pool."""
+    lines = []
+    for what, op in (("stem", "Conv2d"), ("max pool", "MaxPool2d")):
+        first = next((n for n in graph.layers() if n.op == op), None)
+        row = next((r for r in table if first is not None and r[0] == first.name), None)
+        if row is None or row[3] is None:
+            continue
+        ratio = row[2] / row[3]
+        a = first.attrs
+        shape = f"{'×'.join(map(str, a['kernel_size']))}/{a['stride'][0]}"
+        lines.append(f"goal: {what} {first.name} ({op} {shape}) {1e3 * row[2]:.3f} ms vs {1e3 * row[3]:.3f} ms = "
+                     f"{ratio:.2f}× ≤ {GOAL_RATIO}×: {'met' if ratio <= GOAL_RATIO else 'not met'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    import tempfile
+
+    import cnngraph as cg
+    from cnngraph import models
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default="resnet18", help=f"built-in model: {', '.join(models.MODELS)}")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--threads", type=int, default=2, help="BLAS threads and onnxruntime intra-op threads")
+    parser.add_argument("--pairs", type=int, default=4, help="A/B block pairs")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per block")
+    args = parser.parse_args(argv)
+
+    build = models.MODELS[args.model]
+    graph = cg.optimize(build(input_shape=(None, 3, args.size, args.size)) if args.model != "lenet5" else build())
+    for batch in args.batch:
+        with tempfile.TemporaryDirectory() as folder:
+            result = measure(graph, batch, args.threads, args.pairs, args.repeats, folder)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"{args.model}, batch {batch}, {args.threads} thread(s); medians of {args.pairs * args.repeats} runs "
+              f"per side; ms; load average {load:.1f} on {os.cpu_count()} cores")
+        print(f"{'layer (ours; + steps onnxruntime fuses into it)':60} {'numpy':>8} {'ort':>8} {'ratio':>6}")
+        for name, labels, ours, theirs in result["rows"]:
+            label = " + ".join(labels) if labels else name
+            if ours == 0.0 and not labels:
+                print(f"{label[:60]:60} {'-':>8} {1e3 * theirs:8.3f}")
+                continue
+            ratio = f"{ours / theirs:6.2f}" if theirs else f"{'':6}"
+            theirs_ms = f"{1e3 * theirs:8.3f}" if theirs is not None else f"{'-':>8}"
+            print(f"{label[:60]:60} {1e3 * ours:8.3f} {theirs_ms} {ratio}")
+        our_sum = sum(r[2] for r in result["rows"])
+        their_sum = sum(r[3] or 0.0 for r in result["rows"])
+        print(f"{'sum of the rows':60} {1e3 * our_sum:8.3f} {1e3 * their_sum:8.3f} {our_sum / their_sum:6.2f}")
+        print(f"{'whole run':60} {1e3 * result['numpy_run']:8.3f} {1e3 * result['ort_run']:8.3f} "
+              f"{result['numpy_run'] / result['ort_run']:6.2f}")
+        if batch == 1:
+            print("\n".join(goal_lines(graph, result["rows"])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
