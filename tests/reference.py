@@ -1044,7 +1044,7 @@ def spatial_vjp(forward, dy, size):
 
 
 def max_pool_nd_grad(x, y, dy, a):
-    """Window by window: ∂y to the first (row-major) cell holding the maximum."""
+    """Window by window: ∂y to the first (row-major) cell equal to the window's y (none if no cell is)."""
     dims = len(a["kernel_size"])
     axes = [_pool_windows(x.shape[2 + i], a["kernel_size"][i], a["stride"][i], a["pads"][i], a["pads"][dims + i],
                           a["dilation"][i], a["ceil_mode"]) for i in range(dims)]
@@ -1053,21 +1053,27 @@ def max_pool_nd_grad(x, y, dy, a):
         cells = list(itertools.product(*(axes[i][j][0] for i, j in enumerate(index))))
         for n, c in np.ndindex(*x.shape[:2]):
             if cells:
-                values = [x[(n, c, *cell)] for cell in cells]
-                dx[(n, c, *cells[int(np.argmax(values))])] += dy[(n, c, *index)]
+                first_max(dx, x, y, dy, (n, c), cells, index)
     return dx
 
 
-def adaptive_max_pool_grad(x, dy):
-    """Window by window (PyTorch's [floor(i·n/m), ceil((i+1)·n/m))): ∂y to its first (row-major) maximum."""
+def first_max(dx, x, y, dy, sample, cells, index):
+    """∂y of one window to its first cell equal to y (MaxPool2dGrad's convention), none if no cell is."""
+    hits = [cell for cell in cells if x[(*sample, *cell)] == y[(*sample, *index)]]
+    if hits:
+        dx[(*sample, *hits[0])] += dy[(*sample, *index)]
+
+
+def adaptive_max_pool_grad(x, y, dy):
+    """Window by window (PyTorch's [floor(i·n/m), ceil((i+1)·n/m))): ∂y to its first (row-major) cell equal
+    to y."""
     sizes, outs = x.shape[2:], dy.shape[2:]
     dx = np.zeros(x.shape)
     for index in itertools.product(*(range(m) for m in outs)):
         ranges = [range(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i, n, m in zip(index, sizes, outs)]
         cells = list(itertools.product(*ranges))
         for n, c in np.ndindex(*x.shape[:2]):
-            values = [x[(n, c, *cell)] for cell in cells]
-            dx[(n, c, *cells[int(np.argmax(values))])] += dy[(n, c, *index)]
+            first_max(dx, x, y, dy, (n, c), cells, index)
     return dx
 
 
@@ -1085,5 +1091,5 @@ REFERENCE_OPS.update({
     "AvgPoolNdGrad": _avg_pool_nd_grad,
     "AdaptiveAvgPoolGrad": lambda node, dy: spatial_vjp(lambda b: adaptive_pool(b, dy.shape[2:], False), dy,
                                                         node.attrs["input_size"]),
-    "AdaptiveMaxPoolGrad": lambda node, x, y, dy: adaptive_max_pool_grad(x, dy),
+    "AdaptiveMaxPoolGrad": lambda node, x, y, dy: adaptive_max_pool_grad(x, y, dy),
 })

@@ -177,7 +177,9 @@ def make_adaptive_max_pool_grad(ctx):
             np.logical_and(hit, unset, out=hit)     # windows whose maximum no earlier tap held
             np.copyto(chosen, flat, where=hit)
             np.logical_xor(unset, hit, out=unset)
+        np.copyto(chosen, 0, where=unset)           # a window none of whose cells equals y sends nothing
         np.add(chosen, row_start, out=chosen)    # flat indices into out; windows overlap: a bincount adds
-        np.copyto(out.reshape(-1), np.bincount(chosen.reshape(-1), inputs[2].reshape(-1), out.size))
+        sent = np.where(unset, np.float32(0), inputs[2].reshape(rows, -1))
+        np.copyto(out.reshape(-1), np.bincount(chosen.reshape(-1), sent.reshape(-1), out.size))
         return out
     return step

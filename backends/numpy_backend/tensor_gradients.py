@@ -104,7 +104,8 @@ def make_reduce_grad(ctx):
             np.multiply(x, scale, out=out)
             return out
         hits = np.equal(x, y)
-        share = dy / np.sum(hits, axis=axes, keepdims=True, dtype=F)     # ties split ∂y evenly
+        counts = np.maximum(np.sum(hits, axis=axes, keepdims=True, dtype=F), 1)   # no cell equal to y: 0/1
+        share = dy / counts                         # ties split ∂y evenly
         np.multiply(hits, share, out=out)
         return out
     return step
