@@ -19,7 +19,8 @@ from .kernel import kernel
 # erf(x) = tanh(x·P(x²)/Q(x²)): P/Q (degree 3/3, all coefficients positive: no cancellation in float32) is a
 # weighted minimax fit of atanh(erf(x))/x on [0, 4] (Loeb's linearised least squares, Lawson's weights;
 # weight 1 − erf²). x² is clamped at 16: past |x| = 4 the argument of tanh only grows, and erf = ±1 in float32.
-# Relative precision near 0; largest error 1.8e-7 absolute (tanh's rounding included; tests/backends/test_special_functions.py).
+# Relative precision near 0; largest error 1.8e-7 absolute, float32 rounding and tanh's included
+# (tests/backends/test_fast_kernels.py sweeps [-10, 10]).
 _ERF = np.array([[1.1283791936364882, 0.27976211224150954, 0.04255628183699469, 0.0021674307927539694],
                  [1.0, 0.15685312163616855, 0.023613118658844155, 0.00032267136037390743]], np.float32)
 # GELU's tail: q(z) = z·Φ(−z) = ½·z·erfc(z/√2) = exp(−z²/2)·P(z)/Q(z) for z = |x| ≥ 0 (degree 4/4, relative
