@@ -111,10 +111,11 @@ def _gelu(x, out, attrs):
 
 
 def _silu(x, out, attrs):
-    gate = np.negative(x)
+    # out is the temporary unless it holds x (in place, or an epilogue): then x must outlive exp(−x)
+    gate = np.negative(x) if np.may_share_memory(x, out) else np.negative(x, out=out)
     with np.errstate(over="ignore"):               # exp(−x) overflows to inf for x ≪ 0, giving the right 0
         np.exp(gate, out=gate)
-    gate += 1.0
+    gate += np.float32(1.0)
     np.divide(x, gate, out=out)
 
 
@@ -144,8 +145,9 @@ def _hardsigmoid(x, out, attrs):
 
 
 def _hardswish(x, out, attrs):
-    gate = x + np.float32(3.0)
-    np.clip(gate, 0.0, 6.0, out=gate)
+    gate = np.empty_like(x) if np.may_share_memory(x, out) else out      # out is the temporary unless it holds x
+    np.add(x, np.float32(3.0), out=gate)
+    np.clip(gate, np.float32(0.0), np.float32(6.0), out=gate)
     gate *= np.float32(1 / 6)
     np.multiply(x, gate, out=out)
 
