@@ -20,8 +20,9 @@ from .kernel import kernel
 # atanh(erf(x))/x on [0, 4] (Loeb's linearised least squares, Lawson's weights; weight 1 − erf²), evaluated as
 # c0 + u·N(u)/Q(u) (u = x², c0 = P(0) = 2/√π, N = (P − c0·Q)/u): the rounding of N/Q then touches a term of a
 # few percent of the sum, and the argument of tanh is within about one ulp. u is clamped at 16: past |x| = 4
-# the argument only grows, and erf = ±1 in float32. Relative precision near 0; largest error 1.9e-7 absolute
-# as P/Q, now 1.2e-7 (float32 rounding and tanh's included; tests/backends/test_fast_kernels.py).
+# the argument only grows, and erf = ±1 in float32. Relative precision near 0. Largest error over every float32
+# in [0, 4.5] (1.08e9 values, against math.erf): 1.08e-7 absolute, float32 rounding and tanh's included
+# (1.93e-7 when evaluated as x·P/Q); tests/backends/test_fast_kernels.py checks a sweep of [-10, 10].
 _ERF_C0 = np.float32(1.1283791936364882)
 _ERF = np.array([[0.10277231333032369, 0.01591173004548541, 0.001803335143325671, 0.0],
                  [1.0, 0.15685312163616855, 0.023613118658844155, 0.00032267136037390743]], np.float32)
