@@ -87,6 +87,7 @@ def make_conv_transpose(ctx):
     matrices = np.ascontiguousarray(
         ctx.params["weight"].reshape(groups, cin_g, cout_g * taps).transpose(0, 2, 1))
     bias = ctx.params.get("bias")
+    channel_bias = None if bias is None else bias.reshape((1, -1) + (1,) * dims)
     crop = (slice(None), slice(None)) + tuple(slice(b, b + o) for b, o in zip(begins, out_size))
     tap_slices = [(tap, (slice(None), slice(None)) + tuple(
         slice(t * d, t * d + st * (s - 1) + 1, st) for t, d, st, s in zip(tap, dilation, stride, size)))
@@ -97,9 +98,12 @@ def make_conv_transpose(ctx):
         np.matmul(matrices, inputs[0].reshape(n, groups, cin_g, positions), out=cols)
         per_tap = cols.reshape(n, cout, *kernel_size, *size)
         target = full()
-        target.fill(0.0)
+        if bias is None:
+            target.fill(0.0)
+        else:                                   # the scatter starts from the bias: no pass over out for it
+            np.copyto(target, channel_bias)
         for tap, where in tap_slices:
             target[where] += per_tap[(slice(None), slice(None)) + tap]
         np.copyto(out, target[crop])
-        return _finish(ctx, bias, out)
+        return _finish(ctx, None, out)
     return step

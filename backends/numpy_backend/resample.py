@@ -78,6 +78,53 @@ def _repeats(index: np.ndarray, length_in: int) -> int | None:
     return r if not rest and np.array_equal(index, np.arange(len(index)) // r) else None
 
 
+def repeat_copy(physical, repeats):
+    """The step of a nearest resize by whole factors: ``out`` seen as (N, C, d1, r1, d2, r2, …). The last
+    axis first: x goes to repeat index 0 of the outer axes, its own r copies interleaved; for r = 2 each
+    float32 is doubled into one 64-bit word (x·(2³² + 1) on the bits), written to every repeat index of the
+    next axis in the same pass (x broadcast along it). Then outward, for each other axis with r > 1, the
+    filled slab at repeat index 0 (contiguous: everything inside that axis) is copied to indices 1..r−1 as
+    one item of a void dtype, so that a copy moves whole slabs, not rows of W."""
+    lead, spatial = tuple(physical[:2]), tuple(physical[2:])
+    rank, last = len(spatial), repeats[-1]
+    blocks = (*lead, *(v for d, r in zip(spatial, repeats) for v in (d, r)))
+    doubled = last == 2                            # one multiply on the bits fills the last axis's copies …
+    spread = doubled and rank > 1                  # … and those of the axis before it
+    first = rank - 2 if spread else rank - 1       # axes from here on are written in full by the first pass
+    index = (slice(None),) * 2 + tuple(v for axis in range(rank) for v in (slice(None), 0 if axis < first else slice(None)))
+    source_shape = (*lead, *(v for axis, d in enumerate(spatial) for v in ((d,) if axis < first else (d, 1))))
+    if doubled:
+        source_shape = source_shape[:-1]           # the last axis's pair is one 64-bit word
+
+    slabs = []                                     # per outer axis with r > 1, from the inside out
+    for axis in reversed(range(first)):
+        if repeats[axis] == 1:
+            continue
+        inner = int(np.prod([d * r for d, r in zip(spatial[axis + 1:], repeats[axis + 1:])]))
+        if all(r == 1 for r in repeats[:axis]):    # one flat run of (slab, r): NumPy copies 1-D far faster
+            shape, at = (-1, repeats[axis], inner), ()
+        else:
+            shape = (*lead, *(v for d, r in zip(spatial[:axis], repeats[:axis]) for v in (d, r)), spatial[axis],
+                     repeats[axis], inner)
+            at = (slice(None),) * 2 + tuple(v for _ in range(axis) for v in (slice(None), 0))
+        slabs.append((shape, at, repeats[axis], np.dtype((np.void, inner * 4))))
+
+    def repeat(inputs, out):
+        x = inputs[0].reshape(source_shape)
+        target = out.reshape(blocks)[index]
+        if doubled:
+            words = target.view(np.uint64)[..., 0]
+            np.multiply(x.view(np.uint32), np.uint64(0x100000001), out=words, casting="unsafe")
+        else:
+            np.copyto(target, x)
+        for shape, at, r, void in slabs:
+            units = out.reshape(shape)[at].view(void)[..., 0]             # (…, d_axis, r_axis) slabs
+            for k in range(1, r):
+                np.copyto(units[..., k], units[..., 0])
+        return out
+    return repeat
+
+
 @kernel("Upsample", layouts=ANY)
 def make_upsample(ctx):
     """Touches the spatial axes only, which are axes 2.. in both layouts. The last axis is resized first, while
@@ -111,13 +158,7 @@ def make_upsample(ctx):
     axes.reverse()
 
     if None not in repeats:
-        blocks = (*physical[:2], *(v for d, r in zip(shape[2:], repeats) for v in (d, r)))
-        spread = (*physical[:2], *(v for d in shape[2:] for v in (d, 1)))
-
-        def repeat(inputs, out):
-            out.reshape(blocks)[...] = inputs[0].reshape(spread)
-            return out
-        return repeat
+        return repeat_copy(physical, repeats)
 
     def step(inputs, out):
         x = inputs[0]

@@ -11,25 +11,39 @@ import numpy as np
 
 from .kernel import kernel
 
+ROWS_BLOCK = 1 << 18     # elements per block of rows (1 MB): fewer, larger blocks than blockwise.py's, as
+                         # einsum and matmul cost a few µs a call
 
-def standardize_rows(rows: np.ndarray, eps: float, out: np.ndarray, scale=None, shift=None) -> None:
-    """out = (rows − mean) / √(var + eps) [· scale + shift], statistics along axis 1 of the 2-D ``rows``;
-    ``scale`` and ``shift`` (rows, 1) are per row (InstanceNorm's per-channel affine, folded into the
-    reciprocal standard deviation: one pass fewer)."""
+
+def standardize_rows(rows: np.ndarray, eps: float, out: np.ndarray, scale=None, shift=None, weight=None,
+                     bias=None) -> None:
+    """out = (rows − mean) / √(var + eps) [· scale + shift] [· weight + bias], statistics along axis 1 of the
+    2-D ``rows``; ``scale`` and ``shift`` (rows, 1) are per row (InstanceNorm's per-channel affine, folded into
+    the reciprocal standard deviation: one pass fewer), ``weight`` and ``bias`` (row length,) per column
+    (LayerNorm's). A few rows at a time (about ROWS_BLOCK elements), so that the passes after the first read of a
+    block find it in cache; the row sums are a matrix-vector product with ones (BLAS, one read)."""
     count = rows.shape[1]
-    mean = np.einsum("ij->i", rows)[:, None]
-    mean /= count
-    np.subtract(rows, mean, out=out)
-    inverse = np.einsum("ij,ij->i", out, out)[:, None]
-    inverse /= count
-    inverse += np.float32(eps)
-    np.sqrt(inverse, out=inverse)
-    np.reciprocal(inverse, out=inverse)
-    if scale is not None:
-        inverse *= scale
-    out *= inverse
-    if shift is not None:
-        out += shift
+    ones = np.ones(count, rows.dtype)
+    step = max(1, ROWS_BLOCK // max(count, 1))
+    for start in range(0, rows.shape[0], step):
+        x, o = rows[start:start + step], out[start:start + step]
+        mean = np.matmul(x, ones)
+        mean /= count
+        np.subtract(x, mean[:, None], out=o)
+        inverse = np.einsum("ij,ij->i", o, o)
+        inverse /= count
+        inverse += np.float32(eps)
+        np.sqrt(inverse, out=inverse)
+        np.reciprocal(inverse, out=inverse)
+        if scale is not None:
+            inverse *= scale[start:start + step, 0]
+        o *= inverse[:, None]
+        if shift is not None:
+            o += shift[start:start + step]
+        if weight is not None:
+            o *= weight
+        if bias is not None:
+            o += bias
 
 
 def _norm_kernel(group_rows, affine_shape):
@@ -71,7 +85,17 @@ def _channel_shape(ctx):
     return (-1,) + (1,) * (len(ctx.out_shape) - 2)
 
 
-kernel("LayerNorm")(_norm_kernel(
-    lambda ctx: int(np.prod(ctx.out_shape[:len(ctx.out_shape) - len(ctx.attrs["normalized_shape"])])),
-    lambda ctx: ctx.attrs["normalized_shape"]))
+@kernel("LayerNorm")
+def make_layer_norm(ctx):
+    """One row per leading index; the affine is per column, applied to each block of rows while in cache."""
+    width = int(np.prod(ctx.attrs["normalized_shape"]))
+    rows, eps = int(np.prod(ctx.out_shape)) // max(width, 1), ctx.attrs["eps"]
+    weight, bias = (ctx.params[k].reshape(width) if k in ctx.params else None for k in ("weight", "bias"))
+
+    def step(inputs, out):
+        standardize_rows(inputs[0].reshape(rows, width), eps, out.reshape(rows, width), weight=weight, bias=bias)
+        return out
+    return step
+
+
 kernel("GroupNorm")(_norm_kernel(lambda ctx: ctx.out_shape[0] * ctx.attrs["num_groups"], _channel_shape))
