@@ -8,6 +8,7 @@ plain matrix product on the stored data. Layout-agnostic kernels declare both la
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,13 +87,16 @@ def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, h
 class Scratch:
     """One arena shared by every step for temporaries (im2col columns, padded copies).
 
-    Steps run one after the other, so their temporaries never overlap in time: each step lays its
+    Steps of one lane run one after the other, so their temporaries never overlap in time: each step lays its
     requests out from offset 0, and the arena is as large as the largest step needs. Contents do not
-    survive from one step to the next.
+    survive from one step to the next. A plan whose steps run on several threads at once (plan.Schedule) gives
+    each thread (lane) an arena of its own; a getter returns the view into the arena of the lane it is called
+    from, so the same kernel works on any lane.
     """
     size: int = 0
-    _arena: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    _arenas: list = field(default_factory=lambda: [np.empty(0, np.float32)])
     _offset: int = 0
+    _lane: threading.local = field(default_factory=threading.local)
 
     def begin_step(self) -> None:
         self._offset = 0
@@ -103,14 +107,29 @@ class Scratch:
         start = self._offset
         self._offset += (count + 15) // 16 * 16          # 64-byte alignment between requests
         self.size = max(self.size, self._offset)
-        cache = []
+        cache = {}
+        lane = self._lane
 
         def get() -> np.ndarray:
-            if not cache:
-                cache.append(self._arena[start:start + count].reshape(shape))
-            return cache[0]
+            index = getattr(lane, "index", 0)
+            view = cache.get(index)
+            if view is None:
+                view = cache[index] = self._arenas[index][start:start + count].reshape(shape)
+            return view
         return get
 
-    def allocate(self) -> None:
-        if self._arena.size < self.size:
-            self._arena = np.empty(self.size, np.float32)
+    def allocate(self, lanes: int = 1) -> None:
+        """Arenas for ``lanes`` threads (views handed out earlier stay valid: arenas only grow)."""
+        while len(self._arenas) < lanes:
+            self._arenas.append(np.empty(0, np.float32))
+        for index, arena in enumerate(self._arenas[:lanes]):
+            if arena.size < self.size:
+                self._arenas[index] = np.empty(self.size, np.float32)
+
+    def use_lane(self, index: int) -> None:
+        """Getters called from this thread from now on return views into arena ``index``."""
+        self._lane.index = index
+
+    @property
+    def nbytes(self) -> int:
+        return sum(arena.nbytes for arena in self._arenas)

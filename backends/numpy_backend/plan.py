@@ -9,11 +9,13 @@ Compilation happens once per graph; binding to concrete input shapes once per ba
      element-wise layers that alone read a convolution's output (BatchNorm, activations) are absorbed
      into it and applied block by block while the block is in cache (the same operations, in the same order);
   3. sizes one scratch arena shared by all steps for their temporaries.
-Graph outputs are returned as fresh NCHW arrays that no later run overwrites.
+Graph outputs are returned as fresh NCHW arrays that no later run overwrites. A graph that cannot be cut by
+batch, run with BLAS on one thread (training graphs), spreads its steps over the cores instead (schedule.py).
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,12 +23,13 @@ import numpy as np
 
 from cnngraph.errors import CnnGraphError
 
-from . import batch_split
+from . import batch_split, schedule
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
 FOREVER = math.inf
 PLANS_PER_EXECUTOR = 8
+MIN_LANE_MACS = 100_000_000    # a plan spreads its steps over the cores (schedule.py) from this much work a run
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Executor:
     compiles again); call it with input arrays.
 
     A batch whose samples never meet (batch_split.batch_symbol) and that has enough work runs as one piece
-    per core, each piece on a plan of its own."""
+    per core, each piece on a plan of its own. Otherwise, under batch_split.training_threads() (BLAS on one
+    thread), a run with enough work spreads the plan's steps over the cores (schedule.py)."""
 
     def __init__(self, graph):
         missing = sorted({n.op for n in graph.layers() if n.op not in KERNELS})
@@ -63,7 +67,12 @@ class Executor:
         if self.batch_symbol is not None:
             ranges = batch_split.cuts(bindings[self.batch_symbol], self.macs_per_sample)
         if len(ranges) == 1:
-            outputs = self._plan(data, bindings, 0).run(data)
+            lanes = 1
+            if batch_split.WORKERS > 1 and batch_split.training_active():
+                batch = bindings.get(self.batch_symbol, 1) if self.batch_symbol else max(
+                    (a.shape[0] for a in data if a.ndim), default=1)
+                lanes = batch_split.WORKERS if self.macs_per_sample * batch >= MIN_LANE_MACS else 1
+            outputs = self._plan(data, bindings, 0, lanes).run(data)
         else:
             pieces = [[array[start:stop] for array in data] for start, stop in ranges]
             plans = [self._plan(piece, dict(bindings, **{self.batch_symbol: stop - start}), index)
@@ -73,20 +82,22 @@ class Executor:
             outputs = [np.concatenate(parts, axis=0) for parts in zip(*results)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _plan(self, data, bindings, piece: int) -> Plan:
+    def _plan(self, data, bindings, piece: int, lanes: int = 1) -> Plan:
         """The plan for these input shapes and this piece of the batch (pieces run at once: each needs its
-        own buffers), compiled on first use."""
-        key = (tuple(a.shape for a in data), piece)
+        own buffers) on ``lanes`` threads, compiled on first use."""
+        key = (tuple(a.shape for a in data), piece, lanes)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= PLANS_PER_EXECUTOR:
                 self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[key] = Plan(self.graph, bindings)
+            plan = self._plans[key] = Plan(self.graph, bindings, lanes)
         return plan
 
 
 class Plan:
-    def __init__(self, graph, bindings):
+    def __init__(self, graph, bindings, lanes: int = 1):
+        self.lanes = lanes
+        self.schedule: schedule.Schedule | None = None   # set after the first (timed) run when lanes > 1
         self.scratch = Scratch()
         self.slots: dict[tuple, int] = {}            # (value name, layout) -> slot
         self.shapes: list[tuple] = []                # slot -> physical shape
@@ -172,13 +183,22 @@ class Plan:
             self.inplace_candidate[slot] = reads[0]
 
     # --- storage -----------------------------------------------------------------------------------------
-    def _assign_storage(self) -> None:
+    def _assign_storage(self, before: list[int] | None = None) -> None:
+        """Storage for every slot. ``before`` (a plan whose steps run on several lanes): per step, the bit set of
+        the steps sure to have finished when it starts; a buffer is then reused only by a step that every
+        earlier user of the buffer (writer or reader of any value it held) is in that set of."""
         last_read = {slot: -1 for slot in range(len(self.shapes))}
+        readers = {slot: 0 for slot in range(len(self.shapes))}    # slot -> bit set of the steps reading it
         for index, step in enumerate(self.steps):
             for slot in step.reads:
                 last_read[slot] = index
+                readers[slot] |= 1 << index
         for slot in self.output_slots:
             last_read[slot] = FOREVER
+        touched: dict[int, int] = {}                 # pooled storage id -> bit set of the steps using it
+
+        def settled(sid, index, own=0) -> bool:      # every user of the buffer so far finishes before ``index``
+            return before is None or not touched.get(sid, 0) & ~(before[index] | own)
         storage: dict[int, int] = {}                 # slot -> storage id
         storage_end: dict[int, float] = {}           # storage id -> last step that reads it
         kind: dict[int, str] = {}                    # storage id -> "input" | "pool" | "fresh"
@@ -188,6 +208,7 @@ class Plan:
             storage[slot] = sid = len(kind)
             kind[sid], storage_end[sid] = "input", last_read[slot]
         for index, step in enumerate(self.steps):
+            step.fresh = False
             slot = step.writes
             shape = self.shapes[slot]
             size = int(np.prod(shape))
@@ -196,19 +217,22 @@ class Plan:
             if shared is not None:
                 sid = storage[shared]
             elif (source is not None and kind[storage[source]] == "pool" and storage_end[storage[source]] == index
-                  and buffers[storage[source]].size >= size and source not in step.reads[1:]):
+                  and buffers[storage[source]].size >= size and source not in step.reads[1:]
+                  and settled(storage[source], index, 1 << index)):
                 sid = storage[source]
             elif last_read[slot] == FOREVER:
                 sid = len(kind)
                 kind[sid] = "fresh"
             else:
-                sid = self._take(free, buffers, size)
+                sid = self._take(free, buffers, size, lambda candidate, i=index: settled(candidate, i))
                 if sid is None:
                     sid = len(kind)
                     buffers[sid] = np.empty(size, np.float32)
                 kind[sid] = "pool"
             storage[slot] = sid
             storage_end[sid] = max(storage_end.get(sid, -1), last_read[slot])
+            if before is not None and kind[sid] == "pool":
+                touched[sid] = touched.get(sid, 0) | (1 << index) | readers[slot]
             if shared is not None:
                 step.out = None
             elif kind[sid] == "fresh":
@@ -220,10 +244,11 @@ class Plan:
                 if kind[sid_read] == "pool" and storage_end[sid_read] <= index and sid_read not in free:
                     free.append(sid_read)
         self.output_copies = [kind[storage[slot]] != "fresh" for slot in self.output_slots]
+        self.pool_bytes = sum(buffer.nbytes for buffer in buffers.values())
 
     @staticmethod
-    def _take(free: list, buffers: dict, size: int):
-        fitting = [sid for sid in free if buffers[sid].size >= size]
+    def _take(free: list, buffers: dict, size: int, usable):
+        fitting = [sid for sid in free if buffers[sid].size >= size and usable(sid)]
         if not fitting:
             return None
         best = min(fitting, key=lambda sid: buffers[sid].size)
@@ -237,11 +262,37 @@ class Plan:
             values[slot] = array
         for slot, array in self.constants.items():
             values[slot] = array
-        for step in self.steps:
-            out = np.empty(step.out, np.float32) if step.fresh else step.out
-            values[step.writes] = step.run([values[s] for s in step.reads], out)
-        return [np.array(values[slot]) if copy else values[slot]
-                for slot, copy in zip(self.output_slots, self.output_copies)]
+        if self.schedule is not None:
+            schedule.run_lanes(self.schedule, lambda index: _execute(self.steps[index], values), self.scratch)
+        elif self.lanes > 1:                      # the first run: sequential, timed, then spread over the lanes
+            costs = []
+            for step in self.steps:
+                start = time.perf_counter()
+                _execute(step, values)
+                costs.append(time.perf_counter() - start)
+        else:
+            for step in self.steps:
+                _execute(step, values)
+        outputs = [np.array(values[slot]) if copy else values[slot]
+                   for slot, copy in zip(self.output_slots, self.output_copies)]
+        if self.lanes > 1 and self.schedule is None:
+            self._spread(costs)
+        return outputs
+
+    def _spread(self, costs: list[float]) -> None:
+        """Schedule the steps on the lanes by their measured ``costs``, reorder them by start time and assign
+        storage again so that no buffer is reused while a step of another lane may still use it."""
+        producer = {step.writes: index for index, step in enumerate(self.steps)}
+        spread = schedule.list_schedule(schedule.predecessors(self.steps, producer), costs, self.lanes)
+        self.steps = [self.steps[index] for index in spread.order]
+        self._assign_storage(spread.before)
+        self.scratch.allocate(self.lanes)
+        self.schedule = spread
+
+
+def _execute(step: Step, values: list) -> None:
+    out = np.empty(step.out, np.float32) if step.fresh else step.out
+    values[step.writes] = step.run([values[s] for s in step.reads], out)
 
 
 def epilogue_chains(graph) -> dict[str, list]:
