@@ -131,5 +131,10 @@ class Scratch:
         self._lane.index = index
 
     @property
+    def step_size(self) -> int:
+        """Elements the current step has requested so far."""
+        return self._offset
+
+    @property
     def nbytes(self) -> int:
         return sum(arena.nbytes for arena in self._arenas)

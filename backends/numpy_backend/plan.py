@@ -23,7 +23,7 @@ import numpy as np
 
 from cnngraph.errors import CnnGraphError
 
-from . import batch_split, schedule
+from . import batch_split, schedule, storage
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
@@ -40,6 +40,7 @@ class Step:
     writes: int                 # slot
     out: object = None          # preallocated output view, or a shape for a fresh array each run
     fresh: bool = False
+    scratch: int = 0            # float32 elements of the scratch arena the step uses
 
 
 class Executor:
@@ -173,7 +174,8 @@ class Plan:
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
         slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot))
+        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
+                               scratch=self.scratch.step_size))
         for e in chain:                       # the absorbed layers' values are the host's buffer
             home[e.name] = home[node.name]
             self.slots[(e.name, home[e.name])] = slot
@@ -184,76 +186,21 @@ class Plan:
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self, before: list[int] | None = None) -> None:
-        """Storage for every slot. ``before`` (a plan whose steps run on several lanes): per step, the bit set of
-        the steps sure to have finished when it starts; a buffer is then reused only by a step that every
-        earlier user of the buffer (writer or reader of any value it held) is in that set of."""
-        last_read = {slot: -1 for slot in range(len(self.shapes))}
-        readers = {slot: 0 for slot in range(len(self.shapes))}    # slot -> bit set of the steps reading it
-        for index, step in enumerate(self.steps):
-            for slot in step.reads:
-                last_read[slot] = index
-                readers[slot] |= 1 << index
-        for slot in self.output_slots:
-            last_read[slot] = FOREVER
-        touched: dict[int, int] = {}                 # pooled storage id -> bit set of the steps using it
-
-        def settled(sid, index, own=0) -> bool:      # every user of the buffer so far finishes before ``index``
-            return before is None or not touched.get(sid, 0) & ~(before[index] | own)
-        storage: dict[int, int] = {}                 # slot -> storage id
-        storage_end: dict[int, float] = {}           # storage id -> last step that reads it
-        kind: dict[int, str] = {}                    # storage id -> "input" | "pool" | "fresh"
-        buffers: dict[int, np.ndarray] = {}          # pooled storage id -> flat buffer
-        free: list[int] = []
-        for slot in [*self.input_slots, *self.constants]:        # never written: not pooled
-            storage[slot] = sid = len(kind)
-            kind[sid], storage_end[sid] = "input", last_read[slot]
-        for index, step in enumerate(self.steps):
-            step.fresh = False
+        """Storage for every slot (storage.py); ``before``: for a plan whose steps run on several lanes."""
+        store = storage.assign(self.steps, self.shapes, self.view_of, self.inplace_candidate, self.output_slots,
+                               before)
+        for step in self.steps:
             slot = step.writes
-            shape = self.shapes[slot]
-            size = int(np.prod(shape))
-            shared = self.view_of.get(slot)
-            source = self.inplace_candidate.get(slot)
-            if shared is not None:
-                sid = storage[shared]
-            elif (source is not None and kind[storage[source]] == "pool" and storage_end[storage[source]] == index
-                  and buffers[storage[source]].size >= size and source not in step.reads[1:]
-                  and settled(storage[source], index, 1 << index)):
-                sid = storage[source]
-            elif last_read[slot] == FOREVER:
-                sid = len(kind)
-                kind[sid] = "fresh"
-            else:
-                sid = self._take(free, buffers, size, lambda candidate, i=index: settled(candidate, i))
-                if sid is None:
-                    sid = len(kind)
-                    buffers[sid] = np.empty(size, np.float32)
-                kind[sid] = "pool"
-            storage[slot] = sid
-            storage_end[sid] = max(storage_end.get(sid, -1), last_read[slot])
-            if before is not None and kind[sid] == "pool":
-                touched[sid] = touched.get(sid, 0) | (1 << index) | readers[slot]
-            if shared is not None:
+            step.fresh = slot in store.fresh and slot not in self.view_of
+            if slot in self.view_of:
                 step.out = None
-            elif kind[sid] == "fresh":
-                step.out, step.fresh = shape, True
+            elif step.fresh:
+                step.out = self.shapes[slot]
             else:
-                step.out = buffers[sid][:size].reshape(shape)
-            for read in set(step.reads) | {slot}:
-                sid_read = storage[read]
-                if kind[sid_read] == "pool" and storage_end[sid_read] <= index and sid_read not in free:
-                    free.append(sid_read)
-        self.output_copies = [kind[storage[slot]] != "fresh" for slot in self.output_slots]
-        self.pool_bytes = sum(buffer.nbytes for buffer in buffers.values())
-
-    @staticmethod
-    def _take(free: list, buffers: dict, size: int, usable):
-        fitting = [sid for sid in free if buffers[sid].size >= size and usable(sid)]
-        if not fitting:
-            return None
-        best = min(fitting, key=lambda sid: buffers[sid].size)
-        free.remove(best)
-        return best
+                step.out = store.view(slot, self.shapes[slot])
+        self.output_copies = [slot not in store.fresh for slot in self.output_slots]
+        self.pool_bytes = store.arena.nbytes
+        self.pool_slots = {slot for slot in store.group_of if slot not in self.view_of}
 
     # --- running -----------------------------------------------------------------------------------------
     def run(self, arrays) -> list[np.ndarray]:
