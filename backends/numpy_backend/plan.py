@@ -41,6 +41,8 @@ class Step:
     out: object = None          # preallocated output view, or a shape for a fresh array each run
     fresh: bool = False
     scratch: int = 0            # float32 elements of the scratch arena the step uses
+    nodes: tuple = ()           # the graph nodes it computes (host and absorbed layers)
+    remake: object = None       # remake(graph) -> run, built from those nodes' current parameters
 
 
 class Executor:
@@ -61,8 +63,20 @@ class Executor:
         self.batch_symbol = batch_split.batch_symbol(graph)
         self.macs_per_sample = graph.macs()
         self._plans: dict[tuple, Plan] = {}
+        self._changed: set[str] = set()              # nodes whose parameters set_params changed since the last run
+
+    def set_params(self, name: str, **arrays) -> None:
+        """Give node ``name`` new parameter arrays (Graph.set_params) without compiling again: the next run
+        rebuilds only the steps that compute that node, keeping every plan's buffers and schedule (what a
+        training loop needs after each optimizer step)."""
+        self.graph.set_params(name, **arrays)
+        self._changed.add(name)
 
     def __call__(self, *arrays):
+        if self._changed:
+            for plan in self._plans.values():
+                plan.rebind(self.graph, self._changed)
+            self._changed = set()
         data, bindings = coerce_inputs(self.graph, arrays)
         ranges = [(0, None)]
         if self.batch_symbol is not None:
@@ -112,6 +126,7 @@ class Plan:
             home[name] = NCHW
             self.input_slots.append(self._slot((name, NCHW), shape_of[name]))
         self.constants: dict[int, np.ndarray] = {}   # slot -> a Constant's array, bound like an input
+        self.constant_nodes: dict[int, str] = {}     # slot -> the Constant node
         self.epilogues = epilogue_chains(graph)
         absorbed = {e.name for chain in self.epilogues.values() for e in chain}
         for node in graph.layers():
@@ -119,7 +134,9 @@ class Plan:
                 home[node.name] = NCHW
                 value = KERNELS[node.op].make(Context(node.attrs, node.params, [], shape_of[node.name], NCHW,
                                                       self.scratch))
-                self.constants[self._slot((node.name, NCHW), shape_of[node.name])] = value
+                slot = self._slot((node.name, NCHW), shape_of[node.name])
+                self.constants[slot] = value
+                self.constant_nodes[slot] = node.name
             elif node.name not in absorbed:
                 self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
@@ -157,9 +174,41 @@ class Plan:
         layout = first_home if first_home in kernel.layouts else kernel.layouts[0]
         reads = [self._in_layout(name, layout, shape_of, home) for name in node.inputs]
         home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
+        chain = self.epilogues.get(node.name, [])
+        run = self._make(node, chain, layout, shape_of)
+        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
+        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
+                               scratch=self.scratch.step_size, nodes=(node.name, *(e.name for e in chain)),
+                               remake=partial(self._remake, node.name, [e.name for e in chain], layout, shape_of)))
+        for e in chain:                       # the absorbed layers' values are the host's buffer
+            home[e.name] = home[node.name]
+            self.slots[(e.name, home[e.name])] = slot
+        if kernel.view:
+            self.view_of[slot] = reads[0]
+        elif kernel.inplace:
+            self.inplace_candidate[slot] = reads[0]
+
+    def _remake(self, name, chain, layout, shape_of, graph):
+        return self._make(graph.node(name), [graph.node(e) for e in chain], layout, shape_of)
+
+    def rebind(self, graph, changed: set) -> None:
+        """Rebuild the steps computing the ``changed`` nodes of ``graph`` (same shapes, new parameters); their
+        scratch requests are the same as before, so the arenas stay."""
+        for step in self.steps:
+            if step.remake is not None and changed.intersection(step.nodes):
+                step.run = step.remake(graph)
+        for slot, name in self.constant_nodes.items():
+            if name in changed:
+                node = graph.node(name)
+                self.constants[slot] = KERNELS[node.op].make(Context(node.attrs, node.params, [], self.shapes[slot],
+                                                                     NCHW, self.scratch))
+        self.scratch.allocate(self.lanes)
+
+    def _make(self, node, chain, layout, shape_of):
+        """The step function of ``node`` with the element-wise layers of ``chain`` absorbed."""
+        kernel = KERNELS[node.op]
         ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
                       layout, self.scratch)
-        chain = self.epilogues.get(node.name, [])
         self.scratch.begin_step()
         try:
             fused = node.attrs.get("activation")            # an activation a pass fused into the node
@@ -173,16 +222,7 @@ class Plan:
             raise
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
-        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
-                               scratch=self.scratch.step_size))
-        for e in chain:                       # the absorbed layers' values are the host's buffer
-            home[e.name] = home[node.name]
-            self.slots[(e.name, home[e.name])] = slot
-        if kernel.view:
-            self.view_of[slot] = reads[0]
-        elif kernel.inplace:
-            self.inplace_candidate[slot] = reads[0]
+        return run
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self, before: list[int] | None = None) -> None:
