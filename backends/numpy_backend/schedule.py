@@ -80,9 +80,12 @@ def list_schedule(preds: list[list[int]], costs: list[float], lanes: int) -> Sch
     new_preds = [[new[p] for p in preds[old]] for old in order]
     new_lane = [lane_of[old] for old in order]
     lane_steps = [[i for i in range(count) if new_lane[i] == lane] for lane in range(lanes)]
-    waits = [[p for p in new_preds[i] if new_lane[p] != new_lane[i]] for i in range(count)]
-    return Schedule(order, lane_steps, waits, {p for w in waits for p in w},
-                    happens_before(new_preds, lane_steps))
+    before = happens_before(new_preds, lane_steps)
+    previous = {b: a for steps in lane_steps for a, b in zip(steps, steps[1:])}
+    # a step of another lane is waited for unless an earlier step of this lane already made sure it finished
+    waits = [[p for p in new_preds[i] if new_lane[p] != new_lane[i]
+              and not (i in previous and before[previous[i]] >> p & 1)] for i in range(count)]
+    return Schedule(order, lane_steps, waits, {p for w in waits for p in w}, before)
 
 
 def happens_before(preds: list[list[int]], lanes: list[list[int]]) -> list[int]:
