@@ -246,7 +246,7 @@ def make_maxpool_grad(ctx):
     score_type = np.uint8 if count < 256 else np.intp
     hits = np.empty((c, n, *out_hw), bool)
     score, scored = np.empty((c, n, *out_hw), score_type), np.empty((c, n, *out_hw), score_type)
-    # score s ↔ tap K − s; no match at all (a NaN window) gives score 0, sent to the first tap
+    # score s ↔ tap K − s; score 0: no tap equals y (NaN, or y not this x's pool), no gradient
     offsets = np.array([0] + [i * dh * wp + j * dw for i, j in reversed(taps)], np.intp)
     base = (np.arange(c * n, dtype=np.intp).reshape(c, n, 1, 1) * (hp * wp)
             + (np.arange(out_hw[0], dtype=np.intp) * sh * wp).reshape(1, 1, -1, 1)
@@ -261,7 +261,8 @@ def make_maxpool_grad(ctx):
             np.multiply(hits, score_type(count - t), out=scored)
             np.maximum(score, scored, out=score)
         np.add(base, np.take(offsets, score), out=index)
-        total = np.bincount(index.reshape(-1), weights=dy.reshape(-1), minlength=c * n * hp * wp)
+        weights = dy if score.min() else dy * (score != 0)
+        total = np.bincount(index.reshape(-1), weights=weights.reshape(-1), minlength=c * n * hp * wp)
         np.copyto(out, total.reshape(c, n, hp, wp)[:, :, top:top + h, left:left + w], casting="same_kind")
         return out
     return step

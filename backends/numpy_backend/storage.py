@@ -55,6 +55,7 @@ def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None)
             readers[slot] |= 1 << index
     for slot in output_slots:
         last_read[slot] = FOREVER
+    returned = _returned(steps, view_of, last_read)
     size = [int(np.prod(shape)) for shape in shapes]
     group_of: dict[int, int] = {}
     groups: list[Group] = []
@@ -79,13 +80,29 @@ def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None)
               and source not in step.reads[1:]
               and (before is None or not groups[group_of[source]].users & ~(before[index] | 1 << index))):
             join(slot, group_of[source], index)
-        elif last_read[slot] == FOREVER:
+        elif slot in returned:
             fresh.add(slot)
         else:
             groups.append(Group(0, index, index))
             join(slot, len(groups) - 1, index)
     total = _place(groups, before)
     return Storage(np.empty(total, np.float32), group_of, groups, fresh)
+
+
+def _returned(steps, view_of, last_read) -> set:
+    """Values handed to the caller: graph outputs, and values read only by views that are (a weight gradient's
+    matrix and its reshape): written into a fresh array each run rather than a pool buffer copied at the end."""
+    readers: dict[int, list] = {}
+    for step in steps:
+        for slot in step.reads:
+            readers.setdefault(slot, []).append(step.writes)
+    returned = set()
+    for step in reversed(steps):
+        slot = step.writes
+        if last_read[slot] == FOREVER or (slot in readers and all(
+                view_of.get(reader) == slot and reader in returned for reader in readers[slot])):
+            returned.add(slot)
+    return returned
 
 
 def _place(groups: list[Group], before) -> int:
