@@ -3,18 +3,20 @@
 Compilation happens once per graph; binding to concrete input shapes once per batch size. Binding
   1. picks each node's layout (cnhw for convolutions and what follows them, nchw for Flatten/Linear) and
      inserts a transpose step where a value is needed in the other layout (a free view at batch 1);
-  2. computes each value's last use and assigns storage: views share their input's buffer, element-wise
-     kernels write in place into a buffer whose value dies at that step, everything else takes a free
-     buffer of the pool (best fit) — so peak memory is the live set, not the sum of all activations;
-     element-wise layers that alone read a convolution's output (BatchNorm, activations) are absorbed
-     into it and applied block by block while the block is in cache (the same operations, in the same order);
+  2. computes each value's lifetime and assigns storage (storage.py): views share their input's buffer,
+     element-wise kernels write in place over an input that dies at that step, everything else gets an
+     offset in one arena, free of the values alive at the same time — so the arena is the largest live set
+     (memory.py measures it against that bound), not the sum of all activations; element-wise layers that
+     alone read a convolution's output (BatchNorm, activations) are absorbed into it and applied block by
+     block while the block is in cache (the same operations, in the same order);
   3. sizes one scratch arena shared by all steps for their temporaries.
-Graph outputs are returned as fresh NCHW arrays that no later run overwrites. A graph that cannot be cut by
-batch, run with BLAS on one thread (training graphs), spreads its steps over the cores instead (schedule.py).
+Graph outputs are returned as fresh NCHW arrays that no later run overwrites. Executor.set_params gives a
+compiled graph new parameters by rebuilding only the steps they reach (a training loop). A graph that cannot
+be cut by batch, run with BLAS on one thread (training graphs), spreads its steps over the cores instead
+(schedule.py).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +29,6 @@ from . import batch_split, schedule, storage
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
-FOREVER = math.inf
 PLANS_PER_EXECUTOR = 8
 MIN_LANE_MACS = 100_000_000    # a plan spreads its steps over the cores (schedule.py) from this much work a run
 
