@@ -64,20 +64,19 @@ class Executor:
         self.batch_symbol = batch_split.batch_symbol(graph)
         self.macs_per_sample = graph.macs()
         self._plans: dict[tuple, Plan] = {}
-        self._changed: set[str] = set()              # nodes whose parameters set_params changed since the last run
+        self._edits = 0                              # set_params calls so far
+        self._edited_at: dict[str, int] = {}         # node -> the set_params call that last changed it
 
     def set_params(self, name: str, **arrays) -> None:
-        """Give node ``name`` new parameter arrays (Graph.set_params) without compiling again: the next run
-        rebuilds only the steps that compute that node, keeping every plan's buffers and schedule (what a
-        training loop needs after each optimizer step)."""
+        """Give node ``name`` new parameter arrays (Graph.set_params) without compiling again: the next run of
+        each plan rebuilds only its steps that compute that node, keeping its buffers and schedule (what a
+        training loop needs after each optimizer step; a plan for another batch size, such as an epoch's last
+        batch, catches up when it is next used)."""
         self.graph.set_params(name, **arrays)
-        self._changed.add(name)
+        self._edits += 1
+        self._edited_at[name] = self._edits
 
     def __call__(self, *arrays):
-        if self._changed:
-            for plan in self._plans.values():
-                plan.rebind(self.graph, self._changed)
-            self._changed = set()
         data, bindings = coerce_inputs(self.graph, arrays)
         ranges = [(0, None)]
         if self.batch_symbol is not None:
@@ -107,12 +106,17 @@ class Executor:
             if len(self._plans) >= PLANS_PER_EXECUTOR:
                 self._plans.pop(next(iter(self._plans)))
             plan = self._plans[key] = Plan(self.graph, bindings, lanes)
+            plan.synced = self._edits
+        if plan.synced < self._edits:
+            plan.rebind(self.graph, {name for name, at in self._edited_at.items() if at > plan.synced})
+            plan.synced = self._edits
         return plan
 
 
 class Plan:
     def __init__(self, graph, bindings, lanes: int = 1):
         self.lanes = lanes
+        self.synced = 0                                  # the Executor.set_params calls its steps reflect
         self.schedule: schedule.Schedule | None = None   # set after the first (timed) run when lanes > 1
         self.scratch = Scratch()
         self.slots: dict[tuple, int] = {}            # (value name, layout) -> slot
