@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph
-from ..readonly import readonly_array
+from ..readonly import freeze_in_place
 from .backward import build
 from .gradients import collect, feeds, learnable
 
@@ -88,7 +88,9 @@ class Trainer:
         return result.loss, by_name[tg.forward_outputs[0]]
 
     def _set(self, key: tuple, value: np.ndarray) -> None:
-        array = readonly_array(np.asarray(value, np.float32))
+        # the optimizer and the running statistics return new arrays only this trainer holds: made read-only
+        # as they are (a copy cost resnet18 45 MB of fresh pages a step)
+        array = freeze_in_place(np.ascontiguousarray(value, np.float32))
         self._graph.set_params(key[0], **{key[1]: array})
         for holder, name in self.training.holders.get(key, ()):
             self.training.graph.set_params(holder, **{name: array})
