@@ -8,10 +8,10 @@ its own block (pause, one untimed run, then timed runs), blocks alternate A B B 
 is the median over pairs of the ratio of block medians. The float32 matmul peak is measured in the same run.
 GFLOP/s is the model's direct-convolution work (2 × multiply-adds) over the time, for both sides: Winograd
 convolutions do fewer multiplications, so the NumPy figure is an effective rate and can pass the peak.
-Memory (issue 13 §3): the plan's arena of reused buffers for activations (summed over the batch pieces that
-run at once) against its lower bound, the largest over steps of the bytes of the values that must be live at
-that step (for a chain, the two largest adjacent activations); the scratch arena for temporaries (im2col
-columns, padded copies) comes on top, against the bound with the worst step's own scratch.
+Memory (issue 13 §3): the plan's arena of reused memory for activations and the kernels' temporaries (summed
+over the batch pieces that run at once) against its lower bound, the largest over steps of the bytes of the
+values that must be live at that step (for a chain, the two largest adjacent activations) plus what the step
+needs of scratch (im2col columns, padded copies).
 """
 from __future__ import annotations
 
@@ -107,13 +107,11 @@ def plan_memory_line(graph, batch: int) -> str:
     executor(*[np.zeros(concrete_shape(graph.type_of(name).shape, {"N": batch}), np.float32)
                for name in graph.inputs])
     found = [plan_memory(plan) for plan in executor._plans.values()]
-    pool, live = sum(m.pool for m in found), sum(m.live for m in found)
-    scratch, bound = sum(m.scratch for m in found), sum(m.bound for m in found)
+    arena, live, bound = (sum(getattr(m, key) for m in found) for key in ("arena", "live", "bound"))
     mib = 2 ** 20
-    return (f"{'':14} {batch:>5} memory ({len(found)} plan(s)): activation arena {pool / mib:.1f} MiB, lower bound "
-            f"{live / mib:.1f} MiB ({pool / max(live, 1):.2f}×; goal ≤ bound: {'met' if pool <= live else 'not met'}); "
-            f"+ scratch {scratch / mib:.1f} MiB = {(pool + scratch) / mib:.1f} MiB against {bound / mib:.1f} MiB "
-            f"with the worst step's scratch ({(pool + scratch) / max(bound, 1):.2f}×)")
+    return (f"{'':14} {batch:>5} memory ({len(found)} plan(s)): activation arena {arena / mib:.1f} MiB (values and "
+            f"scratch), lower bound {bound / mib:.1f} MiB (live values {live / mib:.1f} + the step's scratch): "
+            f"{arena / max(bound, 1):.2f}×, goal ≤ bound: {'met' if arena <= bound else 'not met'}")
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,6 @@ plain matrix product on the stored data. Layout-agnostic kernels declare both la
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,56 +84,55 @@ def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, h
 
 @dataclass
 class Scratch:
-    """One arena shared by every step for temporaries (im2col columns, padded copies).
+    """Room for the steps' temporaries (im2col columns, padded copies), requested when a kernel is built.
 
-    Steps of one lane run one after the other, so their temporaries never overlap in time: each step lays its
-    requests out from offset 0, and the arena is as large as the largest step needs. Contents do not
-    survive from one step to the next. A plan whose steps run on several threads at once (plan.Schedule) gives
-    each thread (lane) an arena of its own; a getter returns the view into the arena of the lane it is called
-    from, so the same kernel works on any lane.
+    Each step lays its requests out from offset 0 of a region of its own; contents do not survive from one step
+    to the next. A plan places every step's region in its arena like a value alive during that step only
+    (storage.py, ``bind``): steps that never run at the same time share the memory, and values that are not
+    live at a step can lend it theirs. ``allocate`` instead gives all steps one separate arena as large as the
+    largest step needs (steps run one after the other).
     """
-    size: int = 0
-    _arenas: list = field(default_factory=lambda: [np.empty(0, np.float32)])
+    size: int = 0                                   # elements the largest step needs
+    sizes: dict = field(default_factory=dict)       # step id -> elements its requests need
+    _arena: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    _base: dict = field(default_factory=dict)       # step id -> where its region starts in the arena
+    _generation: int = 0                            # bumped by every bind: getters drop their cached views
+    _step: int = -1
     _offset: int = 0
-    _lane: threading.local = field(default_factory=threading.local)
 
-    def begin_step(self) -> None:
+    def begin_step(self, step: int | None = None) -> int:
+        """Start laying out the requests of a new step (or again those of ``step``); returns the step's id."""
+        self._step = len(self.sizes) if step is None else step
         self._offset = 0
+        self.sizes.setdefault(self._step, 0)
+        return self._step
 
     def request(self, shape) -> Callable[[], np.ndarray]:
         """Reserve room for an array; the returned getter gives the view once the arena exists."""
         count = int(np.prod(shape))
-        start = self._offset
+        start, step = self._offset, self._step
         self._offset += (count + 15) // 16 * 16          # 64-byte alignment between requests
+        self.sizes[step] = max(self.sizes.get(step, 0), self._offset)
         self.size = max(self.size, self._offset)
-        cache = {}
-        lane = self._lane
+        cache = [-1, None]
 
         def get() -> np.ndarray:
-            index = getattr(lane, "index", 0)
-            view = cache.get(index)
-            if view is None:
-                view = cache[index] = self._arenas[index][start:start + count].reshape(shape)
-            return view
+            if cache[0] != self._generation:
+                base = self._base.get(step, 0)
+                cache[:] = [self._generation, self._arena[base + start:base + start + count].reshape(shape)]
+            return cache[1]
         return get
 
-    def allocate(self, lanes: int = 1) -> None:
-        """Arenas for ``lanes`` threads (views handed out earlier stay valid: arenas only grow)."""
-        while len(self._arenas) < lanes:
-            self._arenas.append(np.empty(0, np.float32))
-        for index, arena in enumerate(self._arenas[:lanes]):
-            if arena.size < self.size:
-                self._arenas[index] = np.empty(self.size, np.float32)
+    def bind(self, arena: np.ndarray, bases: dict) -> None:
+        """Take the steps' regions from ``arena`` at ``bases`` (step id -> offset)."""
+        self._arena, self._base = arena, dict(bases)
+        self._generation += 1
 
-    def use_lane(self, index: int) -> None:
-        """Getters called from this thread from now on return views into arena ``index``."""
-        self._lane.index = index
+    def allocate(self) -> None:
+        """One arena of its own, every step's region at its start."""
+        self.bind(np.empty(self.size, np.float32), {})
 
     @property
     def step_size(self) -> int:
         """Elements the current step has requested so far."""
         return self._offset
-
-    @property
-    def nbytes(self) -> int:
-        return sum(arena.nbytes for arena in self._arenas)

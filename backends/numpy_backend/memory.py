@@ -1,8 +1,8 @@
 """How much memory a plan's activations take, against what any storage assignment of its steps must take.
 
-A plan (plan.py) keeps its intermediate values in a pool of reused buffers and its steps' temporaries in a
-scratch arena (one per lane). The lower bound: at each step, every value computed before and read at or after
-it (or the step's own output) must be held at once, together with what the step itself needs of scratch; the
+A plan (plan.py) keeps its intermediate values and its steps' temporaries (scratch) in one arena of reused
+memory (storage.py). The lower bound: at each step, every value computed before and read at or after it (or
+the step's own output) must be held at once, together with what the step itself needs of scratch; the
 largest such sum over the steps. Views share their source's storage; an element-wise step may write over an
 input that dies there (in place), so that pair counts once; graph inputs and parameters are the caller's,
 and graph outputs are fresh arrays handed to the caller: neither counts. For a chain the bound is the two
@@ -20,19 +20,14 @@ FLOAT = 4
 
 @dataclass
 class PlanMemory:
-    pool: int                    # bytes of the plan's buffer pool
-    scratch: int                 # bytes of its scratch arenas (one per lane)
+    arena: int                   # bytes of the plan's arena (values and scratch)
     live: int                    # the largest, over steps, of the bytes of values live at the step
     bound: int                   # the largest, over steps, of live values + the step's own scratch
     worst_step: str              # the step where ``bound`` is reached
 
     @property
-    def total(self) -> int:
-        return self.pool + self.scratch
-
-    @property
     def ratio(self) -> float:
-        return self.total / self.bound if self.bound else 1.0
+        return self.arena / self.bound if self.bound else 1.0
 
 
 def plan_memory(plan) -> PlanMemory:
@@ -67,5 +62,5 @@ def plan_memory(plan) -> PlanMemory:
             live_at[index] -= min(nbytes[source], nbytes[step.writes])
     with_scratch = [live + step.scratch * FLOAT for live, step in zip(live_at, steps)]
     worst = max(range(len(steps)), key=with_scratch.__getitem__, default=None)
-    return PlanMemory(plan.pool_bytes, plan.scratch.nbytes, max(live_at, default=0),
+    return PlanMemory(plan.pool_bytes, max(live_at, default=0),
                       max(with_scratch, default=0), "" if worst is None else steps[worst].label)

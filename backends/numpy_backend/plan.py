@@ -9,7 +9,7 @@ Compilation happens once per graph; binding to concrete input shapes once per ba
      (memory.py measures it against that bound), not the sum of all activations; element-wise layers that
      alone read a convolution's output (BatchNorm, activations) are absorbed into it and applied block by
      block while the block is in cache (the same operations, in the same order);
-  3. sizes one scratch arena shared by all steps for their temporaries.
+  3. places each step's scratch (its temporaries) in the same arena, as a value alive during the step.
 Graph outputs are returned as fresh NCHW arrays that no later run overwrites. Executor.set_params gives a
 compiled graph new parameters by rebuilding only the steps they reach (a training loop). A graph that cannot
 be cut by batch, run with BLAS on one thread (training graphs), spreads its steps over the cores instead
@@ -41,7 +41,8 @@ class Step:
     writes: int                 # slot
     out: object = None          # preallocated output view, or a shape for a fresh array each run
     fresh: bool = False
-    scratch: int = 0            # float32 elements of the scratch arena the step uses
+    scratch: int = 0            # float32 elements of scratch the step uses
+    scratch_id: int = -1        # its region of the Scratch
     nodes: tuple = ()           # the graph nodes it computes (host and absorbed layers)
     remake: object = None       # remake(graph) -> run, built from those nodes' current parameters
 
@@ -146,7 +147,6 @@ class Plan:
                 self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
         self._assign_storage()
-        self.scratch.allocate()
 
     # --- building the step list --------------------------------------------------------------------------
     def _slot(self, key, logical_shape) -> int:
@@ -180,11 +180,14 @@ class Plan:
         reads = [self._in_layout(name, layout, shape_of, home) for name in node.inputs]
         home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
         chain = self.epilogues.get(node.name, [])
+        scratch_id = self.scratch.begin_step()
         run = self._make(node, chain, layout, shape_of)
         slot = self._slot((node.name, home[node.name]), shape_of[node.name])
         self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
-                               scratch=self.scratch.step_size, nodes=(node.name, *(e.name for e in chain)),
-                               remake=partial(self._remake, node.name, [e.name for e in chain], layout, shape_of)))
+                               scratch=self.scratch.sizes[scratch_id], scratch_id=scratch_id,
+                               nodes=(node.name, *(e.name for e in chain)),
+                               remake=partial(self._remake, node.name, [e.name for e in chain], layout, shape_of,
+                                              scratch_id)))
         for e in chain:                       # the absorbed layers' values are the host's buffer
             home[e.name] = home[node.name]
             self.slots[(e.name, home[e.name])] = slot
@@ -193,28 +196,32 @@ class Plan:
         elif kernel.inplace:
             self.inplace_candidate[slot] = reads[0]
 
-    def _remake(self, name, chain, layout, shape_of, graph):
+    def _remake(self, name, chain, layout, shape_of, scratch_id, graph):
+        self.scratch.begin_step(scratch_id)
         return self._make(graph.node(name), [graph.node(e) for e in chain], layout, shape_of)
 
     def rebind(self, graph, changed: set) -> None:
         """Rebuild the steps computing the ``changed`` nodes of ``graph`` (same shapes, new parameters); their
         scratch requests are the same as before, so the arenas stay."""
+        regrown = False
         for step in self.steps:
             if step.remake is not None and changed.intersection(step.nodes):
                 step.run = step.remake(graph)
+                regrown |= self.scratch.sizes[step.scratch_id] > step.scratch
+                step.scratch = max(step.scratch, self.scratch.sizes[step.scratch_id])
+        if regrown:                           # (the same shapes ask for the same scratch: never so far)
+            self._assign_storage(self.schedule.before if self.schedule else None)
         for slot, name in self.constant_nodes.items():
             if name in changed:
                 node = graph.node(name)
                 self.constants[slot] = KERNELS[node.op].make(Context(node.attrs, node.params, [], self.shapes[slot],
                                                                      NCHW, self.scratch))
-        self.scratch.allocate(self.lanes)
 
     def _make(self, node, chain, layout, shape_of):
         """The step function of ``node`` with the element-wise layers of ``chain`` absorbed."""
         kernel = KERNELS[node.op]
         ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
                       layout, self.scratch)
-        self.scratch.begin_step()
         try:
             fused = node.attrs.get("activation")            # an activation a pass fused into the node
             absorbed = [(fused["op"], fused["attrs"], {})] if fused else []
@@ -233,7 +240,9 @@ class Plan:
     def _assign_storage(self, before: list[int] | None = None) -> None:
         """Storage for every slot (storage.py); ``before``: for a plan whose steps run on several lanes."""
         store = storage.assign(self.steps, self.shapes, self.view_of, self.inplace_candidate, self.output_slots,
-                               before)
+                               before, [step.scratch for step in self.steps])
+        self.scratch.bind(store.arena, {self.steps[index].scratch_id: offset
+                                        for index, offset in store.scratch_offsets.items()})
         for step in self.steps:
             slot = step.writes
             step.fresh = slot in store.fresh and slot not in self.view_of
@@ -255,7 +264,7 @@ class Plan:
         for slot, array in self.constants.items():
             values[slot] = array
         if self.schedule is not None:
-            schedule.run_lanes(self.schedule, lambda index: _execute(self.steps[index], values), self.scratch)
+            schedule.run_lanes(self.schedule, lambda index: _execute(self.steps[index], values))
         elif self.lanes > 1:                      # the first run: sequential, timed, then spread over the lanes
             costs = []
             for step in self.steps:
@@ -278,7 +287,6 @@ class Plan:
         spread = schedule.list_schedule(schedule.predecessors(self.steps, producer), costs, self.lanes)
         self.steps = [self.steps[index] for index in spread.order]
         self._assign_storage(spread.before)
-        self.scratch.allocate(self.lanes)
         self.schedule = spread
 
 

@@ -13,7 +13,7 @@ one thread):
      buffer (its writers and all the readers of its values) happens before: a predecessor in the graph or an
      earlier step of the same lane (``happens_before``), so reuse adds no waiting and never races;
   4. each lane runs its steps in order, waiting only for the steps of other lanes it reads from
-     (threading.Event), each with a scratch arena of its own.
+     (threading.Event); a step's scratch is placed like a value of its own, so lanes never share it.
 """
 from __future__ import annotations
 
@@ -104,13 +104,12 @@ def happens_before(preds: list[list[int]], lanes: list[list[int]]) -> list[int]:
     return before
 
 
-def run_lanes(schedule: Schedule, execute, scratch) -> None:
+def run_lanes(schedule: Schedule, execute) -> None:
     """Run ``execute(step index)`` for every step, each lane in a thread of its own (the first in this one)."""
     events = {index: threading.Event() for index in schedule.signals}
     failed = threading.Event()
 
     def lane(number):
-        scratch.use_lane(number)
         try:
             for index in schedule.lanes[number]:
                 for p in schedule.waits[index]:
@@ -125,8 +124,6 @@ def run_lanes(schedule: Schedule, execute, scratch) -> None:
             for event in events.values():
                 event.set()
             raise
-        finally:
-            scratch.use_lane(0)
 
     count = len(schedule.lanes)
     if count not in _pools:                  # a thread for every lane: lanes wait for each other

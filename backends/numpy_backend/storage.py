@@ -5,7 +5,8 @@ alive at the same time never overlap.
      an element-wise step that may write in place joins its input's group when that input dies at the step
      (and has the same size), a graph output gets a fresh array each run, anything else opens a new group.
      A group's lifetime runs from its first writer to its last reader.
-  2. Groups are placed in one arena, largest first, each at the lowest offset where it fits among the groups
+  2. Each step's scratch (kernel.Scratch) is a group alive during that step only.
+  3. Groups are placed in one arena, largest first, each at the lowest offset where it fits among the groups
      already placed whose lifetimes overlap its own (TFLite's greedy-by-size arena): a few large values no
      longer pin one buffer each that smaller values can only take one at a time.
 For a plan whose steps run on several lanes (schedule.py) "overlap" is read from ``before`` (per step, the
@@ -39,14 +40,16 @@ class Storage:
     group_of: dict             # pooled slot -> group index
     groups: list
     fresh: set                 # slots written into a fresh array each run (graph outputs), and views of them
+    scratch_offsets: dict      # step index -> where its scratch region starts in the arena
 
     def view(self, slot: int, shape) -> np.ndarray:
         group = self.groups[self.group_of[slot]]
         return self.arena[group.offset:group.offset + int(np.prod(shape))].reshape(shape)
 
 
-def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None) -> Storage:
-    """Groups and arena offsets for the steps' values (see the module docstring)."""
+def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None, scratch=()) -> Storage:
+    """Groups and arena offsets for the steps' values, and for ``scratch`` (elements per step) a region per
+    step alive during the step only (see the module docstring)."""
     last_read = {slot: -1 for slot in range(len(shapes))}
     readers = {slot: 0 for slot in range(len(shapes))}
     for index, step in enumerate(steps):
@@ -85,8 +88,14 @@ def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None)
         else:
             groups.append(Group(0, index, index))
             join(slot, len(groups) - 1, index)
+    regions = {}
+    for index, size in enumerate(scratch):
+        if size:
+            regions[index] = len(groups)
+            groups.append(Group(size, index, index, 1 << index if before is not None else 0))
     total = _place(groups, before)
-    return Storage(np.empty(total, np.float32), group_of, groups, fresh)
+    return Storage(np.empty(total, np.float32), group_of, groups, fresh,
+                   {index: groups[group].offset for index, group in regions.items()})
 
 
 def _returned(steps, view_of, last_read) -> set:

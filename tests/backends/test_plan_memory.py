@@ -1,4 +1,4 @@
-"""The plan's buffer arena (backends/numpy_backend/storage.py) against its bounds, and reuse that never aliases a
+"""The plan's arena of values and scratch (backends/numpy_backend/storage.py) against its bounds, and reuse that never aliases a
 live value: the planned run equals a run where every step writes into an array of its own."""
 from __future__ import annotations
 
@@ -41,10 +41,14 @@ def lifetimes(plan) -> dict:
 
 
 def neighbourhood_bound(plan) -> int:
-    """Bytes that first-fit placement cannot exceed: over every value, its own bytes plus those of every value
-    whose lifetime overlaps its own (aligned to 64 bytes each)."""
-    spans = lifetimes(plan)
-    aligned = {v: -(-int(np.prod(plan.shapes[v])) // 16) * 64 for v in spans}
+    """Bytes that first-fit placement cannot exceed: over every value and step's scratch, its own bytes plus
+    those of every other whose lifetime overlaps its own (aligned to 64 bytes each)."""
+    spans = {("value", v): span for v, span in lifetimes(plan).items()}
+    sizes = {("value", v): int(np.prod(plan.shapes[v])) for _, v in spans}
+    for index, step in enumerate(plan.steps):
+        if step.scratch:
+            spans[("scratch", index)], sizes[("scratch", index)] = (index, index), step.scratch
+    aligned = {key: -(-size // 16) * 64 for key, size in sizes.items()}
     return max((sum(aligned[w] for w, (begin, end) in spans.items() if begin <= last and end >= first)
                 for first, last in spans.values()), default=0)
 
@@ -64,8 +68,8 @@ def test_arena_within_bounds_and_never_aliases_a_live_value(case, training, batc
     arrays = inputs_for(graph, batch=batch, seed=batch)
     planned = compiled(graph, arrays)
     memory = plan_memory(planned)
-    # values live at one step must be held at once; an arena below that would alias two of them
-    assert memory.live <= memory.pool <= neighbourhood_bound(planned)
+    # values live at one step, and the step's scratch, must be held at once: an arena below that would alias
+    assert memory.live <= memory.bound <= memory.arena <= neighbourhood_bound(planned)
     expected = planned.run(arrays)
     again = planned.run(arrays)                                 # buffers reused across runs as well
     for name, a, b, c in zip(graph.outputs, expected, again, unplanned_run(compiled(graph, arrays), arrays)):
@@ -83,4 +87,6 @@ def test_a_chain_needs_its_two_largest_adjacent_activations(channels):
     g.output(g.apply(cg.Conv2d(channels[-1], 2, 1), x))
     plan = compiled(g, [np.zeros((2, channels[0], 12, 12), np.float32)])
     sizes = [2 * c * 12 * 12 * 4 for c in channels[1:]]
-    assert plan_memory(plan).live == plan.pool_bytes == max(a + b for a, b in zip(sizes, sizes[1:]))
+    memory = plan_memory(plan)
+    assert memory.live == max(a + b for a, b in zip(sizes, sizes[1:]))
+    assert memory.arena == memory.bound
