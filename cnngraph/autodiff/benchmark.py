@@ -89,9 +89,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of blocks, one block per side each")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per block")
     args = parser.parse_args(argv)
+    before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     r = measure(args.model, args.size, args.batch, args.rounds, args.repeats)
-    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    load = f", load {before:.1f} before the run" if before is not None else ""
     print(f"{args.model} at {args.size}×{args.size}, batch {args.batch} ({r['workers']} cores{load})")
+    if before is not None and before > 0.5:
+        print("  note: other processes are running; both sides use every core, so the ratio is only meaningful "
+              "on a quiet machine")
     print(f"  forward (cg.run: {r['pieces']} batch piece(s), one thread each, BLAS on 1 thread per piece): "
           f"{r['forward_ms']:.0f} ms")
     print(f"  training step (forward + loss + backward, one plan on {r['lanes']} lane(s), one thread each, "
