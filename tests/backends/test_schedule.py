@@ -81,6 +81,13 @@ def test_list_schedule_respects_dependencies(data):
                 assert p in spread.waits[i] or (previous and spread.before[previous[-1]] >> p & 1)
             else:
                 assert p not in spread.waits[i]
+    succs = [[i for i in range(count) if p in preds[i]] for p in range(count)]
+    tail = [0.0] * count
+    for index in reversed(range(count)):
+        tail[index] = costs[index] + max((tail[s] for s in succs[index]), default=0.0)
+    critical = schedule._critical_path(preds, succs, tail)
+    assert not critical or max(tail[i] for i in critical) == max(tail)
+    assert all(new[old] in spread.lanes[0] for old in critical)     # the longest path stays on lane 0
     for steps in spread.lanes:
         assert steps == sorted(steps)
         for a, b in zip(steps, steps[1:]):
