@@ -8,6 +8,10 @@ its own block (pause, one untimed run, then timed runs), blocks alternate A B B 
 is the median over pairs of the ratio of block medians. The float32 matmul peak is measured in the same run.
 GFLOP/s is the model's direct-convolution work (2 × multiply-adds) over the time, for both sides: Winograd
 convolutions do fewer multiplications, so the NumPy figure is an effective rate and can pass the peak.
+Memory (issue 13 §3): the plan's arena of reused memory for activations and the kernels' temporaries (summed
+over the batch pieces that run at once) against its lower bound, the largest over steps of the bytes of the
+values that must be live at that step (for a chain, the two largest adjacent activations) plus what the step
+needs of scratch (im2col columns, padded copies).
 """
 from __future__ import annotations
 
@@ -94,6 +98,23 @@ def compare_with_onnxruntime(graph, batch: int, pairs: int = 5, repeats: int = 5
     }
 
 
+def plan_memory_line(graph, batch: int) -> str:
+    """The activation arena of the plans one run at ``batch`` uses, against the lower bound."""
+    from .numpy_backend.inputs import concrete_shape
+    from .numpy_backend.memory import plan_memory
+    from .numpy_backend.plan import Executor
+
+    executor = Executor(graph)
+    executor(*[np.zeros(concrete_shape(graph.type_of(name).shape, {"N": batch}), np.float32)
+               for name in graph.inputs])
+    found = [plan_memory(plan) for plan in executor._plans.values()]
+    arena, live, bound = (sum(getattr(m, key) for m in found) for key in ("arena", "live", "bound"))
+    mib = 2 ** 20
+    return (f"{'':14} {batch:>5} memory ({len(found)} plan(s)): activation arena {arena / mib:.1f} MiB (values and "
+            f"scratch), lower bound {bound / mib:.1f} MiB (live values {live / mib:.1f} + the step's scratch): "
+            f"{arena / max(bound, 1):.2f}×, goal ≤ bound: {'met' if arena <= bound else 'not met'}")
+
+
 def main(argv=None) -> int:
     from cnngraph import models
 
@@ -122,6 +143,7 @@ def main(argv=None) -> int:
             goal = GOALS.get((name, batch)) if args.size == 224 else None
             if goal is not None:
                 print(f"goal: {name} b{batch} ≤ {goal}×: {'met' if r['ratio'] <= goal else 'not met'}")
+            print(plan_memory_line(graph, batch))
     return 0
 
 

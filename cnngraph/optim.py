@@ -41,13 +41,20 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def update(self, key, param, grad):
+        # the momentum buffer is updated in place and the new parameter is the only new array: on resnet18's 11M
+        # parameters each new array is 45 MB of fresh pages (the same float32 operations as before)
         g = grad + self.weight_decay * param if self.weight_decay else grad
         if self.momentum:
             buffer = self.state.get(key)
-            buffer = g.copy() if buffer is None else self.momentum * buffer + g
-            self.state[key] = buffer
+            if buffer is None:
+                buffer = self.state[key] = np.array(g, np.float32)
+            else:
+                buffer *= self.momentum
+                buffer += g
             g = g + self.momentum * buffer if self.nesterov else buffer
-        return param - self.lr * g
+        new = np.multiply(g, -self.lr, dtype=np.result_type(param, g))
+        new += param
+        return new
 
 
 class Adam(Optimizer):
@@ -66,9 +73,11 @@ class Adam(Optimizer):
             param = param * (1.0 - self.lr * self.weight_decay)
         elif self.weight_decay:
             grad = grad + self.weight_decay * param
-        m, v = self.state.get(key, (np.zeros_like(grad), np.zeros_like(grad)))
-        m = beta1 * m + (1 - beta1) * grad
-        v = beta2 * v + (1 - beta2) * grad * grad
+        m, v = self.state.get(key) or (np.zeros_like(grad), np.zeros_like(grad))
+        m *= beta1                                   # the moments in place: the same operations, fewer new arrays
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * grad * grad
         self.state[key] = (m, v)
         t = self.steps + 1
         m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)

@@ -168,3 +168,20 @@ def kernel_parts(count: int, macs: int) -> list[tuple[int, int]]:
     parts = max(1, min(WORKERS, count, macs // MIN_PIECE_MACS)) if getattr(_inference, "on", False) else 1
     bounds = [count * i // parts for i in range(parts + 1)]
     return list(zip(bounds, bounds[1:]))
+
+
+def training_active() -> bool:
+    """Whether training_threads() is on in this thread (BLAS on one thread: a plan may spread its steps over
+    the cores, plan.Executor and schedule.py)."""
+    return getattr(_kernel_split, "on", False)
+
+
+@contextmanager
+def kernels_unsplit():
+    """No kernel splits its work in this thread for the duration: the cores already run a lane each."""
+    previous = getattr(_kernel_split, "on", False)
+    _kernel_split.on = False
+    try:
+        yield
+    finally:
+        _kernel_split.on = previous

@@ -114,7 +114,7 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     ones = np.ones(taps, np.float32)
     pixel_strides = (wide * 4, g.image * 4, g.wq * 4, 4)                      # output pixels in the wide rows
     shift = None if bias is None else np.asarray(bias, np.float32).reshape(-1, 1, 1, 1)
-    plan = []
+    plan, built = [], [None]                 # the blocks' views, and the buffer they were made for
 
     def build():
         """The views each block works on (the buffers are fixed once the plan's arena exists)."""
@@ -138,9 +138,11 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
                          None if shift is None else shift[channels]))
 
     def step(inputs, out):
-        if not plan:
-            build()
         buffer = source_buffer()
+        if buffer is not built[0]:              # the first run, or the plan moved its scratch (lanes)
+            plan.clear()
+            build()
+            built[0] = buffer
         for index in range(len(g.phases)):
             g.fill(buffer[index], index, inputs[0])
         for multiplies, products, block, pixels, channels, block_shift in plan:
@@ -173,7 +175,7 @@ def pixel_major(ctx, g: Geometry, weight, bias, epilogue):
     tiles = np.ascontiguousarray(np.broadcast_to(scale_rows[:, None, :], (taps, tile_rows, cout)))
     tiles = tiles.reshape(taps, -1)
     ones = np.ones(taps, np.float32)
-    plan = []
+    plan, built = [], [None]                 # the blocks' views, and the buffer they were made for
 
     def build():
         flat = source_buffer().reshape(len(g.phases), -1)
@@ -201,9 +203,11 @@ def pixel_major(ctx, g: Geometry, weight, bias, epilogue):
             plan.append((multiplies, products, block.reshape(-1), block.T[:, None, None, :]))
 
     def step(inputs, out):
-        if not plan:
-            build()
         buffer = source_buffer()
+        if buffer is not built[0]:              # the first run, or the plan moved its scratch (lanes)
+            plan.clear()
+            build()
+            built[0] = buffer
         source = inputs[0][:, None]                                             # (cin, 1, n, h, w)
         for index in range(len(g.phases)):
             # the channels-last phase seen as (c, k, n, hq, wq), each channel c read k times

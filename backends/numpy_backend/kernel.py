@@ -84,33 +84,55 @@ def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, h
 
 @dataclass
 class Scratch:
-    """One arena shared by every step for temporaries (im2col columns, padded copies).
+    """Room for the steps' temporaries (im2col columns, padded copies), requested when a kernel is built.
 
-    Steps run one after the other, so their temporaries never overlap in time: each step lays its
-    requests out from offset 0, and the arena is as large as the largest step needs. Contents do not
-    survive from one step to the next.
+    Each step lays its requests out from offset 0 of a region of its own; contents do not survive from one step
+    to the next. A plan places every step's region in its arena like a value alive during that step only
+    (storage.py, ``bind``): steps that never run at the same time share the memory, and values that are not
+    live at a step can lend it theirs. ``allocate`` instead gives all steps one separate arena as large as the
+    largest step needs (steps run one after the other).
     """
-    size: int = 0
+    size: int = 0                                   # elements the largest step needs
+    sizes: dict = field(default_factory=dict)       # step id -> elements its requests need
     _arena: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    _base: dict = field(default_factory=dict)       # step id -> where its region starts in the arena
+    _generation: int = 0                            # bumped by every bind: getters drop their cached views
+    _step: int = -1
     _offset: int = 0
 
-    def begin_step(self) -> None:
+    def begin_step(self, step: int | None = None) -> int:
+        """Start laying out the requests of a new step (or again those of ``step``); returns the step's id."""
+        self._step = len(self.sizes) if step is None else step
         self._offset = 0
+        self.sizes.setdefault(self._step, 0)
+        return self._step
 
     def request(self, shape) -> Callable[[], np.ndarray]:
         """Reserve room for an array; the returned getter gives the view once the arena exists."""
         count = int(np.prod(shape))
-        start = self._offset
+        start, step = self._offset, self._step
         self._offset += (count + 15) // 16 * 16          # 64-byte alignment between requests
+        self.sizes[step] = max(self.sizes.get(step, 0), self._offset)
         self.size = max(self.size, self._offset)
-        cache = []
+        cache = [-1, None]
 
         def get() -> np.ndarray:
-            if not cache:
-                cache.append(self._arena[start:start + count].reshape(shape))
-            return cache[0]
+            if cache[0] != self._generation:
+                base = self._base.get(step, 0)
+                cache[:] = [self._generation, self._arena[base + start:base + start + count].reshape(shape)]
+            return cache[1]
         return get
 
+    def bind(self, arena: np.ndarray, bases: dict) -> None:
+        """Take the steps' regions from ``arena`` at ``bases`` (step id -> offset)."""
+        self._arena, self._base = arena, dict(bases)
+        self._generation += 1
+
     def allocate(self) -> None:
-        if self._arena.size < self.size:
-            self._arena = np.empty(self.size, np.float32)
+        """One arena of its own, every step's region at its start."""
+        self.bind(np.empty(self.size, np.float32), {})
+
+    @property
+    def step_size(self) -> int:
+        """Elements the current step has requested so far."""
+        return self._offset

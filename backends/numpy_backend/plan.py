@@ -3,17 +3,21 @@
 Compilation happens once per graph; binding to concrete input shapes once per batch size. Binding
   1. picks each node's layout (cnhw for convolutions and what follows them, nchw for Flatten/Linear) and
      inserts a transpose step where a value is needed in the other layout (a free view at batch 1);
-  2. computes each value's last use and assigns storage: views share their input's buffer, element-wise
-     kernels write in place into a buffer whose value dies at that step, everything else takes a free
-     buffer of the pool (best fit) — so peak memory is the live set, not the sum of all activations;
-     element-wise layers that alone read a convolution's output (BatchNorm, activations) are absorbed
-     into it and applied block by block while the block is in cache (the same operations, in the same order);
-  3. sizes one scratch arena shared by all steps for their temporaries.
-Graph outputs are returned as fresh NCHW arrays that no later run overwrites.
+  2. computes each value's lifetime and assigns storage (storage.py): views share their input's buffer,
+     element-wise kernels write in place over an input that dies at that step, everything else gets an
+     offset in one arena, free of the values alive at the same time — so the arena is the largest live set
+     (memory.py measures it against that bound), not the sum of all activations; element-wise layers that
+     alone read a convolution's output (BatchNorm, activations) are absorbed into it and applied block by
+     block while the block is in cache (the same operations, in the same order);
+  3. places each step's scratch (its temporaries) in the same arena, as a value alive during the step.
+Graph outputs are returned as fresh NCHW arrays that no later run overwrites. Executor.set_params gives a
+compiled graph new parameters by rebuilding only the steps they reach (a training loop). A graph that cannot
+be cut by batch, run with BLAS on one thread (training graphs), spreads its steps over the cores instead
+(schedule.py).
 """
 from __future__ import annotations
 
-import math
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,12 +25,12 @@ import numpy as np
 
 from cnngraph.errors import CnnGraphError
 
-from . import batch_split
+from . import batch_split, schedule, storage
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
-FOREVER = math.inf
 PLANS_PER_EXECUTOR = 8
+MIN_LANE_MACS = 100_000_000    # a plan spreads its steps over the cores (schedule.py) from this much work a run
 
 
 @dataclass
@@ -37,6 +41,10 @@ class Step:
     writes: int                 # slot
     out: object = None          # preallocated output view, or a shape for a fresh array each run
     fresh: bool = False
+    scratch: int = 0            # float32 elements of scratch the step uses
+    scratch_id: int = -1        # its region of the Scratch
+    nodes: tuple = ()           # the graph nodes it computes (host and absorbed layers)
+    remake: object = None       # remake(graph) -> run, built from those nodes' current parameters
 
 
 class Executor:
@@ -44,7 +52,8 @@ class Executor:
     compiles again); call it with input arrays.
 
     A batch whose samples never meet (batch_split.batch_symbol) and that has enough work runs as one piece
-    per core, each piece on a plan of its own."""
+    per core, each piece on a plan of its own. Otherwise, under batch_split.training_threads() (BLAS on one
+    thread), a run with enough work spreads the plan's steps over the cores (schedule.py)."""
 
     def __init__(self, graph):
         missing = sorted({n.op for n in graph.layers() if n.op not in KERNELS})
@@ -57,6 +66,17 @@ class Executor:
         self.macs_per_sample = graph.macs()
         self.splitting_macs = batch_split.splitting_macs(graph)
         self._plans: dict[tuple, Plan] = {}
+        self._edits = 0                              # set_params calls so far
+        self._edited_at: dict[str, int] = {}         # node -> the set_params call that last changed it
+
+    def set_params(self, name: str, **arrays) -> None:
+        """Give node ``name`` new parameter arrays (Graph.set_params) without compiling again: the next run of
+        each plan rebuilds only its steps that compute that node, keeping its buffers and schedule (what a
+        training loop needs after each optimizer step; a plan for another batch size, such as an epoch's last
+        batch, catches up when it is next used)."""
+        self.graph.set_params(name, **arrays)
+        self._edits += 1
+        self._edited_at[name] = self._edits
 
     def __call__(self, *arrays):
         data, bindings = coerce_inputs(self.graph, arrays)
@@ -64,8 +84,14 @@ class Executor:
         if self.batch_symbol is not None:
             ranges = batch_split.cuts(bindings[self.batch_symbol], self.macs_per_sample)
         if len(ranges) == 1:
-            with batch_split.inference_threads(self.splitting_macs):      # big kernels split their own work
-                outputs = self._plan(data, bindings, 0).run(data)
+            if batch_split.training_active():             # a training graph: its steps on one lane per core
+                batch = bindings.get(self.batch_symbol, 1) if self.batch_symbol else max(
+                    (a.shape[0] for a in data if a.ndim), default=1)
+                lanes = batch_split.WORKERS if self.macs_per_sample * batch >= MIN_LANE_MACS else 1
+                outputs = self._plan(data, bindings, 0, lanes).run(data)
+            else:
+                with batch_split.inference_threads(self.splitting_macs):      # big kernels split their own work
+                    outputs = self._plan(data, bindings, 0, 1).run(data)
         else:
             pieces = [[array[start:stop] for array in data] for start, stop in ranges]
             plans = [self._plan(piece, dict(bindings, **{self.batch_symbol: stop - start}), index)
@@ -75,20 +101,27 @@ class Executor:
             outputs = [np.concatenate(parts, axis=0) for parts in zip(*results)]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _plan(self, data, bindings, piece: int) -> Plan:
+    def _plan(self, data, bindings, piece: int, lanes: int = 1) -> Plan:
         """The plan for these input shapes and this piece of the batch (pieces run at once: each needs its
-        own buffers), compiled on first use."""
-        key = (tuple(a.shape for a in data), piece)
+        own buffers) on ``lanes`` threads, compiled on first use."""
+        key = (tuple(a.shape for a in data), piece, lanes)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= PLANS_PER_EXECUTOR:
                 self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[key] = Plan(self.graph, bindings)
+            plan = self._plans[key] = Plan(self.graph, bindings, lanes)
+            plan.synced = self._edits
+        if plan.synced < self._edits:
+            plan.rebind(self.graph, {name for name, at in self._edited_at.items() if at > plan.synced})
+            plan.synced = self._edits
         return plan
 
 
 class Plan:
-    def __init__(self, graph, bindings):
+    def __init__(self, graph, bindings, lanes: int = 1):
+        self.lanes = lanes
+        self.synced = 0                                  # the Executor.set_params calls its steps reflect
+        self.schedule: schedule.Schedule | None = None   # set after the first (timed) run when lanes > 1
         self.scratch = Scratch()
         self.slots: dict[tuple, int] = {}            # (value name, layout) -> slot
         self.shapes: list[tuple] = []                # slot -> physical shape
@@ -102,6 +135,7 @@ class Plan:
             home[name] = NCHW
             self.input_slots.append(self._slot((name, NCHW), shape_of[name]))
         self.constants: dict[int, np.ndarray] = {}   # slot -> a Constant's array, bound like an input
+        self.constant_nodes: dict[int, str] = {}     # slot -> the Constant node
         self.epilogues = epilogue_chains(graph)
         absorbed = {e.name for chain in self.epilogues.values() for e in chain}
         for node in graph.layers():
@@ -109,12 +143,13 @@ class Plan:
                 home[node.name] = NCHW
                 value = KERNELS[node.op].make(Context(node.attrs, node.params, [], shape_of[node.name], NCHW,
                                                       self.scratch))
-                self.constants[self._slot((node.name, NCHW), shape_of[node.name])] = value
+                slot = self._slot((node.name, NCHW), shape_of[node.name])
+                self.constants[slot] = value
+                self.constant_nodes[slot] = node.name
             elif node.name not in absorbed:
                 self._add_node(graph, node, shape_of, home)
         self.output_slots = [self._in_layout(name, NCHW, shape_of, home) for name in graph.outputs]
         self._assign_storage()
-        self.scratch.allocate()
 
     # --- building the step list --------------------------------------------------------------------------
     def _slot(self, key, logical_shape) -> int:
@@ -147,10 +182,49 @@ class Plan:
         layout = first_home if first_home in kernel.layouts else kernel.layouts[0]
         reads = [self._in_layout(name, layout, shape_of, home) for name in node.inputs]
         home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
+        chain = self.epilogues.get(node.name, [])
+        scratch_id = self.scratch.begin_step()
+        run = self._make(node, chain, layout, shape_of)
+        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
+        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
+                               scratch=self.scratch.sizes[scratch_id], scratch_id=scratch_id,
+                               nodes=(node.name, *(e.name for e in chain)),
+                               remake=partial(self._remake, node.name, [e.name for e in chain], layout, shape_of,
+                                              scratch_id)))
+        for e in chain:                       # the absorbed layers' values are the host's buffer
+            home[e.name] = home[node.name]
+            self.slots[(e.name, home[e.name])] = slot
+        if kernel.view:
+            self.view_of[slot] = reads[0]
+        elif kernel.inplace:
+            self.inplace_candidate[slot] = reads[0]
+
+    def _remake(self, name, chain, layout, shape_of, scratch_id, graph):
+        self.scratch.begin_step(scratch_id)
+        return self._make(graph.node(name), [graph.node(e) for e in chain], layout, shape_of)
+
+    def rebind(self, graph, changed: set) -> None:
+        """Rebuild the steps computing the ``changed`` nodes of ``graph`` (same shapes, new parameters); their
+        scratch requests are the same as before, so the arenas stay."""
+        regrown = False
+        for step in self.steps:
+            if step.remake is not None and changed.intersection(step.nodes):
+                step.run = step.remake(graph)
+                regrown |= self.scratch.sizes[step.scratch_id] > step.scratch
+                step.scratch = max(step.scratch, self.scratch.sizes[step.scratch_id])
+        if regrown:                           # (the same shapes ask for the same scratch: never so far)
+            self._assign_storage(self.schedule.before if self.schedule else None)
+        for slot, name in self.constant_nodes.items():
+            if name in changed:
+                node = graph.node(name)
+                self.constants[slot] = KERNELS[node.op].make(Context(node.attrs, node.params, [], self.shapes[slot],
+                                                                     NCHW, self.scratch))
+
+    def _make(self, node, chain, layout, shape_of):
+        """The step function of ``node`` with the element-wise layers of ``chain`` absorbed."""
+        kernel = KERNELS[node.op]
         ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
                       layout, self.scratch)
-        chain = self.epilogues.get(node.name, [])
-        self.scratch.begin_step()
         try:
             fused = node.attrs.get("activation")            # an activation a pass fused into the node
             absorbed = [(fused["op"], fused["attrs"], {})] if fused else []
@@ -163,74 +237,27 @@ class Plan:
             raise
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
-        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot))
-        for e in chain:                       # the absorbed layers' values are the host's buffer
-            home[e.name] = home[node.name]
-            self.slots[(e.name, home[e.name])] = slot
-        if kernel.view:
-            self.view_of[slot] = reads[0]
-        elif kernel.inplace:
-            self.inplace_candidate[slot] = reads[0]
+        return run
 
     # --- storage -----------------------------------------------------------------------------------------
-    def _assign_storage(self) -> None:
-        last_read = {slot: -1 for slot in range(len(self.shapes))}
-        for index, step in enumerate(self.steps):
-            for slot in step.reads:
-                last_read[slot] = index
-        for slot in self.output_slots:
-            last_read[slot] = FOREVER
-        storage: dict[int, int] = {}                 # slot -> storage id
-        storage_end: dict[int, float] = {}           # storage id -> last step that reads it
-        kind: dict[int, str] = {}                    # storage id -> "input" | "pool" | "fresh"
-        buffers: dict[int, np.ndarray] = {}          # pooled storage id -> flat buffer
-        free: list[int] = []
-        for slot in [*self.input_slots, *self.constants]:        # never written: not pooled
-            storage[slot] = sid = len(kind)
-            kind[sid], storage_end[sid] = "input", last_read[slot]
-        for index, step in enumerate(self.steps):
+    def _assign_storage(self, before: list[int] | None = None) -> None:
+        """Storage for every slot (storage.py); ``before``: for a plan whose steps run on several lanes."""
+        store = storage.assign(self.steps, self.shapes, self.view_of, self.inplace_candidate, self.output_slots,
+                               before, [step.scratch for step in self.steps])
+        self.scratch.bind(store.arena, {self.steps[index].scratch_id: offset
+                                        for index, offset in store.scratch_offsets.items()})
+        for step in self.steps:
             slot = step.writes
-            shape = self.shapes[slot]
-            size = int(np.prod(shape))
-            shared = self.view_of.get(slot)
-            source = self.inplace_candidate.get(slot)
-            if shared is not None:
-                sid = storage[shared]
-            elif (source is not None and kind[storage[source]] == "pool" and storage_end[storage[source]] == index
-                  and buffers[storage[source]].size >= size and source not in step.reads[1:]):
-                sid = storage[source]
-            elif last_read[slot] == FOREVER:
-                sid = len(kind)
-                kind[sid] = "fresh"
-            else:
-                sid = self._take(free, buffers, size)
-                if sid is None:
-                    sid = len(kind)
-                    buffers[sid] = np.empty(size, np.float32)
-                kind[sid] = "pool"
-            storage[slot] = sid
-            storage_end[sid] = max(storage_end.get(sid, -1), last_read[slot])
-            if shared is not None:
+            step.fresh = slot in store.fresh and slot not in self.view_of
+            if slot in self.view_of:
                 step.out = None
-            elif kind[sid] == "fresh":
-                step.out, step.fresh = shape, True
+            elif step.fresh:
+                step.out = self.shapes[slot]
             else:
-                step.out = buffers[sid][:size].reshape(shape)
-            for read in set(step.reads) | {slot}:
-                sid_read = storage[read]
-                if kind[sid_read] == "pool" and storage_end[sid_read] <= index and sid_read not in free:
-                    free.append(sid_read)
-        self.output_copies = [kind[storage[slot]] != "fresh" for slot in self.output_slots]
-
-    @staticmethod
-    def _take(free: list, buffers: dict, size: int):
-        fitting = [sid for sid in free if buffers[sid].size >= size]
-        if not fitting:
-            return None
-        best = min(fitting, key=lambda sid: buffers[sid].size)
-        free.remove(best)
-        return best
+                step.out = store.view(slot, self.shapes[slot])
+        self.output_copies = [slot not in store.fresh for slot in self.output_slots]
+        self.pool_bytes = store.arena.nbytes
+        self.pool_slots = {slot for slot in store.group_of if slot not in self.view_of}
 
     # --- running -----------------------------------------------------------------------------------------
     def run(self, arrays) -> list[np.ndarray]:
@@ -239,11 +266,36 @@ class Plan:
             values[slot] = array
         for slot, array in self.constants.items():
             values[slot] = array
-        for step in self.steps:
-            out = np.empty(step.out, np.float32) if step.fresh else step.out
-            values[step.writes] = step.run([values[s] for s in step.reads], out)
-        return [np.array(values[slot]) if copy else values[slot]
-                for slot, copy in zip(self.output_slots, self.output_copies)]
+        if self.schedule is not None:
+            schedule.run_lanes(self.schedule, lambda index: _execute(self.steps[index], values))
+        elif self.lanes > 1:                      # the first run: sequential, timed, then spread over the lanes
+            costs = []
+            for step in self.steps:
+                start = time.perf_counter()
+                _execute(step, values)
+                costs.append(time.perf_counter() - start)
+        else:
+            for step in self.steps:
+                _execute(step, values)
+        outputs = [np.array(values[slot]) if copy else values[slot]
+                   for slot, copy in zip(self.output_slots, self.output_copies)]
+        if self.lanes > 1 and self.schedule is None:
+            self._spread(costs)
+        return outputs
+
+    def _spread(self, costs: list[float]) -> None:
+        """Schedule the steps on the lanes by their measured ``costs``, reorder them by start time and assign
+        storage again so that no buffer is reused while a step of another lane may still use it."""
+        producer = {step.writes: index for index, step in enumerate(self.steps)}
+        spread = schedule.list_schedule(schedule.predecessors(self.steps, producer), costs, self.lanes)
+        self.steps = [self.steps[index] for index in spread.order]
+        self._assign_storage(spread.before)
+        self.schedule = spread
+
+
+def _execute(step: Step, values: list) -> None:
+    out = np.empty(step.out, np.float32) if step.fresh else step.out
+    values[step.writes] = step.run([values[s] for s in step.reads], out)
 
 
 def epilogue_chains(graph) -> dict[str, list]:

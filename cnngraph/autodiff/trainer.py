@@ -3,7 +3,10 @@
 Each step runs the training graph (forward in training mode, loss, backward) on one batch with the NumPy
 backend, gives every learnable parameter's gradient to the optimizer, and stores the new arrays with
 ``Graph.set_params`` in the inference graph and in every training node that holds that parameter (the rules
-share the forward arrays, so the holders are found by identity). BatchNorm's running statistics follow
+share the forward arrays, so the holders are found by identity). The training graph is compiled once: new
+parameters reach its plan through Executor.set_params, which rebuilds only the steps computing those nodes
+(compiling anew cost resnet18 at 32×32 more than the step itself, and lost the plan's schedule over the
+cores). BatchNorm's running statistics follow
 PyTorch: running = (1 − momentum)·running + momentum·batch, the batch variance unbiased.
 """
 from __future__ import annotations
@@ -13,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph
-from ..readonly import readonly_array
+from ..readonly import freeze_in_place
 from .backward import build
-from .gradients import collect, feeds, learnable, run_training
+from .gradients import collect, feeds, learnable
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.training = build(graph, loss, train=True, wrt_inputs=False)
         self.keys = learnable(graph)
+        self._executor = None                      # the training graph compiled, on the first step
 
     @property
     def graph(self) -> Graph:
@@ -61,8 +65,14 @@ class Trainer:
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One optimizer step on one batch; returns the batch's loss and the logits (training mode)."""
+        from ..backends.numpy_backend import Executor
+        from ..backends.numpy_backend.batch_split import training_threads
         tg = self.training
-        outputs = run_training(tg.graph, *feeds(tg, [x], y, self.rng))
+        if self._executor is None:
+            self._executor = Executor(tg.graph)
+        with training_threads():                   # as gradients.run_training runs a training graph
+            outputs = self._executor(*feeds(tg, [x], y, self.rng))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         result = collect(tg, self._graph, outputs)
         for key in self.keys:
             param = self._graph.node(key[0]).params[key[1]]
@@ -78,10 +88,14 @@ class Trainer:
         return result.loss, by_name[tg.forward_outputs[0]]
 
     def _set(self, key: tuple, value: np.ndarray) -> None:
-        array = readonly_array(np.asarray(value, np.float32))
+        # the optimizer and the running statistics return new arrays only this trainer holds: made read-only
+        # as they are (a copy cost resnet18 45 MB of fresh pages a step)
+        array = freeze_in_place(np.ascontiguousarray(value, np.float32))
         self._graph.set_params(key[0], **{key[1]: array})
         for holder, name in self.training.holders.get(key, ()):
             self.training.graph.set_params(holder, **{name: array})
+            if self._executor is not None:
+                self._executor.set_params(holder, **{name: array})
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation=None, shuffle: bool = True,
             progress=None) -> History:

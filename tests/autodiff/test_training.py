@@ -172,9 +172,10 @@ def test_trainer_updates_batchnorm_running_statistics_like_pytorch():
 
 def test_training_step_benchmark_runs(capsys):
     from cnngraph.autodiff.benchmark import main
-    main(["seed_m1", "--size", "8", "--batch", "2", "--repeats", "1"])
+    main(["seed_m1", "--size", "8", "--batch", "2", "--rounds", "1", "--repeats", "1"])
     out = capsys.readouterr().out
-    assert "seed_m1 at 8×8, batch 2: forward" in out and "× the forward" in out and "MiB" in out
+    assert "seed_m1 at 8×8, batch 2" in out and "× the forward" in out and "MiB" in out
+    assert "lane(s)" in out and ("goal ≤ 3.5× the forward: met" in out or "goal ≤ 3.5× the forward: not met" in out)
 
 
 def test_fit_reports_progress_with_the_running_loss_and_accuracy():

@@ -97,7 +97,7 @@ def run_cut(graph, x, workers):
         executor = Executor(graph)
         outputs = executor(x)
         batch_split._pool.shutdown()
-    return outputs, {piece for _, piece in executor._plans}
+    return outputs, {key[1] for key in executor._plans}
 
 
 @examples(25)
