@@ -438,7 +438,7 @@ class Graph:
 
     def param_count(self) -> int:
         """Learnable parameters, counted as PyTorch does (BatchNorm's running statistics are buffers)."""
-        return sum(int(np.prod(array.shape)) for node in self.layers() for name, array in node.params.items()
+        return sum(array.size for node in self.layers() for name, array in node.params.items()
                    if name not in node.layer.buffers)
 
     def macs(self) -> int:
