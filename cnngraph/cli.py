@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from rich.table import Table
 from .errors import CnnGraphError
 
 DEMO_MODELS = ("seed_m1", "seed_m2", "seed_m3", "resnet18")
+DEMO_PAIRS, MIN_PAIRS, PAIRS_BUDGET_S = 7, 3, 3.0     # timed pairs in the demo: at most, at least, seconds
+MIN_TIMED_S = 0.005
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
@@ -233,15 +236,17 @@ def demo(args) -> int:
     """The story in one command: the seed's three networks and resnet18 are linted, optimized with
     verification, run in the NumPy backend and onnxruntime before and after, exported as ONNX and drawn."""
     import cnngraph as cg
-    from cnngraph.backends.benchmark import alternate, ort_session
+    from cnngraph.backends.benchmark import ort_session
 
     from .draw import folded_notes, render, to_dot
 
+    started = time.perf_counter()
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"cnngraph {cg.__version__} demo, batch 1; ONNX files and pictures in {out_dir}/"
                   + ("" if shutil.which("dot") else " (DOT only: install Graphviz for SVG)") + "\n")
-    table = Table(title="before -> after optimization (level 2, every pass verified on random inputs)")
+    table = Table(title="before -> after optimization (level 2, every pass verified on random inputs; speed-ups: "
+                        f"median of {MIN_PAIRS}-{DEMO_PAIRS} timed pairs)")
     for column in ("model", "lint", "what the passes did", "MACs", "params", "NumPy speed-up", "ORT speed-up",
                    "max diff vs ORT"):
         table.add_column(column, justify="left" if column in ("model", "what the passes did") else "right")
@@ -259,17 +264,16 @@ def demo(args) -> int:
         for picture in pictures:
             render(to_dot(graph), out_dir / f"{name}{picture}")
             render(to_dot(optimized, folded_notes(optimized.report)), out_dir / f"{name}.optimized{picture}")
-        before, after = alternate(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays), 3, 5)  # noqa: B023
-        sessions = [ort_session(model) for model in exports]
-        ort_before, ort_after = alternate(lambda: sessions[0].run(None, feeds),  # noqa: B023 (called at once)
-                                          lambda: sessions[1].run(None, feeds), 3, 5)  # noqa: B023
-        expected = _tuple(cg.run(graph, *arrays, backend="onnxruntime"))
+        numpy_speedup = paired_speedup(lambda: cg.run(graph, *arrays), lambda: cg.run(optimized, *arrays))  # noqa: B023
+        sessions = [ort_session(model, spinning=False) for model in exports]
+        ort_speedup = paired_speedup(lambda: sessions[0].run(None, feeds),  # noqa: B023 (called at once)
+                                     lambda: sessions[1].run(None, feeds))  # noqa: B023
+        expected = sessions[0].run(None, feeds)
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_tuple(cg.run(optimized, *arrays)), expected))
         table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report) or "nothing to do",
                       _compact_change(graph.macs(), optimized.macs()),
                       _compact_change(graph.param_count(), optimized.param_count()),
-                      f"{statistics.median(b / a for a, b in zip(after, before)):.2f}×",
-                      f"{statistics.median(b / a for a, b in zip(ort_after, ort_before)):.2f}×", f"{diff:.1e}")
+                      f"{numpy_speedup:.2f}×", f"{ort_speedup:.2f}×", f"{diff:.1e}")
     console.print()
     console.print(table)
     console.print("\nseed_m2 is seed_m1 without its ReLU: two 3×3 convolutions with nothing between them are one "
@@ -277,7 +281,32 @@ def demo(args) -> int:
                   "both: its ReLU makes it more than one linear map.")
     from .train_command import demo_training
     demo_training(console)
+    console.print(f"\ndemo done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def paired_speedup(before, after, pairs: int = DEMO_PAIRS) -> float:
+    """before's time over after's, the median over pairs timed back to back (A B, B A, …): BENCHMARKING.md's
+    protocol for like against like (both NumPy, or both onnxruntime without spinning threads), which needs no
+    pauses. One untimed call each first; then ``pairs`` pairs, or MIN_PAIRS once PAIRS_BUDGET_S has passed (a
+    slow model on a busy machine). Each side of a pair is the median of the calls made in MIN_TIMED_S (one
+    call for a slow model), so one stalled call cannot decide it."""
+    before(), after()
+    ratios, start = [], time.perf_counter()
+    for index in range(pairs):
+        if index >= MIN_PAIRS and time.perf_counter() - start > PAIRS_BUDGET_S:
+            break                                        # a slow model on a busy machine: enough pairs
+        medians = {run: _median_call(run) for run in ((before, after) if index % 2 == 0 else (after, before))}
+        ratios.append(medians[before] / medians[after])
+    return statistics.median(ratios)
+
+
+def _median_call(run) -> float:
+    times, start = [], time.perf_counter()
+    while not times or times[-1] - start < MIN_TIMED_S:
+        run()
+        times.append(time.perf_counter())
+    return float(statistics.median(np.diff([start, *times])))
 
 
 def _compact(number: int, digits: int = 3) -> str:

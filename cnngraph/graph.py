@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -39,7 +40,7 @@ class Graph:
         self.name = name
         self._dag = nx.DiGraph()
         self._nodes: dict[str, Node] = {}
-        self._rank: dict[str, int] = {}          # a topological numbering: every edge goes to a higher rank
+        self._rank: dict[str, float] = {}        # a topological numbering: every edge goes to a higher rank
         self._serial = itertools.count()
         self._inputs: list[str] = []
         self._outputs: list[str] = []
@@ -224,19 +225,57 @@ class Graph:
             raise
 
     def _check_acyclic(self, new_inputs: dict[str, tuple]) -> None:
-        """Reading a value of lower rank can never close a cycle; only the others need a path search."""
+        """Reading a value of lower rank can never close a cycle; only the others need a path search, and it
+        stays within the ranks between the two (ranks grow along every edge): a node a pass has just added
+        is found to have no path back at once, however large the graph."""
         for name, inputs in new_inputs.items():
             for source in set(inputs):
-                if source == name or (self._rank[source] > self._rank[name] and nx.has_path(self._dag, name, source)):
+                if source == name or (self._rank[source] > self._rank[name] and self._reaches(name, source)):
                     raise GraphError(f"{self._nodes[name].label()}: reading {source!r} would create a cycle")
 
+    def _reaches(self, start: str, end: str) -> bool:
+        """Whether a path leads from ``start`` to ``end``, searched backwards from ``end`` through the nodes
+        ranked above ``start`` only (nx.has_path searches from both ends, and forwards from ``start`` it would
+        walk everything downstream)."""
+        floor, seen, pending = self._rank[start], {end}, [end]
+        while pending:
+            for source in self._dag.predecessors(pending.pop()):
+                if source == start:
+                    return True
+                if source not in seen and self._rank[source] > floor:
+                    seen.add(source)
+                    pending.append(source)
+        return False
+
     def _keep_ranks_topological(self, name: str, inputs) -> None:
-        """After ``name`` started reading ``inputs``: renumber (stably) only if one of them ranks above it."""
-        if any(self._rank[source] > self._rank[name] for source in inputs):
-            order = nx.lexicographical_topological_sort(self._dag, key=self._rank.__getitem__)
-            self._rank = {node: index for index, node in enumerate(order)}
-            self._serial = itertools.count(len(self._rank))
-            self._order_cache = None
+        """After ``name`` started reading ``inputs``: if some of them rank above it but read only what ranks
+        below it (a node a pass has just added to feed ``name``), move them just below ``name`` and leave every
+        other rank alone; otherwise renumber the whole graph (stably). Ranks are floats, so one fits between
+        any two until the halvings run out; the graph is then numbered anew, in the same order."""
+        rank = self._rank
+        late = sorted({s for s in inputs if rank[s] >= rank[name]}, key=rank.__getitem__)
+        if not late:
+            return
+        self._order_cache = None
+        floors = [max((rank[p] for p in self._dag.predecessors(s)), default=-1) for s in late]
+        if max(floors) >= rank[name]:
+            order = nx.lexicographical_topological_sort(self._dag, key=rank.__getitem__)
+            self._number(list(order))
+            return
+        moved, above = {}, rank[name]
+        for source, below in zip(reversed(late), reversed(floors)):
+            middle = (max(below, math.ceil(above) - 1) + above) / 2
+            if not below < middle < above:
+                order = [node for node in sorted(self._nodes, key=rank.__getitem__) if node not in late]
+                position = order.index(name)
+                self._number(order[:position] + late + order[position:])
+                return
+            moved[source] = above = middle
+        rank.update(moved)
+
+    def _number(self, order: list[str]) -> None:
+        self._rank = {node: index for index, node in enumerate(order)}
+        self._serial = itertools.count(len(order))
 
     def _set_edges(self, new_inputs: dict[str, tuple]) -> None:
         for name, inputs in new_inputs.items():
@@ -271,7 +310,7 @@ class Graph:
         other._dag = self._dag.copy()
         other._nodes = dict(self._nodes)
         other._rank = dict(self._rank)
-        other._serial = itertools.count(max(self._rank.values(), default=-1) + 1)
+        other._serial = itertools.count(math.floor(max(self._rank.values(), default=-1)) + 1)
         other._inputs, other._outputs = list(self._inputs), list(self._outputs)
         other._name_counts = Counter(self._name_counts)
         return other
@@ -399,7 +438,7 @@ class Graph:
 
     def param_count(self) -> int:
         """Learnable parameters, counted as PyTorch does (BatchNorm's running statistics are buffers)."""
-        return sum(int(np.prod(array.shape)) for node in self.layers() for name, array in node.params.items()
+        return sum(array.size for node in self.layers() for name, array in node.params.items()
                    if name not in node.layer.buffers)
 
     def macs(self) -> int:

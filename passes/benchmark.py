@@ -6,7 +6,8 @@
    two are installed for the benchmark only: pip install onnxoptimizer onnxsim);
 2. onnxruntime latency (ORT_ENABLE_ALL, 2 threads) of the model we export after optimizing over the original's;
 3. NumPy backend time of the optimized graph over the unoptimized one;
-4. the pipeline's own time: light-zoo ResNet-50, and synthetic chains of 1k to 8k layers.
+4. the pipeline's own time against issue 13's goals (benchmark_time.py, alone: --only-time): light-zoo
+   ResNet-50 and DenseNet-121, and the time per layer of synthetic graphs of 1k to 10k layers.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import numpy as np
 import onnx
 
 import cnngraph as cg
-from cnngraph.backends.benchmark import alternate, ort_session, time_block
+from cnngraph.backends.benchmark import alternate, ort_session
+
+from . import benchmark_time
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 SMALL = {"vgg11": (None, 3, 32, 32)}
@@ -95,27 +98,6 @@ def latencies(name, graph, model, pairs, repeats) -> list[str]:
             f"{graph.param_count()} -> {optimized.param_count()}"]
 
 
-def chain_graph(layers: int):
-    graph = cg.Graph(f"chain{layers}")
-    x = graph.input("x", (None, 8))
-    for index in range(layers // 2):
-        x = graph.apply(cg.Linear(8, 8), x)
-        x = graph.apply(cg.ReLU() if index % 2 else cg.Identity(), x)
-    graph.output(x)
-    return graph
-
-
-def pipeline_times(sizes) -> list[list[str]]:
-    rows = []
-    resnet = cg.load_onnx(os.path.join(LIGHT, "light_resnet50.onnx"))
-    rows.append(["light_resnet50", str(len(resnet.layers())), f"{time_block(lambda: cg.optimize(resnet), 3):.3f}"])
-    for size in sizes:
-        graph = chain_graph(size)
-        seconds = time_block(lambda: cg.optimize(graph), 3)  # noqa: B023 (called at once)
-        rows.append([f"chain of {size}", str(len(graph.layers())), f"{seconds:.3f}"])
-    return rows
-
-
 def table(header, rows) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
@@ -124,8 +106,12 @@ def table(header, rows) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and no 8k chain")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--only-time", action="store_true", help="only the optimizer's own time (table 4)")
     args = parser.parse_args(argv)
+    if args.only_time:
+        print(benchmark_time.report(args.quick))
+        return
     pairs, repeats = (3, 3) if args.quick else (5, 7)
     cases = list(models())
     print(table(["model", "ONNX nodes", "cnngraph", "onnxoptimizer", "onnxsim"], [node_counts(*c) for c in cases]))
@@ -133,8 +119,7 @@ def main(argv=None) -> None:
     print(table(["model", "ORT optimized/original", "NumPy optimized/original", "MACs (M)", "params"],
                 [latencies(*c, pairs, repeats) for c in cases]))
     print()
-    sizes = (1000, 2000, 4000) if args.quick else (1000, 2000, 4000, 8000)
-    print(table(["graph", "layers", "optimize (s)"], pipeline_times(sizes)))
+    print(benchmark_time.report(args.quick))
 
 
 if __name__ == "__main__":

@@ -77,9 +77,9 @@ def _fold(m, layer, removed, inputs, weight, bias):
     why = cost.allows(m.level, before, after)
     if why:
         return m.refuse(why, *removed)
-    params = dict(weight=weight.astype(np.float32))
+    params = dict(weight=_read_only_float32(weight))
     if with_bias:
-        params["bias"] = bias.astype(np.float32)
+        params["bias"] = _read_only_float32(bias)
     keeper = removed[-1].name
     graph.replace(keeper, layer.op, inputs, dict(layer.attrs, bias=with_bias), params)
     for node in removed[:-1]:
@@ -87,20 +87,36 @@ def _fold(m, layer, removed, inputs, weight, bias):
     return m.rewrote(removed, [keeper])
 
 
-def _weight_and_bias(layer):
-    weight = layer.params["weight"].astype(np.float64)
+def _weight_and_bias(layer, weight: bool = True):
+    """The layer's weight (None when not asked for) and bias (zeros when it has none) in float64."""
     bias = layer.params.get("bias")
-    return weight, np.zeros(layer.type.shape[1] if layer.op != "Linear" else weight.shape[0]) if bias is None \
-        else bias.astype(np.float64)
+    channels = layer.type.shape[1] if layer.op != "Linear" else layer.params["weight"].shape[0]
+    return layer.params["weight"].astype(np.float64) if weight else None, \
+        np.zeros(channels) if bias is None else bias.astype(np.float64)
+
+
+def _read_only_float32(array: np.ndarray) -> np.ndarray:
+    """The array rounded to float32 (kept when it already is), read-only, so the graph stores it without
+    another copy: the weights of a whole network pass through here."""
+    result = np.asarray(array, np.float32)
+    if result is array and array.flags.writeable:       # not a new array: not ours to make read-only
+        result = array.copy()
+    result.flags.writeable = False
+    return result
 
 
 def _scale_outputs(layer, weight, scale):
-    """W with output channel o scaled by scale[o]: axis 0, or for a transposed convolution axis 1 per group."""
+    """W with output channel o scaled by scale[o]: axis 0, or for a transposed convolution axis 1 per group.
+    The float32 weight is multiplied in float64 and rounded once, in one pass (no float64 copy of W)."""
     if layer.op in TRANSPOSED:
         groups, (cin, cout_g, *kernel) = layer.attrs["groups"], weight.shape
-        blocks = weight.reshape(groups, cin // groups, cout_g, *kernel)
-        return (blocks * scale.reshape(groups, 1, cout_g, *[1] * len(kernel))).reshape(weight.shape)
-    return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        shape, scale = (groups, cin // groups, cout_g, *kernel), scale.reshape(groups, 1, cout_g, *[1] * len(kernel))
+    else:
+        shape, scale = weight.shape, scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    result = np.empty(weight.shape, np.float32)
+    np.multiply(weight.reshape(shape), scale, out=result.reshape(shape), dtype=np.float64, casting="same_kind")
+    result.flags.writeable = False
+    return result
 
 
 @rule(anchor=lambda node: node.layer.channel_affine or bool(node.layer.constant_affine))
@@ -119,8 +135,8 @@ def fold_affine_after_layer(m):
         if why:
             return m.refuse(why, layer, node)
     scale, shift = affine
-    weight, bias = _weight_and_bias(layer)
-    weight = _scale_outputs(layer, weight, scale)
+    bias = _weight_and_bias(layer, weight=False)[1]
+    weight = _scale_outputs(layer, layer.params["weight"], scale)
     return _fold(m, layer, [layer, node], layer.inputs, weight, bias * scale + shift)
 
 

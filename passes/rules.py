@@ -86,9 +86,12 @@ def run_rules(graph: Graph, rules, level: int) -> PassResult:
 def _sweep(graph: Graph, rules, level: int) -> tuple[list[Rewrite], list[Refusal]]:
     rewrites, refusals = [], []
     for node in graph.layers():
+        checked = None                                # the graph's version when the node was last found current
         for current in rules:
-            if node.name not in graph or graph.node(node.name) is not node:
-                break                                 # stale: erased or redefined earlier in this sweep
+            if graph.version != checked:
+                if node.name not in graph or graph.node(node.name) is not node:
+                    break                             # stale: erased or redefined earlier in this sweep
+                checked = graph.version
             if not current.anchor(node):
                 continue
             try:

@@ -326,6 +326,40 @@ def test_topological_order_after_rewiring():
     assert [n.name for n in g.nodes] == order
 
 
+def test_a_node_added_to_feed_an_earlier_one_moves_just_before_it():
+    """What a pass does (add a node, make an existing one read it): the new node takes its place right before
+    its reader and every other node keeps its place, however often it happens in the same spot (the ranks
+    between two nodes run out after ~50 halvings; the graph is then renumbered)."""
+    g = cg.Graph("g")
+    x = g.input("x", (None, 4))
+    reader = g.apply(cg.ReLU(), g.apply(cg.Tanh(), x))
+    g.output(g.apply(cg.Sigmoid(), reader), g.apply(cg.Abs(), x))
+    expected = g.topo_order()
+    for _ in range(80):
+        source = g.node(reader.name).inputs[0]
+        fed = g.apply(cg.Identity(), source)
+        g.set_inputs(reader, [fed])
+        expected.insert(expected.index(reader.name), fed.name)
+        assert g.topo_order() == expected
+    g.lint()
+    assert [n.name for n in g.copy().nodes] == expected
+    with pytest.raises(cg.GraphError, match="cycle"):
+        g.set_inputs(g.node(reader.name).inputs[0], [reader])
+
+
+def test_reading_a_later_node_that_reads_later_ones_renumbers_topologically():
+    g = cg.Graph("g")
+    x = g.input("x", (None, 4))
+    first = g.apply(cg.ReLU(), x)
+    between = g.apply(cg.Tanh(), x)
+    late = g.apply(cg.Sigmoid(), g.apply(cg.Abs(), x))
+    g.output(first, between)
+    g.set_inputs(first, [late])
+    order = g.topo_order()
+    assert order.index("abs1") < order.index("sigmoid1") < order.index("relu1")
+    g.lint()
+
+
 # =============================================================================================================
 # lint
 # =============================================================================================================
