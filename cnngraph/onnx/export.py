@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .. import atomic
 from ..errors import ExportError
@@ -161,8 +161,20 @@ def structure(graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, list[
 def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The graph as an ONNX model (not checked), its weights inside."""
     model, weights = structure(graph, opset)
-    model.graph.initializer.extend(numpy_helper.from_array(contiguous(array), name) for name, array in weights)
+    add_initializers(model, weights)
     return model
+
+
+def add_initializers(model: onnx.ModelProto, weights) -> None:
+    """The weights into the model, one tensor at a time: each costs one transient bytes object (protobuf takes
+    nothing else), where extending the list with numpy_helper.from_array's tensors held them all twice."""
+    for name, array in weights:
+        array = contiguous(array)
+        tensor = model.graph.initializer.add()
+        tensor.name = name
+        tensor.dims.extend(array.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.raw_data = array.tobytes()
 
 
 MAX_INLINE_BYTES = 2 ** 31 - 1    # protobuf's limit on one message: a larger model keeps its weights beside it
@@ -211,7 +223,7 @@ def export_onnx(graph, path=None, opset: int = DEFAULT_OPSET, external_data="aut
         if written is not None:
             return onnx.ModelProto.FromString(written)
     del layout
-    model.graph.initializer.extend(numpy_helper.from_array(contiguous(array), name) for name, array in weights)
+    add_initializers(model, weights)
     return model
 
 
