@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import as_tuple, ort_outputs
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 import cnngraph as cg
 from cnngraph.onnx.export import DEFAULT_OPSET, structure
@@ -29,9 +29,14 @@ LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", 
 MODELS = sorted(name[len("light_"):-len(".onnx")] for name in os.listdir(LIGHT) if name.endswith(".onnx"))
 
 
-def randomized(model: onnx.ModelProto, rng) -> onnx.ModelProto:
+EXTERNAL_ABOVE = 300 * 2 ** 20     # bytes of weights past which the fixture writes them as external data
+
+
+def randomized(model: onnx.ModelProto, rng, data=None) -> onnx.ModelProto:
     """The model, changed in place (a copy would cost VGG-19's 575 MB twice more), with random constants in
-    place of its ConstantOfShape placeholders and its logits exposed."""
+    place of its ConstantOfShape placeholders and its logits exposed. With ``data`` (a binary file open for
+    writing, beside the model), each weight is written there as it is drawn and its initializer points to it
+    (external data): building VGG-19's weights in the message took the fixture to 1.8 GB."""
     graph = model.graph
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     role = {}
@@ -53,7 +58,17 @@ def randomized(model: onnx.ModelProto, rng) -> onnx.ModelProto:
         else:                                                        # scales, variances, biases
             value = rng.random(shape, np.float32) + np.float32(0.5)
         # float32 from the start: VGG-19's first Gemm weight alone would be 822 MB in float64
-        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        if data is None:
+            graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        else:
+            tensor = graph.initializer.add()
+            tensor.name, tensor.data_type, tensor.data_location = node.output[0], TensorProto.FLOAT, TensorProto.EXTERNAL
+            tensor.dims.extend(shape)
+            for key, entry in (("location", os.path.basename(data.name)), ("offset", data.tell()),
+                               ("length", value.nbytes)):
+                item = tensor.external_data.add()
+                item.key, item.value = key, str(entry)
+            data.write(value.data)
         del value
     del graph.node[:]
     graph.node.extend(kept)
@@ -94,15 +109,29 @@ def zoo(request, tmp_path_factory):
     name = request.param
     gc.collect()                 # what earlier tests left in reference cycles goes before 575 MB come in
     rng = np.random.default_rng(sum(map(ord, name)))
-    model = randomized(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")), rng)
-    arrays = [model_input(model, rng)]
+    model = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
     path = tmp_path_factory.mktemp("zoo") / f"{name}.onnx"
+    if weight_bytes(model) > EXTERNAL_ABOVE:     # VGG-19 and ZFNet-512: import through memory-mapped external data
+        with open(path.with_suffix(".data"), "wb") as data:
+            model = randomized(model, rng, data)
+    else:
+        model = randomized(model, rng)
+    arrays = [model_input(model, rng)]
     onnx.save(model, path)
     outputs = [o.name for o in model.graph.output]
     nodes = node_count(model)
     del model
     yield ZooCase(name, arrays, outputs, ort_outputs(path, *arrays), cg.load_onnx(path), original_nodes=nodes)
     os.remove(path)
+    if path.with_suffix(".data").exists():
+        os.remove(path.with_suffix(".data"))
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the float32 weights the model's ConstantOfShape placeholders stand for."""
+    shapes = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return sum(4 * int(np.prod(shapes[n.input[0]], dtype=np.int64)) for n in model.graph.node
+               if n.op_type == "ConstantOfShape" and n.input[0] in shapes)
 
 
 def node_count(model) -> int:
