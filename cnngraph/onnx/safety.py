@@ -14,7 +14,8 @@ node, value or path. The importer calls them in this order (see each function's 
 
     check_model_file(path)                      before reading the file
     load_external_data(model, base_dir, where)  right after parsing, before onnx.checker (external.py)
-    check_structure(model, where)               before onnx.checker, so our clearer messages come first
+    check_structure(model, where, held)         before any weight is taken (reading.py) and before onnx.checker,
+                                                so our clearer messages come first
     check_fold(node, inputs, opset, spent)      before folding each node on constants
     check_elements(shape, label)                before materialising any array whose shape a model chose
     check_node_sizes(graph, name)               after each node the importer adds, before any plan exists
