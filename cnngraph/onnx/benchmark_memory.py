@@ -102,14 +102,26 @@ def light_model(folder: str, name: str = LIGHT_MODEL) -> str:
     return path
 
 
+def external_bytes(path: str) -> int:
+    """Bytes of the external-data files the model names (the model file's own size aside)."""
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    locations = {entry.value for tensor in model.graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    folder = os.path.dirname(os.path.abspath(path))
+    return sum(os.path.getsize(os.path.join(folder, location)) for location in locations
+               if os.path.isfile(os.path.join(folder, location)))
+
+
 def report(path: str, repeat: int) -> dict:
     results = {}
     for _ in range(repeat):                      # rounds, so a burst of load on the machine hits every kind
         for kind in KINDS:
             results.setdefault(kind, []).append(run_child(kind, path))
-    size = os.path.getsize(path)
-    print(f"{os.path.basename(path)}: {size / 1e6:.0f} MB, {repeat} run(s) each, each in a fresh process "
-          f"(load average {os.getloadavg()[0]:.2f})")
+    size, external = os.path.getsize(path), external_bytes(path)
+    print(f"{os.path.basename(path)}: {size / 1e6:.0f} MB" + (f" + {external / 1e6:.0f} MB of external data"
+                                                               if external else "") +
+          f", {repeat} run(s) each, each in a fresh process (load average {os.getloadavg()[0]:.2f})")
     summary = {}
     for kind, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
