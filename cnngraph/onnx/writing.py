@@ -41,7 +41,7 @@ def contiguous(array) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")          # np.ascontiguousarray would make a 0-d array 1-d
 
 
 def header(name: str, array: np.ndarray) -> TensorProto:

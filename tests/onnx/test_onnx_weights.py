@@ -171,3 +171,11 @@ def test_export_over_the_file_a_graph_was_loaded_from(graph, x, tmp_path):
     cg.export_onnx(cg.optimize(back, level=2), path, external_data=True)
     assert_close(cg.run(back, x), cg.run(graph, x), "the graph loaded before the file was replaced")
     assert_close(cg.run(cg.load_onnx(path), x), cg.run(graph, x), "the new file")
+
+
+def test_a_0_d_initializer_stays_0_d(tmp_path):
+    """Gather with a scalar index (IndexSelect of one index) needs a 0-d initializer, inline or beside."""
+    graph = cg.Graph("scalar")
+    graph.output(graph.apply(cg.IndexSelect(1, 2), graph.input("x", (None, 3, 4))))
+    assert any(not t.dims for t in cg.export_onnx(graph).graph.initializer)
+    cg.export_onnx(graph, tmp_path / "m.onnx", external_data=True)
