@@ -169,7 +169,7 @@ def check_once(zoo, graph, checks: dict):
 # Every model is exported, VGG-19 (575 MB of weights) included: cg.export_onnx streams the weights from the graph's
 # arrays to a file with external data and checks the structure without them, and onnxruntime reads that file,
 # so an export costs no in-memory copy of the weights (before issue 13 its full_check held them three times over
-# and VGG-19 took the suite past 3 GB).
+# and VGG-19 took the suite past 3 GB). This file alone, VGG-19 exported: 1.63 GB peak (before: 2.46 GB without).
 NOT_EXPORTED: set[str] = set()
 
 
