@@ -39,10 +39,13 @@ def run(graph: Graph, *arrays: np.ndarray, backend: str = "numpy") -> np.ndarray
     return run_numpy(graph, *arrays)
 
 
-def export_onnx(graph: Graph, path: str | os.PathLike | None = None, opset: int = 18) -> onnx.ModelProto:
-    """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto."""
+def export_onnx(graph: Graph, path: str | os.PathLike | None = None, opset: int = 18,
+                external_data: bool | str = "auto") -> onnx.ModelProto:
+    """Write the graph as an ONNX model (standard ops, symbolic batch, checked); returns the ModelProto.
+    ``external_data``: "auto" puts the weights in "<path>.data" beside the model only when the model would exceed
+    protobuf's 2 GiB, True always, False never (an error over 2 GiB); they are streamed, never copied whole."""
     from .onnx.export import export_onnx as _export
-    return _export(graph, path, opset)
+    return _export(graph, path, opset, external_data)
 
 
 def load_onnx(path_or_model: str | os.PathLike | bytes | onnx.ModelProto, *,

@@ -7,8 +7,9 @@ import os
 import secrets
 
 
-def write_atomically(data: bytes, path) -> None:
-    """Raises OSError naming ``path`` (never the temporary file), e.g. when its folder does not exist."""
+def check_target(path) -> tuple[str, str]:
+    """(folder, file name) of ``path`` once its folder exists and it is not a folder itself; else an OSError
+    naming ``path``."""
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -17,6 +18,13 @@ def write_atomically(data: bytes, path) -> None:
         raise FileNotFoundError(errno.ENOENT, f"the folder {folder} does not exist", path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "it is a folder", path)
+    return folder, base
+
+
+def write_atomically(data: bytes, path) -> None:
+    """Raises OSError naming ``path`` (never the temporary file), e.g. when its folder does not exist."""
+    path = os.fspath(path)
+    folder, base = check_target(path)
     temp = None
     try:
         while temp is None:
@@ -36,7 +44,7 @@ def write_atomically(data: bytes, path) -> None:
             os.chmod(temp, os.stat(path).st_mode & 0o7777)
         os.replace(temp, path)
         temp = None
-        _fsync_folder(folder)
+        fsync_folder(folder)
     finally:
         if temp is not None:
             try:
@@ -45,7 +53,7 @@ def write_atomically(data: bytes, path) -> None:
                 pass
 
 
-def _fsync_folder(folder: str) -> None:
+def fsync_folder(folder: str) -> None:
     """Make the rename durable where the platform allows opening a folder."""
     try:
         fd = os.open(folder, os.O_RDONLY)

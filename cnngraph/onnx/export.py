@@ -28,17 +28,20 @@ with ours node by node.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .. import atomic
 from ..errors import ExportError
 from ..graph import Node
 from .mapping import EXPORTERS
+from .reading import check_without_weights
 from .shared import unique_name
+from .writing import Layout, contiguous, write
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 18
@@ -55,7 +58,7 @@ class Emitter:
         self.graph = graph
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        self.weights: list[tuple[str, np.ndarray]] = []    # (initializer name, array): references, not copies
         self.used: set[str] = set(graph.topo_order())      # value names = node names, taken first
 
     def unique(self, name: str) -> str:
@@ -65,7 +68,7 @@ class Emitter:
 
     def initializer(self, name: str, array) -> str:
         name = self.unique(name)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        self.weights.append((name, np.asarray(array)))
         return name
 
     def param(self, node, key: str, array=None) -> str:
@@ -77,7 +80,7 @@ class Emitter:
 
     def named_initializer(self, name: str, array) -> None:
         """An initializer under exactly ``name``: a node's own value name (a Constant), reserved already."""
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        self.weights.append((name, np.asarray(array)))
 
     def emit(self, node, op_type: str, inputs, **attrs) -> str:
         """The node's final ONNX node: named after it, writing the value named after it."""
@@ -128,8 +131,9 @@ def check_opset(opset) -> int:
     return int(opset)
 
 
-def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The graph as an ONNX model (not checked)."""
+def structure(graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]]]:
+    """The graph as an ONNX model without its initializers, and the initializers as (name, array) in order: the
+    arrays are the graph's own (read-only), so nothing is copied until they are written."""
     import cnngraph
 
     opset = check_opset(opset)
@@ -146,28 +150,81 @@ def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     value_info = [_value_info(n.name, n.type) for n in graph.layers() if n.name not in outputs and n.op != "Constant"]
     onnx_graph = helper.make_graph(emitter.nodes, graph.name, inputs,
                                    [_value_info(name, graph.type_of(name)) for name in graph.outputs],
-                                   initializer=emitter.initializers, value_info=value_info)
+                                   value_info=value_info)
     opset_imports = [helper.make_opsetid("", opset)]
     model = helper.make_model(onnx_graph, opset_imports=opset_imports, producer_name="cnngraph",
                               producer_version=cnngraph.__version__)
     model.ir_version = helper.find_min_ir_version_for(opset_imports, ignore_unknown=True)
+    return model, emitter.weights
+
+
+def to_model(graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The graph as an ONNX model (not checked), its weights inside."""
+    model, weights = structure(graph, opset)
+    add_initializers(model, weights)
     return model
 
 
-def export_onnx(graph, path=None, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def add_initializers(model: onnx.ModelProto, weights) -> None:
+    """The weights into the model, one tensor at a time: each costs one transient bytes object (protobuf takes
+    nothing else), where extending the list with numpy_helper.from_array's tensors held them all twice."""
+    for name, array in weights:
+        array = contiguous(array)
+        tensor = model.graph.initializer.add()
+        tensor.name = name
+        tensor.dims.extend(array.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.raw_data = array.tobytes()
+
+
+MAX_INLINE_BYTES = 2 ** 31 - 1    # protobuf's limit on one message: a larger model keeps its weights beside it
+
+
+def export_onnx(graph, path=None, opset: int = DEFAULT_OPSET, external_data="auto") -> onnx.ModelProto:
     """Export ``graph`` at ``opset``, check it (full_check) and, when ``path`` is given, write it atomically.
 
-    Serialized once: the checker and the file get those bytes, and no ModelProto is held beside them (the one
-    returned is parsed from the bytes): one copy of the weights fewer at the peak (VGG-19, 575 MB of weights:
-    2.84 GB -> 2.47 GB, the graph included)."""
-    data = serialize(to_model(graph, opset))
-    try:
-        onnx.checker.check_model(data, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as error:
-        raise ExportError(f"graph {graph.name!r} exported at opset {opset} fails the ONNX checker: {error}") from error
+    ``external_data`` says where the weights go when ``path`` is given: "auto" (the default) in the model file
+    unless that file would exceed protobuf's 2 GiB, then in "<file name>.data" beside it; True always beside it
+    (tensors under 1 KiB stay inline); False always inside (a model over 2 GiB is then an error naming its
+    size). The weights are written tensor by tensor from the graph's arrays (writing.py), no second copy of
+    them is made, and the checker runs on the model without its weights (with external data, on the written
+    file itself). Returns the model: with its weights inside, or, when they went beside it, as written (its
+    initializers point into the data file: give onnxruntime the path, not this ModelProto). Without ``path``
+    the returned model holds the weights; external_data=True then is an error, as is a model over 2 GiB."""
+    if external_data not in ("auto", True, False):
+        raise ExportError(f"external_data must be 'auto', True or False, not {external_data!r}")
+    model, weights = structure(graph, opset)
+    base = os.path.basename(os.fspath(path)) if path is not None else "model.onnx"
+    data_name = f"{base}.data"
+    layout = Layout(model, weights, external_data is True, data_name)
+    if layout.model_size > MAX_INLINE_BYTES and external_data is not True:
+        if path is None or external_data is False:
+            how = "give a path to write them beside the model" if path is None else "use external_data='auto'"
+            raise ExportError(f"graph {graph.name!r}: the model would be {layout.model_size} bytes, more than the "
+                              f"2 GiB one ONNX protobuf can hold ({MAX_INLINE_BYTES} bytes); {how}")
+        layout = Layout(model, weights, True, data_name)
+    if path is None and external_data is True:
+        raise ExportError("external_data=True writes the weights to a file beside the model: give a path")
+
+    def check(checked) -> None:
+        try:
+            onnx.checker.check_model(checked, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as error:
+            raise ExportError(f"graph {graph.name!r} exported at opset {opset} fails the ONNX checker: "
+                              f"{error}") from error
+    if path is None or not layout.has_external():          # the checker sees the structure, not the weights
+        checked = onnx.ModelProto()
+        checked.CopyFrom(model)
+        checked.graph.initializer.extend(layout.checked_initializers())
+        check_without_weights(checked, check)
+        del checked
     if path is not None:
-        atomic.write_atomically(data, path)
-    return onnx.ModelProto.FromString(data)
+        written = write(layout, path, data_name, check if layout.has_external() else lambda _: None)
+        if written is not None:
+            return onnx.ModelProto.FromString(written)
+    del layout
+    add_initializers(model, weights)
+    return model
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
@@ -183,5 +240,6 @@ def write_atomically(model: onnx.ModelProto, path) -> None:
     atomic.write_atomically(serialize(model), path)
 
 
-__all__ = ["export_onnx", "to_model", "write_atomically", "export_rule", "Emitter", "ExportError", "MIN_OPSET",
+__all__ = ["export_onnx", "to_model", "structure", "MAX_INLINE_BYTES", "write_atomically", "export_rule", "Emitter",
+           "ExportError", "MIN_OPSET",
            "DEFAULT_OPSET", "max_opset", "check_opset"]

@@ -1,4 +1,5 @@
-"""External data: a tensor's bytes in a file beside the model, read safely (a check of safety.py's kind).
+"""External data: a tensor's bytes in a file beside the model, read safely (a check of safety.py's kind), the
+main graph's initializers memory-mapped rather than read.
 
 onnx.checker, run on a ModelProto, resolves external data against the current directory, not the model's
 folder, and checks neither offsets nor lengths; locations with '..' escaped the folder (CVE-2022-25882,
@@ -6,19 +7,28 @@ CVE-2024-27318), symlinks and hard links too. load_external_data checks everythi
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import stat
+import sys
 from pathlib import PureWindowsPath
 
-from onnx import TensorProto
+import numpy as np
+from onnx import TensorProto, helper
 
 from ..errors import OnnxImportError
 from .safety import _ITEMSIZE, _dtype, _label, check_elements
 
 
-def load_external_data(model, base_dir, where: str) -> int:
+def load_external_data(model, base_dir, where: str, mapped: dict | None = None) -> int:
     """Read every tensor's external data into raw_data, refusing anything outside the model's folder.
+
+    With ``mapped`` (a dict), the main graph's initializers are not read: each becomes a read-only array
+    memory-mapped from its file (``mapped[index in graph.initializer]``; a copy of that tensor alone when its
+    offset is not aligned for its dtype), and its tensor is left with no data. The mapping keeps the file's
+    bytes as they were opened (a file replaced by rename, as cnngraph's export does, is not seen); a file
+    truncated in place while the graph lives makes reading those weights fail (SIGBUS), as with any mmap.
 
     This modifies ``model`` (data_location and external_data are cleared); pass a copy to keep the original.
     ``base_dir`` is the folder of the model file; None when the model came as bytes or a ModelProto, and then
@@ -31,18 +41,24 @@ def load_external_data(model, base_dir, where: str) -> int:
     covers CVE-2022-25882 and CVE-2024-27318 ('..' in various spellings) and the symlink/hardlink escapes
     onnx itself closed later. Everything is checked before anything is read.
     """
-    tensors = [(what, t) for what, t in _all_tensors(model.graph, "") if t.data_location == TensorProto.EXTERNAL]
+    tensors = [(what, t, i) for what, t, i in _all_tensors(model.graph, "") if t.data_location == TensorProto.EXTERNAL]
     if not tensors:
         return 0
     if base_dir is None:
-        names = [t.name for _, t in tensors]
+        names = [t.name for _, t, _ in tensors]
         raise OnnxImportError(f"{where}: {names[:5]} keep their data in external files, which can only be read "
                               f"when the model is loaded from its file (its folder says where they are)")
     folder = os.path.realpath(base_dir)
-    plans = [_plan(tensor, f"{where}: {what}", folder) for what, tensor in tensors]
+    plans = [_plan(tensor, f"{where}: {what}", folder) for what, tensor, _ in tensors]
     _check_overlaps(plans, where)
-    total = 0
-    for tensor, where_data, path, offset, length, _ in plans:
+    total, maps = 0, {}
+    for (tensor, where_data, path, offset, length, _), (_, _, index) in zip(plans, tensors):
+        if mapped is not None and index is not None:
+            mapped[index] = _mapped_array(maps, tensor, path, offset, length, where_data)
+            tensor.data_location = TensorProto.DEFAULT
+            del tensor.external_data[:]
+            total += length
+            continue
         data = _read(path, offset, length, where_data)
         tensor.raw_data = data
         tensor.data_location = TensorProto.DEFAULT
@@ -52,15 +68,16 @@ def load_external_data(model, base_dir, where: str) -> int:
 
 
 def _all_tensors(graph, prefix: str):
-    """(description, tensor) for every tensor of the graph and its subgraphs (onnx.checker looks at all)."""
-    for tensor in graph.initializer:
-        yield f"{prefix}initializer {tensor.name!r}", tensor
+    """(description, tensor, index among the main graph's initializers or None) for every tensor of the graph
+    and its subgraphs (onnx.checker looks at all)."""
+    for index, tensor in enumerate(graph.initializer):
+        yield f"{prefix}initializer {tensor.name!r}", tensor, None if prefix else index
     for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
-                yield f"{prefix}{_label(node)} attribute {attr.name!r}", attr.t
+                yield f"{prefix}{_label(node)} attribute {attr.name!r}", attr.t, None
             for tensor in attr.tensors:
-                yield f"{prefix}{_label(node)} attribute {attr.name!r}", tensor
+                yield f"{prefix}{_label(node)} attribute {attr.name!r}", tensor, None
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 yield from _all_tensors(sub, f"{prefix}{_label(node)} subgraph {attr.name!r}: ")
 
@@ -146,6 +163,31 @@ def _check_overlaps(plans, where: str) -> None:
         if file_a == file_b and start_b < end_a:
             raise OnnxImportError(f"{where}: {name_a!r} and {name_b!r} read overlapping bytes of the external file "
                                   f"{os.path.basename(path)!r}")
+
+
+def _mapped_array(maps: dict, tensor, path: str, offset: int, length: int, where: str) -> np.ndarray:
+    """The tensor's bytes as a read-only array over a read-only mapping of its file (one mapping per file)."""
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    if not length:
+        array = np.empty(0, dtype)
+    else:
+        if path not in maps:
+            fd = _open(path, where)
+            try:
+                maps[path] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as error:
+                raise OnnxImportError(f"{where}: cannot map the file: {error}") from None
+            finally:
+                os.close(fd)
+        if len(maps[path]) < offset + length:
+            raise OnnxImportError(f"{where}: the file shrank while it was read")
+        array = np.frombuffer(maps[path], np.uint8, length, offset)
+        array = array.view(dtype) if offset % dtype.alignment == 0 else array.copy().view(dtype)
+    if sys.byteorder == "big":
+        array = array.astype(dtype.newbyteorder("="))
+    array = array.reshape(tuple(tensor.dims))
+    array.flags.writeable = False
+    return array
 
 
 def _read(path: str, offset: int, length: int, where: str) -> bytes:

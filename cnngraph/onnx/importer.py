@@ -3,8 +3,8 @@ our exporter writes.
 
 Each ONNX node becomes one of our nodes named after its output value (so graph outputs keep their names).
 Initializers and Constant nodes are constants: a layer reading one takes it as a parameter (float32, bit for
-bit); a generic op reading one reads a Constant node named after it. Nodes whose inputs are all constants are
-folded (fold.py), Shape included, with a symbolic batch kept as a name: that is how the
+bit, weights read once: reading.py); a generic op reading one reads a Constant node named after it. Nodes
+whose inputs are all constants are folded (fold.py), Shape included, with a symbolic batch kept as a name: that is how the
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape arithmetic of exporters and the ConstantOfShape weights of
 old models become plain constants. The model is checked with onnx.checker first.
 
@@ -18,8 +18,6 @@ gives back what the exporter wrote. Before a node is mapped it is checked agains
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -32,7 +30,8 @@ from .external import load_external_data
 from .fold import FOLDERS, FoldError, fold, is_symbolic
 from .handler_tools import Unsupported
 from .mapping import IMPORTERS
-from .safety import check_fold, check_model_file, check_node_sizes, check_structure
+from .reading import check_without_weights, open_model, take_arrays
+from .safety import check_fold, check_node_sizes, check_structure
 from .schema import check_attributes, check_input_types, check_opset, type_name
 from .shared import unique_name
 
@@ -40,28 +39,16 @@ HANDLERS = {**IMPORTERS, **handlers.HANDLERS}   # every ONNX op the importer map
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
-def _read_model(path_or_model) -> tuple[onnx.ModelProto, str, str | None]:
-    """The parsed model, how to name it in messages, and its folder (None unless read from a file)."""
-    if isinstance(path_or_model, onnx.ModelProto):
-        return path_or_model, "<ModelProto>", None
-    folder = None
-    if isinstance(path_or_model, (bytes, bytearray)):
-        data, where = bytes(path_or_model), "<bytes>"
-    else:
-        where = os.fspath(path_or_model)
-        check_model_file(where)
-        folder = os.path.dirname(os.path.abspath(where))
-        try:
-            with open(where, "rb") as handle:
-                data = handle.read()
-        except OSError as error:
-            raise OnnxImportError(f"{where}: cannot read: {error.strerror or error}") from None
-    model = onnx.ModelProto()
+def _check_graph_found(model: onnx.ModelProto, where: str) -> None:
+    if not model.graph.node and not model.graph.output:
+        raise OnnxImportError(f"{where}: not an ONNX model (no graph found; truncated or another format?)")
+
+
+def _check(model, where: str) -> None:
     try:
-        model.ParseFromString(data)
-    except Exception as error:                                   # protobuf's DecodeError and friends
-        raise OnnxImportError(f"{where}: not an ONNX model (cannot parse: {_one_line(error)})") from None
-    return model, where, folder
+        onnx.checker.check_model(model)
+    except Exception as error:                                   # ValidationError, ValueError
+        raise OnnxImportError(f"{where}: not a valid ONNX model: {_one_line(error)}") from None
 
 
 def _one_line(error) -> str:
@@ -69,41 +56,41 @@ def _one_line(error) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _check_graph_found(model: onnx.ModelProto, where: str) -> None:
-    if not model.graph.node and not model.graph.output:
-        raise OnnxImportError(f"{where}: not an ONNX model (no graph found; truncated or another format?)")
-
-
-def _check(model: onnx.ModelProto, where: str) -> None:
-    try:
-        onnx.checker.check_model(model)
-    except Exception as error:                                   # ValidationError, ValueError
-        raise OnnxImportError(f"{where}: not a valid ONNX model: {_one_line(error)}") from None
-
-
 def load_onnx(path_or_model, *, initializers_as_inputs: bool = False) -> Graph:
     """Read an ONNX model (a path, bytes or a ModelProto), check it and map it to a Graph.
 
     Graph inputs that have an initializer are constants (their initializer is the value) unless
-    ``initializers_as_inputs``, which keeps them as inputs of the graph.
+    ``initializers_as_inputs``, which keeps them as inputs of the graph. The weights are read once, as
+    read-only arrays (reading.py): views of the bytes given, read straight from the file, or memory-mapped
+    from external data files (inside the model's folder only).
     """
-    model, where, folder = _read_model(path_or_model)
-    _check_graph_found(model, where)
-    opset = check_opset(model, where)
-    if folder is None and isinstance(path_or_model, onnx.ModelProto):
-        model = onnx.ModelProto.FromString(path_or_model.SerializeToString())   # loading data must not touch it
-    load_external_data(model, folder, where)
-    check_structure(model, where)
-    _check(model, where)
-    return _Importer(model.graph, opset, where, initializers_as_inputs).run()
+    with open_model(path_or_model) as source:
+        model, where = source.parse(), source.where
+        _check_graph_found(model, where)
+        opset = check_opset(model, where)
+        mapped: dict = {}
+        load_external_data(model, source.folder, where, mapped)
+        held = source.raw_lengths()
+        both = sorted(set(held) & set(mapped))
+        if both:
+            raise OnnxImportError(f"{where}: initializer {model.graph.initializer[both[0]].name!r} holds both "
+                                  f"raw_data and external data")
+        held.update({index: array.nbytes for index, array in mapped.items()})
+        check_structure(model, where, held)
+        arrays = take_arrays(model, source, mapped)
+    del mapped
+    check_without_weights(model, lambda checked: _check(checked, where))
+    return _Importer(model.graph, opset, where, initializers_as_inputs, arrays).run()
 
 
 # --- the importer ----------------------------------------------------------------------------------------------
 class _Importer:
-    def __init__(self, onnx_graph, opset: int, where: str, initializers_as_inputs: bool = False):
+    def __init__(self, onnx_graph, opset: int, where: str, initializers_as_inputs: bool = False, arrays=None):
         self.og, self.opset, self.where = onnx_graph, opset, where
         self.graph = Graph(onnx_graph.name or "graph")
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in onnx_graph.initializer}
+        if arrays is None:
+            arrays = [numpy_helper.to_array(t) for t in onnx_graph.initializer]
+        self.consts: dict[str, np.ndarray] = {t.name: a for t, a in zip(onnx_graph.initializer, arrays)}
         if initializers_as_inputs:
             for value in onnx_graph.input:
                 self.consts.pop(value.name, None)

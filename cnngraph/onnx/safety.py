@@ -14,7 +14,8 @@ node, value or path. The importer calls them in this order (see each function's 
 
     check_model_file(path)                      before reading the file
     load_external_data(model, base_dir, where)  right after parsing, before onnx.checker (external.py)
-    check_structure(model, where)               before onnx.checker, so our clearer messages come first
+    check_structure(model, where, held)         before any weight is taken (reading.py) and before onnx.checker,
+                                                so our clearer messages come first
     check_fold(node, inputs, opset, spent)      before folding each node on constants
     check_elements(shape, label)                before materialising any array whose shape a model chose
     check_node_sizes(graph, name)               after each node the importer adds, before any plan exists
@@ -43,6 +44,7 @@ _ITEMSIZE = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2
 # the repeated field holding each dtype when raw_data is not used (the rest use int32_data)
 _FIELD = {TensorProto.FLOAT: "float_data", TensorProto.DOUBLE: "double_data", TensorProto.INT64: "int64_data",
           TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data"}
+_FIELD_NAMES = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 # ops that may read a float16/double constant in a float32 model: they convert it or only read its shape
 _TYPE_BLIND = {"Cast", "Shape", "Size"}
 
@@ -138,7 +140,7 @@ def _check_size(shape, what: str) -> None:
 
 
 # --- structure -------------------------------------------------------------------------------------------------
-def check_structure(model, where: str) -> None:
+def check_structure(model, where: str, held: dict | None = None) -> None:
     """What onnx.checker misses or words vaguely, checked on the main graph before any array is built.
 
     * every node input is computed by an earlier node, or is a graph input or an initializer; a value no one
@@ -153,14 +155,17 @@ def check_structure(model, where: str) -> None:
       MAX_ELEMENTS, and a float16/double constant is read only by Cast (or Shape/Size): cnngraph computes
       in float32 and will not convert silently.
     Subgraphs (If/Loop bodies) are not imported, so they are not walked here.
+    ``held`` gives, by index among the initializers, the bytes of those whose data the importer keeps outside
+    the message (raw_data left out of the parse, memory-mapped external data): checked as raw_data would be.
     """
     graph = model.graph
     if len(graph.sparse_initializer):
         names = [s.values.name for s in graph.sparse_initializer]
         raise OnnxImportError(f"{where}: sparse initializers are not supported: {names[:5]}")
     _check_wiring(graph, where)
-    for what, tensor, constant in _main_tensors(graph):
-        _check_tensor(tensor, f"{where}: {what}", constant)
+    held = held or {}
+    for index, (what, tensor, constant) in enumerate(_main_tensors(graph)):
+        _check_tensor(tensor, f"{where}: {what}", constant, held.get(index) if index < len(graph.initializer) else None)
     _check_inputs(graph, where)
     _check_constant_dtypes(graph, where)
 
@@ -238,7 +243,7 @@ def _main_tensors(graph):
                 yield f"{_label(node)} attribute {attr.name!r}", tensor, False
 
 
-def _check_tensor(tensor, what: str, constant: bool) -> None:
+def _check_tensor(tensor, what: str, constant: bool, held: int | None = None) -> None:
     if tensor.HasField("segment"):
         raise OnnxImportError(f"{what}: segmented tensors are not supported")
     dims = list(tensor.dims)
@@ -250,8 +255,12 @@ def _check_tensor(tensor, what: str, constant: bool) -> None:
         return                                    # an attribute of a node the importer will refuse anyway
     if tensor.data_location == TensorProto.EXTERNAL:
         return                                    # load_external_data checks it against the file
-    if tensor.HasField("raw_data"):
-        need, held = count * _ITEMSIZE[code], len(tensor.raw_data)
+    if held is not None:                          # its bytes are outside the message: no other data field
+        field = next((f for f in _FIELD_NAMES if f != "raw_data" and len(getattr(tensor, f))), None)
+        if field is not None:
+            raise OnnxImportError(f"{what}: holds both raw_data and {field} (one data field only)")
+    if held is not None or tensor.HasField("raw_data"):
+        need, held = count * _ITEMSIZE[code], len(tensor.raw_data) if held is None else held
         if held != need:
             raise OnnxImportError(f"{what}: dims {dims} of {_dtype(code)} need {need} bytes but raw_data holds {held}")
         return
