@@ -19,6 +19,7 @@ from .kernel import CNHW, NCHW, kernel
 
 COLUMN_BYTES = 4 << 20          # im2col block budget: the columns stay in L2/L3 between copy and GEMM (the stem at
                                 # batch 1, single-threaded: 3.1-3.7 ms with 2-4 MB, 3.3-4.2 with 8 MB, 3.9-4.8 with 0.5)
+BIAS_IN_PRODUCT = True          # im2col: the bias as a K + 1st column of the product (False: a pass after it, to compare)
 BLOCK_SPLIT_COLUMNS = 1024      # split a convolution over the cores by output pixels when each part gets this many
 
 
@@ -67,9 +68,10 @@ def make_conv(ctx):
     kh, kw = a["kernel_size"]
     weight, bias, epilogue = fold_affine(ctx.params["weight"], ctx.params.get("bias"), ctx.epilogue)
 
-    def finish(region, channels: slice):
-        """Bias, then the absorbed element-wise layers, on a block of the output while it is in cache."""
-        if bias is not None:
+    def finish(region, channels: slice, biased: bool = False):
+        """Bias (unless the product added it: ``biased``), then the absorbed element-wise layers, on a block of
+        the output while it is in cache."""
+        if bias is not None and not biased:
             region += bias[channels, None, None, None]
         for apply in epilogue:
             apply(region, channels)
@@ -85,7 +87,7 @@ def make_conv(ctx):
 
     if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
         return pointwise_gemm(ctx, weight, finish)
-    return im2col_gemm(ctx, weight, pad, finish)
+    return im2col_gemm(ctx, weight, bias, pad, finish)
 
 
 def pointwise_gemm(ctx, weight, finish):
@@ -168,11 +170,13 @@ def tap_groups(kernel_size, stride, dilation) -> list[tuple]:
             for q, rj, j0, dj in axis(kernel_size[1], stride[1], dilation[1])]
 
 
-def im2col_gemm(ctx, weight, pad, finish):
+def im2col_gemm(ctx, weight, bias, pad, finish):
     """Gather the columns of a block of the output through one strided view per tap group, one GEMM per
     group of channels and block. A block is a batch chunk, or a band of output rows of one image when an
     image's columns exceed COLUMN_BYTES, so that they stay in cache between the copy and the GEMM. Strided
-    convolutions with several taps gather from the input's phases (phase_split) instead of the padded input."""
+    convolutions with several taps gather from the input's phases (phase_split) instead of the padded input.
+    The bias rides in the product: a last weight column times a row of ones below the columns (the GEMM took
+    as long with K + 1 as with K; a separate pass over the output cost 15–30% of a 1×1 stride-2 convolution)."""
     a = ctx.attrs
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
@@ -194,6 +198,11 @@ def im2col_gemm(ctx, weight, pad, finish):
     order = [(c * kh + i) * kw + j for _, ri, rj, _, _ in taps for c in range(cin_g) for i in ri for j in rj]
     matrices = [np.ascontiguousarray(weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k)[:, order])
                 for g in range(groups)]
+    k_rows = k                                  # rows of the columns: k, plus the ones of the bias
+    if bias is not None and BIAS_IN_PRODUCT:
+        matrices = [np.concatenate([m, bias[g * cout_g:(g + 1) * cout_g, None]], axis=1).astype(np.float32)
+                    for g, m in enumerate(matrices)]
+        k_rows = k + 1
     per_image = k * ho * wo * 4
     if per_image <= COLUMN_BYTES:
         chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), ho
@@ -215,7 +224,7 @@ def im2col_gemm(ctx, weight, pad, finish):
             bands += 1
         band = -(-ho // bands)
     blocks = [(n0, min(n, n0 + chunk), r0, min(ho, r0 + band)) for n0 in range(0, n, chunk) for r0 in range(0, ho, band)]
-    columns = [ctx.scratch.request((k * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
+    columns = [ctx.scratch.request((k_rows * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
     split_channels = workers > 1 and not split_blocks and groups == 1
 
     def gather(phases, g, n0, n1, r0, r1, cols):
@@ -236,11 +245,12 @@ def im2col_gemm(ctx, weight, pad, finish):
         """Output channels [c0, c1) of group g from its columns, then their epilogue."""
         channels = slice(g * cout_g + c0, g * cout_g + c1)
         np.matmul(matrices[g][c0:c1], cols, out=np.reshape(region[c0:c1], (c1 - c0, -1), copy=False))
-        finish(region[c0:c1], channels)
+        finish(region[c0:c1], channels, biased=k_rows > k)
 
     def run_blocks(phases, out, todo, buffer):
         for n0, n1, r0, r1 in todo:
-            cols = buffer()[:k * (n1 - n0) * (r1 - r0) * wo].reshape(k, -1)
+            cols = buffer()[:k_rows * (n1 - n0) * (r1 - r0) * wo].reshape(k_rows, -1)
+            cols[k:] = 1.0                          # the bias's row (the scratch is shared: every run)
             for g in range(groups):
                 gather(phases, g, n0, n1, r0, r1, cols)
                 region = out[g * cout_g:(g + 1) * cout_g, n0:n1, r0:r1]
