@@ -161,10 +161,13 @@ def make_avgpool(ctx):
 
 @kernel("GlobalAvgPool2d", layouts=(CNHW,))
 def make_global_avgpool(ctx):
+    """The mean of each (channel, sample) row as one matrix-vector product with a vector of 1/(H·W): BLAS's
+    gemv took a fifth of np.mean's time over a short last axis (512×49 at batch 1: 5.5 µs against 27)."""
     c, n, h, w = ctx.physical(ctx.in_shapes[0])
+    weights = np.full(h * w, 1.0 / (h * w), np.float32)
 
     def step(inputs, out):
-        np.mean(inputs[0].reshape(c, n, h * w), axis=2, out=out.reshape(c, n))
+        np.matmul(inputs[0].reshape(c * n, h * w), weights, out=out.reshape(c * n))
         return out
     return step
 

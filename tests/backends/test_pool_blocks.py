@@ -58,3 +58,15 @@ def test_pooling_in_blocks_matches_reference(case):
             patch.setattr(batch_split, "MIN_PIECE_MACS", 1)
         actual = cg.run(g, data)
     assert_close(actual, reference_run(g, data), f"{case['op']} in blocks")
+
+
+@examples(30)
+@given(channels=st.integers(1, 5), batch=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       seed=st.integers(0, 2 ** 16))
+def test_global_average_pool_as_a_product_matches_reference(channels, batch, h, w, seed):
+    """GlobalAvgPool2d is one matrix-vector product (rows of H·W times 1/(H·W)): any C, N, H, W."""
+    g = cg.Graph("gap")
+    x = g.input("x", (None, channels, h, w))
+    g.output(g.apply(cg.GlobalAvgPool2d(), x))
+    data = randn(np.random.default_rng(seed), (batch, channels, h, w))
+    assert_close(cg.run(g, data), reference_run(g, data), "GlobalAvgPool2d")
