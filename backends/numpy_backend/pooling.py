@@ -32,7 +32,8 @@ MACS_PER_INPUT = 100        # a 3×3/2 max pool took as long per input pixel as 
 # NumPy's ufuncs on views that do not flatten to 1-D (row-strided taps) run at 0.5-0.65 ns per element against
 # 0.18 for contiguous arrays, with ~3-4 µs of set-up per call; per block of 16 channels the row pass took ~90-110 µs
 # and the column pass ~50. Tried and slower: full-size contiguous passes then decimation, copying the row phases
-# first (−15-25% on the row pass only), blocks of 128 KB-8 MB (1 MB was best: 0.96 ms with the input from L3).
+# first and combining them as flat contiguous arrays (−15-25% on the row pass alone, nothing measurable in the
+# whole kernel: 0.81 against 0.74 ms), blocks of 128 KB-8 MB (1 MB was best: 0.96 ms with the input from L3).
 
 
 def axis_passes(out: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int, axis: int,
