@@ -420,27 +420,37 @@ def _row_moments(x2, centered, count):
     return mean, np.einsum("ij,ij->i", centered, centered) / np.float32(count)
 
 
+def _biased_inv_std(stats, count: int, eps: float):
+    """(mean, 1/√(σ² + eps)) from BatchStats' (mean, unbiased variance): σ² = unbiased·(n − 1)/n, in float64."""
+    biased = np.asarray(stats[1], np.float64) * ((count - 1) / count if count > 1 else 1.0)
+    return stats[0], (1.0 / np.sqrt(biased + eps)).astype(np.float32)
+
+
+def _count(ctx) -> int:
+    shape = ctx.in_shapes[0]
+    return int(np.prod([shape[i] for i in range(len(shape)) if i != 1]))
+
+
 @kernel("BatchNorm2dTrain", layouts=ANY)
 def make_batchnorm_train(ctx):
+    """y = (x − μ)·(γ/√(σ² + eps)) + β with μ, σ² from the BatchStats input: one subtraction, one product and
+    one addition over x, no reduction."""
     axes, shape = _channel_view(ctx)
-    weight, bias, eps = ctx.params["weight"].reshape(shape), ctx.params["bias"].reshape(shape), ctx.attrs["eps"]
+    eps, count = ctx.attrs["eps"], _count(ctx)
+    weight, bias = ctx.params["weight"].reshape(-1), ctx.params["bias"].reshape(shape)
     rows = _channel_rows(ctx)
-    if rows is not None:
-        channels, count, _ = rows
-        scale_of, shift = ctx.params["weight"].reshape(-1), ctx.params["bias"].reshape(-1, 1)
-
-        def by_rows(inputs, out):
-            out2 = out.reshape(channels, count)
-            _, var = _row_moments(inputs[0].reshape(channels, count), out2, count)
-            out2 *= (scale_of / np.sqrt(var + np.float32(eps)))[:, None]
-            out2 += shift
-            return out
-        return by_rows
+    shape = (-1, 1) if rows is not None else shape
 
     def step(inputs, out):
-        _, centered, var = batch_moments(inputs[0], axes)
-        np.multiply(centered, weight / np.sqrt(var + np.float32(eps)), out=out)
-        out += bias
+        x, stats = inputs
+        if rows is not None:
+            x, out2 = x.reshape(rows[0], rows[1]), out.reshape(rows[0], rows[1])
+        else:
+            out2 = out
+        mean, inv_std = _biased_inv_std(stats, count, eps)
+        np.subtract(x, mean.reshape(shape), out=out2)
+        out2 *= (weight * inv_std).reshape(shape)
+        out2 += bias.reshape(shape)
         return out
     return step
 
@@ -448,7 +458,7 @@ def make_batchnorm_train(ctx):
 @kernel("BatchStats", layouts=ANY)
 def make_batch_stats(ctx):
     axes, _ = _channel_view(ctx)
-    count = int(np.prod([ctx.in_shapes[0][i] for i in range(len(ctx.in_shapes[0])) if i != 1]))
+    count = _count(ctx)
     rows = _channel_rows(ctx)
 
     def step(inputs, out):
@@ -466,60 +476,72 @@ def make_batch_stats(ctx):
 def make_batchnorm_grad(ctx):
     axes, shape = _channel_view(ctx)
     a, p = ctx.attrs, ctx.params
-    weight = p["weight"].reshape(shape)
     rows = _channel_rows(ctx)
+    if a["training"]:
+        return _batchnorm_grad_training(ctx, rows)
     if rows is not None:
         return _batchnorm_grad_by_rows(a, p, *rows)
+    weight = p["weight"].reshape(shape)
 
     def step(inputs, out):
         x, dy = inputs
-        if a["training"]:
-            mean, centered, var = batch_moments(x, axes)
-        else:
-            mean, var = p["running_mean"].reshape(shape), p["running_var"].reshape(shape)
-            centered = x - mean
+        mean, var = p["running_mean"].reshape(shape), p["running_var"].reshape(shape)
         inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
-        normalized = centered * inv_std
         if a["wrt"] == "weight":
-            np.sum(dy * normalized, axis=axes, out=out)
-        elif a["training"]:
-            np.multiply(weight * inv_std, dy - np.mean(dy, axis=axes, keepdims=True)
-                        - normalized * np.mean(dy * normalized, axis=axes, keepdims=True), out=out)
+            np.sum(dy * ((x - mean) * inv_std), axis=axes, out=out)
         else:
             np.multiply(dy, weight * inv_std, out=out)
         return out
     return step
 
 
+def _batchnorm_grad_training(ctx, rows):
+    """Training mode, from the BatchStats input (μ, σ²) and, for ∂x, the ∂weight = Σ ∂y·x̂ and ∂bias = Σ ∂y
+    nodes: ∂weight = inv·Σ ∂y·(x − μ) (inv = 1/√(σ² + eps)) is one subtraction and one dot product per
+    channel; ∂x = w·inv·∂y − (w·inv²·∂weight/M)·(x − μ) − w·inv·∂bias/M is element-wise only."""
+    axes, shape = _channel_view(ctx)
+    a, count = ctx.attrs, _count(ctx)
+    weight, m = ctx.params["weight"].reshape(-1), np.float32(count)
+    centered_of = rows[2] if rows is not None else ctx.scratch.request(ctx.physical(ctx.in_shapes[0]))
+    shape = (-1, 1) if rows is not None else shape
+
+    def step(inputs, out):
+        x, dy, stats = inputs[:3]
+        mean, inv_std = _biased_inv_std(stats, count, a["eps"])
+        centered = centered_of()
+        if rows is not None:
+            x, dy, centered = (v.reshape(rows[0], rows[1]) for v in (x, dy, centered))
+        np.subtract(x, mean.reshape(shape), out=centered)
+        if a["wrt"] == "weight":
+            dot = (np.einsum("ij,ij->i", dy, centered) if rows is not None
+                   else np.sum(dy * centered, axis=axes))
+            np.multiply(inv_std, dot, out=out.reshape(-1))
+            return out
+        dweight, dbias = inputs[3].reshape(-1), inputs[4].reshape(-1)
+        scale = weight * inv_std
+        out2 = out.reshape(rows[0], rows[1]) if rows is not None else out
+        centered *= (scale * inv_std * dweight / m).reshape(shape)
+        np.multiply(dy, scale.reshape(shape), out=out2)
+        out2 -= centered
+        out2 -= (scale * dbias / m).reshape(shape)
+        return out
+    return step
+
+
 def _batchnorm_grad_by_rows(a, p, channels, count, scratch):
-    """BatchNorm2dGrad on (C, M) rows. With c = x − mean, s = Σ ∂y·c and inv = 1/√(var + eps):
-    ∂weight = inv·s, and in training ∂x = w·inv·(∂y − mean(∂y) − c·inv²·s/M) — three passes over the data."""
+    """BatchNorm2dGrad in eval mode on (C, M) rows: ∂weight = inv·Σ ∂y·(x − running_mean) and
+    ∂x = ∂y·w·inv, inv = 1/√(running_var + eps)."""
     weight = p["weight"].reshape(-1)
-    m = np.float32(count)
 
     def step(inputs, out):
         x2, dy2 = inputs[0].reshape(channels, count), inputs[1].reshape(channels, count)
-        centered = scratch()
-        if a["training"]:
-            _, var = _row_moments(x2, centered, count)
-        else:
-            np.subtract(x2, p["running_mean"].reshape(-1, 1), out=centered)
-            var = p["running_var"].reshape(-1)
-        inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
+        inv_std = 1.0 / np.sqrt(p["running_var"].reshape(-1) + np.float32(a["eps"]))
         if a["wrt"] == "weight":
+            centered = scratch()
+            np.subtract(x2, p["running_mean"].reshape(-1, 1), out=centered)
             np.multiply(inv_std, np.einsum("ij,ij->i", dy2, centered), out=out.reshape(-1))
             return out
-        scale = weight * inv_std
-        out2 = out.reshape(channels, count)
-        if not a["training"]:
-            np.multiply(dy2, scale[:, None], out=out2)
-            return out
-        mean_dy = np.add.reduce(dy2, axis=1) / m
-        slope = scale * inv_std * inv_std * np.einsum("ij,ij->i", dy2, centered) / m
-        np.multiply(dy2, scale[:, None], out=out2)
-        centered *= slope[:, None]
-        out2 -= centered
-        out2 -= (scale * mean_dy)[:, None]
+        np.multiply(dy2, (weight * inv_std)[:, None], out=out.reshape(channels, count))
         return out
     return step
 
