@@ -783,9 +783,14 @@ def _channel(vector, x):
     return np.asarray(vector, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def batch_norm_train(x, weight, bias, eps):
-    axes = _other_axes(x, 1)
-    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+def _from_stats(x, stats):
+    """Mean and biased variance (keepdims) from BatchStats' (mean, unbiased variance)."""
+    count = x.size // x.shape[1]
+    return _channel(stats[0], x), _channel(stats[1], x) * ((count - 1) / count if count > 1 else 1.0)
+
+
+def batch_norm_train(x, stats, weight, bias, eps):
+    mean, var = _from_stats(x, stats)
     return (x - mean) / np.sqrt(var + eps) * _channel(weight, x) + _channel(bias, x)
 
 
@@ -795,10 +800,11 @@ def batch_stats(x):
     return np.stack([x.mean(axis=axes), x.var(axis=axes, ddof=1 if count > 1 else 0)])
 
 
-def batch_norm_grad(x, dy, params, eps, training, wrt):
+def batch_norm_grad(x, dy, params, eps, training, wrt, stats=None, dweight=None, dbias=None):
+    """In training, from the statistics, ∂weight and ∂bias the op reads (see BatchNorm2dGrad)."""
     axes = _other_axes(x, 1)
     if training:
-        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        mean, var = _from_stats(x, stats)
     else:
         mean, var = _channel(params["running_mean"], x), _channel(params["running_var"], x)
     normalized = (x - mean) / np.sqrt(var + eps)
@@ -808,8 +814,7 @@ def batch_norm_grad(x, dy, params, eps, training, wrt):
     if not training:
         return dy * scale
     count = x.size // x.shape[1]
-    return scale / count * (count * dy - dy.sum(axis=axes, keepdims=True)
-                            - normalized * np.sum(dy * normalized, axis=axes, keepdims=True))
+    return scale / count * (count * dy - _channel(dbias, x) - normalized * _channel(dweight, x))
 
 
 def sum_to_shape(x, shape):
@@ -862,11 +867,11 @@ REFERENCE_OPS.update({
     "SumToShape": lambda node, x: sum_to_shape(x, node.attrs["shape"]),
     "ConcatGrad": lambda node, x: np.take(x, range(node.attrs["start"], node.attrs["start"] + node.attrs["length"]),
                                           axis=node.attrs["axis"]),
-    "BatchNorm2dTrain": lambda node, x: batch_norm_train(x, _param(node, "weight"), _param(node, "bias"),
-                                                         node.attrs["eps"]),
+    "BatchNorm2dTrain": lambda node, x, stats: batch_norm_train(x, stats, _param(node, "weight"),
+                                                                _param(node, "bias"), node.attrs["eps"]),
     "BatchStats": lambda node, x: batch_stats(x),
-    "BatchNorm2dGrad": lambda node, x, dy: batch_norm_grad(x, dy, _bn_params(node), node.attrs["eps"],
-                                                           node.attrs["training"], node.attrs["wrt"]),
+    "BatchNorm2dGrad": lambda node, x, dy, *read: batch_norm_grad(x, dy, _bn_params(node), node.attrs["eps"],
+                                                                  node.attrs["training"], node.attrs["wrt"], *read),
     "CrossEntropyLoss": lambda node, z, t: np.array(cross_entropy(z, t)),
     "CrossEntropyLossGrad": lambda node, z, t: cross_entropy_grad(z, t),
     "MSELoss": lambda node, p, t: np.array(np.mean((p - t) ** 2)),

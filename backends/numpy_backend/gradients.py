@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from cnngraph.shapes import average_pool_divisor
 
@@ -20,6 +21,10 @@ from .kernel import CNHW, NCHW, kernel
 
 ANY = (CNHW, NCHW)
 MIN_ROWS = 16          # a GEMM is split over the cores (training graphs) only into pieces of this many rows
+# Weight gradients of maps narrower than this gather their columns with the batch innermost (see
+# _conv_grad_weight_batch_inner); wider maps give runs of Wo floats long enough (and the transposes would cost).
+BATCH_INNER_BELOW = 16
+SPREAD_ROWS = 16       # rows of ∂W zeroed then filled at once (resnet18's 512×4608 at 1×1 maps: 0.93 → 0.77 ms)
 
 
 def _extent(a, out_hw, in_hw):
@@ -62,15 +67,17 @@ def make_conv_grad_input(ctx):
     a = ctx.attrs
     cout, n, ho, wo = ctx.physical(ctx.in_shapes[0])
     cin, _, h, w = ctx.physical(ctx.out_shape)
-    kh, kw = a["kernel_size"]
-    groups = a["groups"]
-    cin_g, cout_g = cin // groups, cout // groups
     weight = ctx.params["weight"]
     if tuple(a["stride"]) == (1, 1):
         by_winograd = _conv_grad_input_by_winograd(ctx, weight, (cin, n, h, w))
         if by_winograd is not None:
             return by_winograd
         return _conv_grad_input_as_conv(ctx, weight, (cin, n, h, w), (cout, ho, wo))
+    if tuple(a["kernel_size"]) != (1, 1):
+        return _conv_grad_input_strided(ctx, weight, (cin, n, h, w), (cout, ho, wo))
+    kh, kw = a["kernel_size"]                 # one tap (a strided 1×1 convolution): one add in cnhw is faster
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
     matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kh * kw).T for g in range(groups)]
     columns = ctx.scratch.request((cin, kh, kw, n, ho, wo))
     scatter = _scatter_taps(ctx, (cin, n, *_extent(a, (ho, wo), (h, w))), (h, w), (ho, wo))
@@ -84,6 +91,44 @@ def make_conv_grad_input(ctx):
             split(cin_g * kh * kw, lambda lo, hi, m=matrix, r=rows, o=result: np.matmul(m[lo:hi], r, out=o[lo:hi]),
                   MIN_ROWS)
         return scatter(lambda i, j, channels: cols[channels, i, j], out)
+    return step
+
+
+def _conv_grad_input_strided(ctx, weight, x_shape, y_shape):
+    """Stride > 1, several taps: the columns Wᵀ @ ∂y, each tap's block added back onto a zeroed padded input, one strided
+    view per tap. Batch is the innermost axis of both (∂y is transposed to (Cout, Ho, Wo, N) first, the padded
+    buffer is (Cin, Hp, Wp, N)): in cnhw the adds ran along rows of Wo values at a stride, a few elements per
+    inner loop (resnet18's 3×3 stride-2 convolutions on 8×8 maps at batch 32, one thread: 2.2 of the 3.1 ms)."""
+    a = ctx.attrs
+    cin, n, h, w = x_shape
+    cout, ho, wo = y_shape
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["stride"], a["dilation"]
+    top, left = a["pads"][0], a["pads"][1]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    matrices = [weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kh * kw).T for g in range(groups)]
+    transposed = ctx.scratch.request((cout, ho, wo, n))
+    columns = ctx.scratch.request((cin, kh, kw, ho, wo, n))
+    padded = ctx.scratch.request((cin, *_extent(a, (ho, wo), (h, w)), n))
+
+    def step(inputs, out):
+        dy, dyt, cols, dxp = inputs[0], transposed(), columns(), padded()
+        split(cout, lambda lo, hi: np.copyto(dyt[lo:hi], dy[lo:hi].transpose(0, 2, 3, 1)))
+        for g, matrix in enumerate(matrices):
+            rows = dyt[g * cout_g:(g + 1) * cout_g].reshape(cout_g, ho * wo * n)
+            result = cols[g * cin_g:(g + 1) * cin_g].reshape(cin_g * kh * kw, ho * wo * n)
+            split(cin_g * kh * kw, lambda lo, hi, m=matrix, r=rows, o=result: np.matmul(m[lo:hi], r, out=o[lo:hi]),
+                  MIN_ROWS)
+
+        def part(lo, hi):
+            dxp[lo:hi] = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    dxp[lo:hi, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw] += \
+                        cols[lo:hi, i, j]
+            np.copyto(out[lo:hi], dxp[lo:hi, top:top + h, left:left + w].transpose(0, 3, 1, 2))
+        split(cin, part)
+        return out
     return step
 
 
@@ -158,12 +203,12 @@ def make_conv_grad_weight(ctx):
     cols_live = _live_taps(kw, a["dilation"][1], a["stride"][1], a["pads"][1], wo, w)
     lh, lw = rows_live.stop - rows_live.start, cols_live.stop - cols_live.start
     k = cin_g * lh * lw
+    partial = _partial(ctx, cout, k, cin_g * kh * kw)
+    if wo < BATCH_INNER_BELOW:
+        return _conv_grad_weight_batch_inner(ctx, (cin, n, h, w), (cout, ho, wo), rows_live, cols_live, partial)
+    # Columns (K, N·Ho·Wo) gather runs of Wo floats, as the forward pass's.
     pad = padded_source((cin, n, h, w), a["pads"], _extent(a, (ho, wo), (h, w)), 0.0, ctx.scratch)
-    # Columns (K, N·Ho·Wo) gather runs of Wo floats, as the forward pass's; on maps narrower than 4 the runs are
-    # too short and (N·Ho·Wo, K) copied faster (64 channels 8×8, batch 32: 3.6 against 5.2 ms a layer).
-    by_channel = wo >= 4
-    columns = ctx.scratch.request((cin_g, lh, lw, n, ho, wo) if by_channel else (n, ho, wo, cin_g, lh, lw))
-    partial = ctx.scratch.request((cout, k)) if k != cin_g * kh * kw else None
+    columns = ctx.scratch.request((cin_g, lh, lw, n, ho, wo))
 
     def step(inputs, out):
         xp, dy = pad(inputs[0]), inputs[1]
@@ -172,19 +217,78 @@ def make_conv_grad_weight(ctx):
         first = xp[:, :, rows_live.start * a["dilation"][0]:, cols_live.start * a["dilation"][1]:]
         for g in range(groups):
             windows = window_view(first[g * cin_g:(g + 1) * cin_g], (lh, lw), a["stride"], a["dilation"], (ho, wo))
-            if by_channel:
-                split(cin_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
-                matrix = cols.reshape(k, n * ho * wo).T
-            else:
-                windows = windows.transpose(3, 4, 5, 0, 1, 2)
-                split(n, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
-                matrix = cols.reshape(n * ho * wo, k)
+            split(cin_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+            matrix = cols.reshape(k, n * ho * wo).T
             rows = dy[g * cout_g:(g + 1) * cout_g].reshape(cout_g, n * ho * wo)
             result = result_all[g * cout_g:(g + 1) * cout_g]
             split(cout_g, lambda lo, hi, r=rows, o=result, m=matrix: np.matmul(r[lo:hi], m, out=o[lo:hi]), MIN_ROWS)
-        if partial is not None:                   # taps that read only padding get no gradient
-            out[...] = 0.0
-            out.reshape(cout, cin_g, kh, kw)[:, :, rows_live, cols_live] = result_all.reshape(cout, cin_g, lh, lw)
+        _spread_live(out, result_all, partial, (kh, kw), rows_live, cols_live)
+        return out
+    return step
+
+
+def _partial(ctx, cout: int, k: int, full: int):
+    """Scratch for the live taps' gradient when some taps are dead (None when all are live)."""
+    return ctx.scratch.request((cout, k)) if k != full else None
+
+
+def _spread_live(out, result_all, partial, kernel_size, rows_live, cols_live) -> None:
+    """Taps that read only padding get no gradient: the live taps' block (``partial``) into a zeroed ∂W."""
+    if partial is None:
+        return
+    cout = out.shape[0]
+    lh, lw = rows_live.stop - rows_live.start, cols_live.stop - cols_live.start
+    cin_g = result_all.shape[1] // (lh * lw)
+    full, live = out.reshape(cout, cin_g, *kernel_size), result_all.reshape(cout, cin_g, lh, lw)
+    for lo in range(0, cout, SPREAD_ROWS):    # each block zeroed and filled while in cache: one pass over ∂W
+        out[lo:lo + SPREAD_ROWS] = 0.0
+        full[lo:lo + SPREAD_ROWS, :, rows_live, cols_live] = live[lo:lo + SPREAD_ROWS]
+
+
+def _conv_grad_weight_batch_inner(ctx, x_shape, y_shape, rows_live, cols_live, partial):
+    """∂W = ∂y @ columns(x)ᵀ with the batch innermost: x is padded into (Cin, Hp, Wp, N) and ∂y transposed to
+    (Cout, Ho, Wo, N), so the columns (Cin, kh, kw, Ho, Wo, N) gather runs of Wo·N floats (stride 1) or N
+    (stride 2) instead of Wo (resnet18's 64-channel 8×8 layers at batch 32, one thread: the gather took 1.4 of
+        a layer's 2.8 ms). It replaces the (N·Ho·Wo, K) columns maps narrower than 4 used, slower too (256 channels
+    2×2: 2.0 against 2.7–2.9 ms)."""
+    a = ctx.attrs
+    cin, n, h, w = x_shape
+    cout, ho, wo = y_shape
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["stride"], a["dilation"]
+    top, left = a["pads"][0], a["pads"][1]
+    groups = a["groups"]
+    cin_g, cout_g = cin // groups, cout // groups
+    lh, lw = rows_live.stop - rows_live.start, cols_live.stop - cols_live.start
+    k = cin_g * lh * lw
+    hp, wp = _extent(a, (ho, wo), (h, w))
+    hp, wp = max(hp, top + h), max(wp, left + w)
+    padded = ctx.scratch.request((cin, hp, wp, n))
+    transposed = ctx.scratch.request((cout, ho, wo, n))
+    columns = ctx.scratch.request((cin_g, lh, lw, ho, wo, n))
+
+    def step(inputs, out):
+        x, dy, xp, dyt, cols = inputs[0], inputs[1], padded(), transposed(), columns()
+
+        def place(lo, hi):
+            xp[lo:hi, :top] = 0.0
+            xp[lo:hi, top + h:] = 0.0
+            xp[lo:hi, top:top + h, :left] = 0.0
+            xp[lo:hi, top:top + h, left + w:] = 0.0
+            np.copyto(xp[lo:hi, top:top + h, left:left + w], x[lo:hi].transpose(0, 2, 3, 1))
+        split(cin, place)
+        split(cout, lambda lo, hi: np.copyto(dyt[lo:hi], dy[lo:hi].transpose(0, 2, 3, 1)))
+        result_all = out if partial is None else partial()
+        first = xp[:, rows_live.start * dh:, cols_live.start * dw:]
+        s_c, s_h, s_w, s_n = first.strides
+        for g in range(groups):
+            windows = as_strided(first[g * cin_g:(g + 1) * cin_g], shape=(cin_g, lh, lw, ho, wo, n),
+                                 strides=(s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w, s_n), writeable=False)
+            split(cin_g, lambda lo, hi, v=windows: np.copyto(cols[lo:hi], v[lo:hi]))
+            matrix = cols.reshape(k, ho * wo * n).T
+            rows = dyt[g * cout_g:(g + 1) * cout_g].reshape(cout_g, ho * wo * n)
+            result = result_all[g * cout_g:(g + 1) * cout_g]
+            split(cout_g, lambda lo, hi, r=rows, o=result, m=matrix: np.matmul(r[lo:hi], m, out=o[lo:hi]), MIN_ROWS)
+        _spread_live(out, result_all, partial, (kh, kw), rows_live, cols_live)
         return out
     return step
 
@@ -420,27 +524,37 @@ def _row_moments(x2, centered, count):
     return mean, np.einsum("ij,ij->i", centered, centered) / np.float32(count)
 
 
+def _biased_inv_std(stats, count: int, eps: float):
+    """(mean, 1/√(σ² + eps)) from BatchStats' (mean, unbiased variance): σ² = unbiased·(n − 1)/n, in float64."""
+    biased = np.asarray(stats[1], np.float64) * ((count - 1) / count if count > 1 else 1.0)
+    return stats[0], (1.0 / np.sqrt(biased + eps)).astype(np.float32)
+
+
+def _count(ctx) -> int:
+    shape = ctx.in_shapes[0]
+    return int(np.prod([shape[i] for i in range(len(shape)) if i != 1]))
+
+
 @kernel("BatchNorm2dTrain", layouts=ANY)
 def make_batchnorm_train(ctx):
+    """y = (x − μ)·(γ/√(σ² + eps)) + β with μ, σ² from the BatchStats input: one subtraction, one product and
+    one addition over x, no reduction."""
     axes, shape = _channel_view(ctx)
-    weight, bias, eps = ctx.params["weight"].reshape(shape), ctx.params["bias"].reshape(shape), ctx.attrs["eps"]
+    eps, count = ctx.attrs["eps"], _count(ctx)
+    weight, bias = ctx.params["weight"].reshape(-1), ctx.params["bias"].reshape(shape)
     rows = _channel_rows(ctx)
-    if rows is not None:
-        channels, count, _ = rows
-        scale_of, shift = ctx.params["weight"].reshape(-1), ctx.params["bias"].reshape(-1, 1)
-
-        def by_rows(inputs, out):
-            out2 = out.reshape(channels, count)
-            _, var = _row_moments(inputs[0].reshape(channels, count), out2, count)
-            out2 *= (scale_of / np.sqrt(var + np.float32(eps)))[:, None]
-            out2 += shift
-            return out
-        return by_rows
+    shape = (-1, 1) if rows is not None else shape
 
     def step(inputs, out):
-        _, centered, var = batch_moments(inputs[0], axes)
-        np.multiply(centered, weight / np.sqrt(var + np.float32(eps)), out=out)
-        out += bias
+        x, stats = inputs
+        if rows is not None:
+            x, out2 = x.reshape(rows[0], rows[1]), out.reshape(rows[0], rows[1])
+        else:
+            out2 = out
+        mean, inv_std = _biased_inv_std(stats, count, eps)
+        np.subtract(x, mean.reshape(shape), out=out2)
+        out2 *= (weight * inv_std).reshape(shape)
+        out2 += bias.reshape(shape)
         return out
     return step
 
@@ -448,7 +562,7 @@ def make_batchnorm_train(ctx):
 @kernel("BatchStats", layouts=ANY)
 def make_batch_stats(ctx):
     axes, _ = _channel_view(ctx)
-    count = int(np.prod([ctx.in_shapes[0][i] for i in range(len(ctx.in_shapes[0])) if i != 1]))
+    count = _count(ctx)
     rows = _channel_rows(ctx)
 
     def step(inputs, out):
@@ -466,60 +580,72 @@ def make_batch_stats(ctx):
 def make_batchnorm_grad(ctx):
     axes, shape = _channel_view(ctx)
     a, p = ctx.attrs, ctx.params
-    weight = p["weight"].reshape(shape)
     rows = _channel_rows(ctx)
+    if a["training"]:
+        return _batchnorm_grad_training(ctx, rows)
     if rows is not None:
         return _batchnorm_grad_by_rows(a, p, *rows)
+    weight = p["weight"].reshape(shape)
 
     def step(inputs, out):
         x, dy = inputs
-        if a["training"]:
-            mean, centered, var = batch_moments(x, axes)
-        else:
-            mean, var = p["running_mean"].reshape(shape), p["running_var"].reshape(shape)
-            centered = x - mean
+        mean, var = p["running_mean"].reshape(shape), p["running_var"].reshape(shape)
         inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
-        normalized = centered * inv_std
         if a["wrt"] == "weight":
-            np.sum(dy * normalized, axis=axes, out=out)
-        elif a["training"]:
-            np.multiply(weight * inv_std, dy - np.mean(dy, axis=axes, keepdims=True)
-                        - normalized * np.mean(dy * normalized, axis=axes, keepdims=True), out=out)
+            np.sum(dy * ((x - mean) * inv_std), axis=axes, out=out)
         else:
             np.multiply(dy, weight * inv_std, out=out)
         return out
     return step
 
 
+def _batchnorm_grad_training(ctx, rows):
+    """Training mode, from the BatchStats input (μ, σ²) and, for ∂x, the ∂weight = Σ ∂y·x̂ and ∂bias = Σ ∂y
+    nodes: ∂weight = inv·Σ ∂y·(x − μ) (inv = 1/√(σ² + eps)) is one subtraction and one dot product per
+    channel; ∂x = w·inv·∂y − (w·inv²·∂weight/M)·(x − μ) − w·inv·∂bias/M is element-wise only."""
+    axes, shape = _channel_view(ctx)
+    a, count = ctx.attrs, _count(ctx)
+    weight, m = ctx.params["weight"].reshape(-1), np.float32(count)
+    centered_of = rows[2] if rows is not None else ctx.scratch.request(ctx.physical(ctx.in_shapes[0]))
+    shape = (-1, 1) if rows is not None else shape
+
+    def step(inputs, out):
+        x, dy, stats = inputs[:3]
+        mean, inv_std = _biased_inv_std(stats, count, a["eps"])
+        centered = centered_of()
+        if rows is not None:
+            x, dy, centered = (v.reshape(rows[0], rows[1]) for v in (x, dy, centered))
+        np.subtract(x, mean.reshape(shape), out=centered)
+        if a["wrt"] == "weight":
+            dot = (np.einsum("ij,ij->i", dy, centered) if rows is not None
+                   else np.sum(dy * centered, axis=axes))
+            np.multiply(inv_std, dot, out=out.reshape(-1))
+            return out
+        dweight, dbias = inputs[3].reshape(-1), inputs[4].reshape(-1)
+        scale = weight * inv_std
+        out2 = out.reshape(rows[0], rows[1]) if rows is not None else out
+        centered *= (scale * inv_std * dweight / m).reshape(shape)
+        np.multiply(dy, scale.reshape(shape), out=out2)
+        out2 -= centered
+        out2 -= (scale * dbias / m).reshape(shape)
+        return out
+    return step
+
+
 def _batchnorm_grad_by_rows(a, p, channels, count, scratch):
-    """BatchNorm2dGrad on (C, M) rows. With c = x − mean, s = Σ ∂y·c and inv = 1/√(var + eps):
-    ∂weight = inv·s, and in training ∂x = w·inv·(∂y − mean(∂y) − c·inv²·s/M) — three passes over the data."""
+    """BatchNorm2dGrad in eval mode on (C, M) rows: ∂weight = inv·Σ ∂y·(x − running_mean) and
+    ∂x = ∂y·w·inv, inv = 1/√(running_var + eps)."""
     weight = p["weight"].reshape(-1)
-    m = np.float32(count)
 
     def step(inputs, out):
         x2, dy2 = inputs[0].reshape(channels, count), inputs[1].reshape(channels, count)
-        centered = scratch()
-        if a["training"]:
-            _, var = _row_moments(x2, centered, count)
-        else:
-            np.subtract(x2, p["running_mean"].reshape(-1, 1), out=centered)
-            var = p["running_var"].reshape(-1)
-        inv_std = 1.0 / np.sqrt(var + np.float32(a["eps"]))
+        inv_std = 1.0 / np.sqrt(p["running_var"].reshape(-1) + np.float32(a["eps"]))
         if a["wrt"] == "weight":
+            centered = scratch()
+            np.subtract(x2, p["running_mean"].reshape(-1, 1), out=centered)
             np.multiply(inv_std, np.einsum("ij,ij->i", dy2, centered), out=out.reshape(-1))
             return out
-        scale = weight * inv_std
-        out2 = out.reshape(channels, count)
-        if not a["training"]:
-            np.multiply(dy2, scale[:, None], out=out2)
-            return out
-        mean_dy = np.add.reduce(dy2, axis=1) / m
-        slope = scale * inv_std * inv_std * np.einsum("ij,ij->i", dy2, centered) / m
-        np.multiply(dy2, scale[:, None], out=out2)
-        centered *= slope[:, None]
-        out2 -= centered
-        out2 -= (scale * mean_dy)[:, None]
+        np.multiply(dy2, (weight * inv_std)[:, None], out=out.reshape(channels, count))
         return out
     return step
 

@@ -3,8 +3,9 @@
 The training graph is the forward graph (in training mode: BatchNorm on batch statistics, Dropout as a product
 with a mask fed as an input), a loss node, and the backward computation, all in the IR: it can be linted,
 drawn and run by the NumPy backend with its fast kernels. Built in three steps:
-  1. forward: a copy of the graph; ``train`` swaps BatchNorm1d/2d/3d for BatchNorm2dTrain (plus a BatchStats node
-     whose output the trainer uses to update the running statistics) and Dropout for Mul by a mask input;
+  1. forward: a copy of the graph; ``train`` swaps BatchNorm1d/2d/3d for BatchNorm2dTrain reading a BatchStats
+     node (computed once a step; its gradient and the trainer's running-statistics update read it too) and
+     Dropout for Mul by a mask input;
   2. the loss (CrossEntropyLoss or MSELoss against a "target" input) and its gradient, or, with
      ``loss=None``, one seed input ``<output>.grad`` per graph output (∂L/∂output given from outside);
   3. walking the forward nodes in reverse topological order, each op's rule (cnngraph/autodiff/registry.py,
@@ -120,8 +121,9 @@ def build(graph: Graph, loss: str | None = "cross_entropy", train: bool = False,
 def _training_mode(graph: Graph, tg: Graph, result: TrainingGraph) -> None:
     for node in graph.layers():
         if getattr(node.layer, "trains_on_batch_statistics", False):
-            tg.replace(node.name, "BatchNorm2dTrain", node.inputs, node.attrs, node.params)
-            result.stats[node.name] = tg.add("BatchStats", [node.inputs[0]], name=f"{node.name}.batch_stats").name
+            stats = tg.add("BatchStats", [node.inputs[0]], name=f"{node.name}.batch_stats").name
+            tg.replace(node.name, "BatchNorm2dTrain", [node.inputs[0], stats], node.attrs, node.params)
+            result.stats[node.name] = stats
         elif node.op == "Dropout" and node.attrs["p"] > 0:
             mask = tg.input(f"{node.name}.mask", tg.type_of(node.inputs[0]).shape).name
             tg.replace(node.name, "Mul", [node.inputs[0], mask])

@@ -153,11 +153,12 @@ def _batchnorm(imp, node):
 
 # --- training mode and gradients -------------------------------------------------------------------------------
 # Training mode normalises with the batch's statistics over (N, H, W): mean μ and the biased variance σ²
-# (PyTorch's convention for normalising); the running statistics are updated by the trainer from BatchStats,
-# which gives the unbiased variance, as PyTorch does: running = (1 − momentum)·running + momentum·batch.
+# (PyTorch's convention for normalising). BatchStats computes them once per step, as the mean and the unbiased
+# variance the trainer updates the running statistics with (running = (1 − momentum)·running + momentum·batch,
+# as PyTorch does); the normalisation and its gradient read that node instead of computing them again.
 # With x̂ = (x − μ)/√(σ² + eps):  ∂β = Σ ∂y,  ∂γ = Σ ∂y·x̂,  and
 #   eval:  ∂x = ∂y·γ/√(running_var + eps)
-#   train: ∂x = γ/√(σ² + eps) · (∂y − mean(∂y) − x̂·mean(∂y·x̂))   (means over N, H, W)
+#   train: ∂x = γ/√(σ² + eps) · (∂y − ∂β/M − x̂·∂γ/M)   (M = N·H·W): ∂x reads ∂β and ∂γ, no reduction of its own
 class _BatchNormTraining(Layer):
     """Shared schema: BatchNorm2d's attributes and parameters, channel axis 1."""
     prefix = "bn"
@@ -167,28 +168,42 @@ class _BatchNormTraining(Layer):
     init_params = BatchNorm2d.init_params
 
 
+def _check_stats(stats: TensorType, x: TensorType) -> None:
+    if stats.shape != (2, x.shape[1]):
+        raise ShapeError(f"batch statistics {stats.describe()} must be (2, C) for the input {x.describe()}")
+
+
 class BatchNorm2dTrain(_BatchNormTraining):
     """BatchNorm2d in training mode (training graphs only): y = (x − μ_batch)/√(σ²_batch + eps)·weight + bias,
-    statistics over every axis but 1 (σ² biased, as PyTorch normalises); input (N, C, ...), same output shape.
+    statistics over every axis but 1 (σ² biased, as PyTorch normalises); input (N, C, ...) and its BatchStats
+    (2, C), output x's shape.
 
     Args:
         attrs: BatchNorm2d's (num_features, eps).
     Parameters: BatchNorm2d's (weight, bias, running_mean, running_var; the running statistics unused here).
     """
+    arity = (2, 2)
+
     @classmethod
     def example(cls):
-        return cls(**BatchNorm2d(3).attrs), [(None, 3, 4, 5)]
+        return cls(**BatchNorm2d(3).attrs), [(None, 3, 4, 5), (2, 3)]
 
     def __init__(self, **attrs):
         super().__init__(**attrs)
 
-    infer = BatchNorm2d.infer
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, stats = inputs
+        result = BatchNorm2d.infer(attrs, [x])
+        _check_stats(stats, x)
+        return result
 
 
 class BatchStats(Layer):
     """The batch statistics of a BatchNorm2d in training mode (training graphs only): input (N, C, ...), output
     (2, C): the mean and the unbiased variance (Σ(x − μ)²/(n − 1), n = N·H·W; the biased one when n = 1) over
-    every axis but 1, what PyTorch's running statistics are updated with. No arguments."""
+    every axis but 1, what PyTorch's running statistics are updated with (the normalisation rescales it to the
+    biased one). No arguments."""
     prefix = "bn_stats"
     training_only = True
 
@@ -205,30 +220,40 @@ class BatchStats(Layer):
 
 class BatchNorm2dGrad(_BatchNormTraining):
     """∂L/∂x or ∂L/∂weight of a BatchNorm2d (training graphs only), from its input x and ∂L/∂y: output of x's
-    shape (wrt "x") or (num_features,) (wrt "weight").
+    shape (wrt "x") or (num_features,) (wrt "weight"). In training, a third input is the BatchStats (2, C), and
+    ∂x reads ∂weight and ∂bias (C,) too: inputs (x, dy[, stats[, dweight, dbias]]).
 
     Args:
         attrs: BatchNorm2d's (num_features, eps), plus ``training`` (batch statistics, else the running ones)
             and ``wrt`` ("x" or "weight").
     Parameters: BatchNorm2d's.
     """
-    arity = (2, 2)
+    arity = (2, 5)
 
     @classmethod
     def example(cls):
-        return cls(**BatchNorm2d(3).attrs, training=True, wrt="x"), [(None, 3, 4, 5), (None, 3, 4, 5)]
+        return cls(**BatchNorm2d(3).attrs, training=False, wrt="x"), [(None, 3, 4, 5), (None, 3, 4, 5)]
 
     def __init__(self, **attrs):
         super().__init__(**attrs)
 
     @classmethod
     def infer(cls, attrs, inputs):
-        x, dy = inputs
+        x, dy = inputs[:2]
         BatchNorm2d.infer(attrs, [x])
         if x.shape != dy.shape:
             raise ShapeError(f"x {x.describe()} and dy {dy.describe()} must have the same shape")
         if attrs["wrt"] not in ("x", "weight"):
             raise ShapeError(f"wrt must be 'x' or 'weight', got {attrs['wrt']!r}")
+        expected = (2 if not attrs["training"] else 3 if attrs["wrt"] == "weight" else 5)
+        if len(inputs) != expected:
+            raise ShapeError(f"{'training' if attrs['training'] else 'eval'} mode wrt {attrs['wrt']!r} reads "
+                             f"{expected} inputs, got {len(inputs)}")
+        if attrs["training"]:
+            _check_stats(inputs[2], x)
+            for vector in inputs[3:]:
+                if vector.shape != (x.shape[1],):
+                    raise ShapeError(f"dweight and dbias must be ({x.shape[1]},), got {vector.describe()}")
         return x.type if attrs["wrt"] == "x" else TensorType((attrs["num_features"],))
 
 
@@ -236,6 +261,9 @@ class BatchNorm2dGrad(_BatchNormTraining):
 def _batchnorm_gradient(b, node, dy):
     x, training = node.inputs[0], node.op == "BatchNorm2dTrain"
     attrs = dict(num_features=node.attrs["num_features"], eps=node.attrs["eps"], training=training)
-    return {0: b.add(node, "x", "BatchNorm2dGrad", [x, dy], node.params, **attrs, wrt="x"),
-            "weight": b.add(node, "weight", "BatchNorm2dGrad", [x, dy], node.params, **attrs, wrt="weight"),
-            "bias": b.add(node, "bias", "SumExcept", [dy], axis=1)}
+    stats = list(node.inputs[1:2])
+    dweight = b.add(node, "weight", "BatchNorm2dGrad", [x, dy, *stats], node.params, **attrs, wrt="weight")
+    dbias = b.add(node, "bias", "SumExcept", [dy], axis=1)
+    reads = [x, dy, *stats, dweight, dbias] if training else [x, dy]
+    return {0: b.add(node, "x", "BatchNorm2dGrad", reads, node.params, **attrs, wrt="x"),
+            "weight": dweight, "bias": dbias}

@@ -80,6 +80,22 @@ def test_conv2d_input_gradient_by_winograd(tile, pads, size, batch, seed):
         check_gradients(graph, data(rng, (batch, 3, *size)), seed=seed)
 
 
+@examples(10)
+@given(groups=st.integers(1, 2), kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), size=st.tuples(st.integers(5, 7), st.integers(5, 7)),
+       seed=st.integers(0, 2**16))
+def test_conv2d_weight_gradient_on_wide_maps(groups, kernel, stride, dilation, pads, size, seed):
+    """∂W's other column gather, the one maps of BATCH_INNER_BELOW columns and more use (forced here)."""
+    from cnngraph.backends.numpy_backend import gradients
+    rng = np.random.default_rng(seed)
+    graph = one_op(cg.Conv2d(2 * groups, 2 * groups, kernel, stride, pads, dilation, groups), (None, 2 * groups, *size))
+    randomize(graph, rng)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gradients, "BATCH_INNER_BELOW", 1)
+        check_gradients(graph, data(rng, (2, 2 * groups, *size)), seed=seed)
+
+
 @examples(15)
 @given(features=st.tuples(st.integers(1, 4), st.integers(1, 4)), lead=st.sampled_from([(2,), (2, 3)]),
        bias=st.booleans(), activation=st.sampled_from(ACTIVATIONS), seed=st.integers(0, 2**16))
