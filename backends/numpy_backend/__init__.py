@@ -11,6 +11,8 @@ from . import (  # noqa: F401  (register the kernels)
     elementwise_gradients,
     gemm,
     gradients,
+    gradients_batchnorm,
+    gradients_conv,
     gradients_nd,
     gradients_norm,
     math_ops,

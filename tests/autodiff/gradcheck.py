@@ -16,8 +16,7 @@ from reference import REFERENCE_OPS
 import cnngraph as cg
 from cnngraph.autodiff.backward import build
 from cnngraph.autodiff.gradients import run_training
-from cnngraph.backends.numpy_backend import batch_split
-from cnngraph.backends.numpy_backend import gradients as numpy_gradients
+from cnngraph.backends.numpy_backend import batch_split, gradients_conv
 from cnngraph.tolerance import assert_close
 
 EPS = 1e-6
@@ -109,7 +108,7 @@ def check_gradients(graph: cg.Graph, arrays, *, train: bool = False, loss: str |
         scale = max(1.0, abs(numeric), float(np.sum(np.abs(gradient * direction))))
         assert abs(exact - numeric) <= 1e-6 * scale, f"{kind} {key}: analytic {exact!r}, finite differences {numeric!r}"
     with pytest.MonkeyPatch.context() as patch:       # as the trainer runs it, every split kernel cut in two
-        patch.setattr(numpy_gradients, "MIN_ROWS", 1)
+        patch.setattr(gradients_conv, "MIN_ROWS", 1)
         patch.setattr(batch_split, "KERNEL_SPLIT", True)
         backend = run_training(tg.graph, *feeds)
     backend = backend if isinstance(backend, tuple) else (backend,)

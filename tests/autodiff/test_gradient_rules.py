@@ -87,12 +87,12 @@ def test_conv2d_input_gradient_by_winograd(tile, pads, size, batch, seed):
        seed=st.integers(0, 2**16))
 def test_conv2d_weight_gradient_on_wide_maps(groups, kernel, stride, dilation, pads, size, seed):
     """∂W's other column gather, the one maps of BATCH_INNER_BELOW columns and more use (forced here)."""
-    from cnngraph.backends.numpy_backend import gradients
+    from cnngraph.backends.numpy_backend import gradients_conv
     rng = np.random.default_rng(seed)
     graph = one_op(cg.Conv2d(2 * groups, 2 * groups, kernel, stride, pads, dilation, groups), (None, 2 * groups, *size))
     randomize(graph, rng)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gradients, "BATCH_INNER_BELOW", 1)
+        patch.setattr(gradients_conv, "BATCH_INNER_BELOW", 1)
         check_gradients(graph, data(rng, (2, 2 * groups, *size)), seed=seed)
 
 
