@@ -164,12 +164,12 @@ def _softplus(x, out, attrs):
 unary("ELU", _elu)
 unary("SELU", _selu)
 unary("CELU", _celu)
-unary("GELU", _gelu)
+unary("GELU", _gelu, split=lambda attrs: attrs["approximate"] == "tanh")
 unary("SiLU", _silu)
-unary("Mish", _mish)
+unary("Mish", _mish, split=True)
 unary("Hardsigmoid", _hardsigmoid)
 unary("Hardswish", _hardswish)
-unary("Softplus", _softplus)
+unary("Softplus", _softplus, split=True)
 
 
 @kernel("PReLU", layouts=ANY, inplace=True)

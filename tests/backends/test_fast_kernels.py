@@ -138,3 +138,54 @@ def test_normalisations_on_blocks_of_rows_match_the_reference(op, block, affine,
     finally:
         sample_norm.ROWS_BLOCK = saved
     assert_close(got, reference_run(graph, x))
+
+
+# --- element-wise kernels split over the cores at inference (batch_split.element_parts) ---------------------------
+_SPLIT_LAYERS = {"Mish": cg.Mish, "Softplus": lambda: cg.Softplus(beta=2.0, threshold=5.0),
+                 "GELU tanh": lambda: cg.GELU(approximate="tanh")}
+
+
+@examples(6)
+@given(name=st.sampled_from(sorted(_SPLIT_LAYERS)), channels=st.integers(4, 9), seed=st.integers(0, 2**16))
+def test_split_element_wise_kernels_give_the_unsplit_bits(name, channels, seed):
+    """Forced to split small tensors (whole 32k blocks, 2 parts), each kernel that splits gives exactly the values
+    of its unsplit run: in a graph, and its step in place (output buffer = input)."""
+    from cnngraph.backends.numpy_backend import batch_split
+    from cnngraph.backends.numpy_backend.kernel import NCHW, Context, Scratch
+    graph = cg.Sequential(_SPLIT_LAYERS[name]()).to_graph(input_shape=(None, channels, 100, 100))
+    (node,) = graph.layers()
+    x = 4 * np.random.default_rng(seed).standard_normal((1, channels, 100, 100), dtype=np.float32)
+    context = Context(node.attrs, {}, [x.shape], x.shape, NCHW, Scratch())
+    saved = batch_split.MIN_PART_ELEMENTS, batch_split.WORKERS, batch_split.in_parallel
+    splits = []
+
+    def counted(tasks):
+        splits.append(len(tasks))
+        return saved[2](tasks)
+    try:
+        batch_split.MIN_PART_ELEMENTS, batch_split.WORKERS = 1 << 60, 2
+        unsplit = compile_graph(graph)(x)
+        batch_split.MIN_PART_ELEMENTS, batch_split.in_parallel = 1, counted
+        with batch_split.inference_threads(1 << 40):
+            in_place = x.copy()
+            KERNELS[node.op].make(context)([in_place], in_place)
+        split = compile_graph(graph)(x)      # 40k elements a sample or more: the run splits them by itself
+    finally:
+        batch_split.MIN_PART_ELEMENTS, batch_split.WORKERS, batch_split.in_parallel = saved
+    assert splits == [2, 2]
+    assert np.array_equal(split, unsplit) and np.array_equal(in_place, unsplit)
+
+
+def test_element_parts_are_whole_blocks_inside_inference_threads_only():
+    from cnngraph.backends.numpy_backend import batch_split
+    assert batch_split.element_parts(10 * 32768 + 5, 1 << 30, 32768) == [(0, 10 * 32768 + 5)]   # not inside
+    saved = batch_split.WORKERS
+    try:
+        batch_split.WORKERS = 2
+        with batch_split.inference_threads(1 << 40):
+            assert batch_split.element_parts(10 * 32768 + 5, 1 << 30, 32768) == [(0, 5 * 32768), (5 * 32768, 10 * 32768 + 5)]
+            assert batch_split.element_parts(32768, 1 << 30, 32768) == [(0, 32768)]
+            assert batch_split.element_parts(4 << 17, 4 << 17) == [(0, 2 << 17), (2 << 17, 4 << 17)]
+            assert batch_split.element_parts(1 << 17, 1 << 17) == [(0, 1 << 17)]      # below two parts' worth
+    finally:
+        batch_split.WORKERS = saved
