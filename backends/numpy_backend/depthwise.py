@@ -88,13 +88,15 @@ class Geometry:
         self.order = [t for grid in self.grids for t in grid[4]]                 # kernel taps, grid by grid
 
     def fill(self, phase, index: int, source) -> None:
-        """Write phase ``index`` of the padded (..., h, w) ``source`` into ``phase`` (..., hq, wq), a view. The
-        padding is zeroed by zeroing the whole phase first: one pass over memory is cheaper than columns of
-        one or two pixels, row by row."""
+        """Write phase ``index`` of the padded (..., h, w) ``source`` into ``phase`` (..., hq, wq), a view, and
+        zero its border (the padding): rows above and below, then the columns left and right of the input.
+        (Zeroing the whole phase first cost a pass over memory: 0.25 ms of 96×112×112's 3.7.)"""
         (r0, r1, sr), (c0, c1, sc) = self.axes[index]
         sh, sw = self.stride
-        if (r0, r1, c0, c1) != (0, self.hq, 0, self.wq):
-            phase[...] = 0.0
+        phase[..., :r0, :] = 0.0
+        phase[..., r1:, :] = 0.0
+        phase[..., r0:r1, :c0] = 0.0
+        phase[..., r0:r1, c1:] = 0.0
         if r1 > r0 and c1 > c0:
             phase[..., r0:r1, c0:c1] = source[..., sr:sr + (r1 - r0 - 1) * sh + 1:sh, sc:sc + (c1 - c0 - 1) * sw + 1:sw]
 
