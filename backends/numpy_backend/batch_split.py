@@ -5,9 +5,10 @@ on 2 cores that single-threaded work was about a third of resnet18's time, and s
 kernel lost more to BLAS's idle threads spinning than it gained. When every sample of a graph is computed
 on its own (``Layer.per_sample``), the batch is instead cut into one piece per core; each piece runs a plan
 of its own in its own thread, with BLAS single-threaded (NumPy releases the GIL inside BLAS, copies and
-ufuncs), and the outputs are joined. Everything then runs in parallel, with no locking. (Splitting every
-kernel's steps with BLAS on one thread was tried for batch 1 and lost: a thread hand-off costs ~90 µs and a
-Winograd convolution needs about seven.)
+ufuncs), and the outputs are joined. Everything then runs in parallel, with no locking. A run that cannot be
+cut (batch 1) instead lets its big kernels cut their own work, one hand-off per kernel (inference_threads,
+kernel_parts; an earlier try with about seven hand-offs of ~90 µs per Winograd convolution lost); a training
+graph spreads its steps over the cores (plan.py, schedule.py).
 """
 from __future__ import annotations
 
