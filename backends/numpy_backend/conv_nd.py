@@ -40,8 +40,7 @@ def make_conv_nd(ctx):
     begins = pads[:dims]
     padded = tuple(max(b + s, (o - 1) * st + (k - 1) * d + 1)
                    for b, s, o, st, k, d in zip(begins, size, out_size, stride, kernel_size, dilation))
-    interior = (slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begins, size))
-    source = ctx.scratch.request((n, cin, *padded)) if padded != tuple(size) else None
+    pad = zero_padded(ctx.scratch, (n, cin, *size), padded, begins)
     cin_g, cout_g, taps = cin // groups, cout // groups, math.prod(kernel_size)
     rows, positions = cin_g * taps, math.prod(out_size)
     columns = ctx.scratch.request((n, groups, cin_g, *kernel_size, *out_size))
@@ -49,13 +48,7 @@ def make_conv_nd(ctx):
     bias = ctx.params.get("bias")
 
     def step(inputs, out):
-        x = inputs[0]
-        if source is not None:
-            xp = source()
-            xp.fill(0.0)
-            xp[interior] = x
-        else:
-            xp = x
+        xp = pad(inputs[0])
         s_n, s_c, *s_space = xp.strides
         window = as_strided(xp, shape=(n, groups, cin_g, *kernel_size, *out_size),
                             strides=(s_n, cin_g * s_c, s_c, *(d * s for d, s in zip(dilation, s_space)),
@@ -107,3 +100,20 @@ def make_conv_transpose(ctx):
         np.copyto(out, target[crop])
         return _finish(ctx, None, out)
     return step
+
+
+def zero_padded(scratch, shape, padded, begins):
+    """A function giving x (N, C, *size) zero-padded to the spatial extent ``padded``, x's first cell at
+    ``begins``, in a scratch buffer; x itself when no padding is needed."""
+    n, c, *size = shape
+    if tuple(padded) == tuple(size):
+        return lambda x: x
+    get = scratch.request((n, c, *padded))
+    interior = (slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begins, size))
+
+    def pad(x):
+        xp = get()
+        xp.fill(0.0)
+        xp[interior] = x
+        return xp
+    return pad

@@ -101,6 +101,18 @@ class Geometry:
             phase[..., r0:r1, c0:c1] = source[..., sr:sr + (r1 - r0 - 1) * sh + 1:sh, sc:sc + (c1 - c0 - 1) * sw + 1:sw]
 
 
+def blocks_for(buffer, build):
+    """A function giving build()'s views of the scratch, made again when ``buffer()`` is another array: a plan
+    whose steps run on lanes moves every step's scratch after its first, timed run."""
+    cache = [None, None]                        # the buffer the views were made for, the views
+
+    def blocks():
+        if buffer() is not cache[0]:
+            cache[:] = [buffer(), build()]
+        return cache[1]
+    return blocks
+
+
 def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     """Long images: cnhw phases, blocks of channels; each tap is a (channels, positions) slice times a
     per-channel scale. A block's output pixels go to the output with the bias added on the way (one pass),
@@ -116,10 +128,10 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
     ones = np.ones(taps, np.float32)
     pixel_strides = (wide * 4, g.image * 4, g.wq * 4, 4)                      # output pixels in the wide rows
     shift = None if bias is None else np.asarray(bias, np.float32).reshape(-1, 1, 1, 1)
-    plan, built = [], [None]                 # the blocks' views, and the buffer they were made for
 
     def build():
-        """The views each block works on (the buffers are fixed once the plan's arena exists)."""
+        """The views each block works on, made anew whenever the plan moves its scratch (blocks_for)."""
+        plan = []
         flat = source_buffer().reshape(len(g.phases), cin, g.n * g.image)
         products_all, sums = products_buffer(), sums_buffer()
         for c0 in range(0, cin, channels_per_block):
@@ -138,13 +150,12 @@ def channel_major(ctx, g: Geometry, weight, bias, epilogue):
             pixels = as_strided(block, (cb * multiplier, g.n, g.ho, g.wo), pixel_strides, writeable=False)
             plan.append((multiplies, products, block.reshape(-1), pixels, channels,
                          None if shift is None else shift[channels]))
+        return plan
+
+    blocks = blocks_for(source_buffer, build)
 
     def step(inputs, out):
-        buffer = source_buffer()
-        if buffer is not built[0]:              # the first run, or the plan moved its scratch (lanes)
-            plan.clear()
-            build()
-            built[0] = buffer
+        buffer, plan = source_buffer(), blocks()
         for index in range(len(g.phases)):
             g.fill(buffer[index], index, inputs[0])
         for multiplies, products, block, pixels, channels, block_shift in plan:
@@ -177,9 +188,10 @@ def pixel_major(ctx, g: Geometry, weight, bias, epilogue):
     tiles = np.ascontiguousarray(np.broadcast_to(scale_rows[:, None, :], (taps, tile_rows, cout)))
     tiles = tiles.reshape(taps, -1)
     ones = np.ones(taps, np.float32)
-    plan, built = [], [None]                 # the blocks' views, and the buffer they were made for
 
     def build():
+        """The views each block works on, made anew whenever the plan moves its scratch (blocks_for)."""
+        plan = []
         flat = source_buffer().reshape(len(g.phases), -1)
         products_all, result = products_buffer(), wide_buffer()
         for p0 in range(0, wide, rows_per_block):
@@ -203,13 +215,12 @@ def pixel_major(ctx, g: Geometry, weight, bias, epilogue):
                 first = last
             block = result[p0:p0 + count]
             plan.append((multiplies, products, block.reshape(-1), block.T[:, None, None, :]))
+        return plan
+
+    blocks = blocks_for(source_buffer, build)
 
     def step(inputs, out):
-        buffer = source_buffer()
-        if buffer is not built[0]:              # the first run, or the plan moved its scratch (lanes)
-            plan.clear()
-            build()
-            built[0] = buffer
+        buffer, plan = source_buffer(), blocks()
         source = inputs[0][:, None]                                             # (cin, 1, n, h, w)
         for index in range(len(g.phases)):
             # the channels-last phase seen as (c, k, n, hq, wq), each channel c read k times

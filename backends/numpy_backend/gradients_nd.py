@@ -22,6 +22,7 @@ from cnngraph.layers.adaptive_pooling import tap_indices
 from cnngraph.shapes import average_pool_divisor
 
 from .adaptive_pooling import averaging_matrix
+from .conv_nd import zero_padded
 from .kernel import NCHW, kernel
 
 
@@ -51,8 +52,7 @@ def make_conv_nd_grad_weight(ctx):
     kernel_size, stride, dilation = a["kernel_size"], a["stride"], a["dilation"]
     begins = a["pads"][:dims]
     padded = _padded_extent(size, out_size, kernel_size, stride, dilation, begins)
-    source = ctx.scratch.request((n, cin, *padded)) if padded != tuple(size) else None
-    interior = _interior(begins, size)
+    pad = zero_padded(ctx.scratch, (n, cin, *size), padded, begins)
     cin_g, cout_g = cin // groups, cout // groups
     rows, count = cin_g * math.prod(kernel_size), n * math.prod(out_size)
     columns = ctx.scratch.request((groups, cin_g, *kernel_size, n, *out_size))
@@ -60,13 +60,7 @@ def make_conv_nd_grad_weight(ctx):
     dy_order = (1, 2, 0, *range(3, 3 + dims))            # (N, G, Cout/G, *out) -> (G, Cout/G, N, *out)
 
     def step(inputs, out):
-        x, dy = inputs
-        if source is not None:
-            xp = source()
-            xp.fill(0.0)
-            xp[interior] = x
-        else:
-            xp = x
+        xp, dy = pad(inputs[0]), inputs[1]
         s_n, s_c, *s_space = xp.strides
         window = as_strided(xp, shape=(groups, cin_g, *kernel_size, n, *out_size),
                             strides=(cin_g * s_c, s_c, *(d * s for d, s in zip(dilation, s_space)), s_n,
