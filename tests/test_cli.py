@@ -13,7 +13,8 @@ import onnx
 import pytest
 
 import cnngraph as cg
-from cnngraph.cli import DEMO_MODELS, main
+from cnngraph.cli import main
+from cnngraph.demo_command import DEMO_MODELS
 from cnngraph.tolerance import assert_close
 
 
