@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..layer import Layer, require_rank, require_static
-from ..onnx.mapping import exports
+from ..onnx.mapping import emit_as, exports, imports
 from ..shapes import TensorType
 
 LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
@@ -209,3 +209,35 @@ def _adaptive_avg_gradient(b, node, dy):
 @gradient("AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")
 def _adaptive_max_gradient(b, node, dy):
     return {0: b.add(node, "x", "AdaptiveMaxPoolGrad", [node.inputs[0], node.name, dy])}
+
+
+# --- GlobalMaxPool2d: AdaptiveMaxPool2d(1), as ONNX's GlobalMaxPool -------------------------------------------
+class GlobalMaxPool2d(Layer):
+    """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool): input
+    (N, C, H, W), output (N, C, 1, 1). No arguments."""
+    batch_independent = True
+    prefix = "gmaxpool"
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        require_rank(inputs, 4, "(N, C, H, W)")
+        return TensorType((*inputs[0].shape[:2], 1, 1))
+
+
+exports("GlobalMaxPool2d")(emit_as("GlobalMaxPool"))
+
+
+@imports("GlobalMaxPool")
+def _global_maxpool(imp, node):
+    imp.add(node, "GlobalMaxPool2d", [imp.value(node.input[0])])
+
+
+@gradient("GlobalMaxPool2d")
+def _global_maxpool_gradient(b, node, dy):
+    """A max pool whose one window is the whole map: MaxPool2dGrad sends ∂y to the first maximum."""
+    h, w = b.shape(node.inputs[0])[2:]
+    return {0: b.add(node, "x", "MaxPool2dGrad", [node.inputs[0], node.name, dy], kernel_size=(h, w), stride=(h, w),
+                     pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)}

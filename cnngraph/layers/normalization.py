@@ -1,10 +1,11 @@
-"""BatchNorm2d at inference: y = (x − running_mean) / √(running_var + eps) · weight + bias, per channel."""
+"""BatchNorm2d at inference: y = (x − running_mean) / √(running_var + eps) · weight + bias, per channel; BatchNorm1d/3d,
+the training mode and gradients; LocalResponseNorm."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..autodiff.registry import gradient
-from ..errors import OnnxImportError, ShapeError
+from ..errors import ExportError, OnnxImportError, ShapeError
 from ..layer import Layer
 from ..onnx.handler_tools import Unsupported, nice_float
 from ..onnx.mapping import exports, imports
@@ -267,3 +268,55 @@ def _batchnorm_gradient(b, node, dy):
     reads = [x, dy, *stats, dweight, dbias] if training else [x, dy]
     return {0: b.add(node, "x", "BatchNorm2dGrad", reads, node.params, **attrs, wrt="x"),
             "weight": dweight, "bias": dbias}
+
+
+# --- LocalResponseNorm (AlexNet, GoogLeNet): inference only -----------------------------------------------------
+class LocalResponseNorm(Layer):
+    """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta, on
+    an input (N, C, ...). The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd
+    sizes only.
+
+    Args:
+        size: channels in the window.
+        alpha: the multiplicative factor (default 1e-4).
+        beta: the exponent (default 0.75).
+        k: the additive term (default 1).
+    """
+    batch_independent = True
+    prefix = "lrn"
+
+    @classmethod
+    def example(cls):
+        return cls(3), [(None, 3, 4, 5)]
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        if int(size) < 1:
+            raise ValueError(f"LocalResponseNorm: size must be >= 1, got {size}")
+        super().__init__(size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if x.rank < 3:
+            raise ShapeError(f"expects an input (N, C, ...) of rank >= 3, got {x.describe()}")
+        return x.type
+
+
+@exports("LocalResponseNorm")
+def _lrn_to_onnx(e, n):
+    a = n.attrs
+    if a["size"] % 2 == 0:
+        raise ExportError(f"{n.label()}: ONNX's LRN centres an even window ({a['size']}) one channel off "
+                          f"PyTorch's; only odd sizes export")
+    e.emit(n, "LRN", n.inputs, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
+
+@imports("LRN")
+def _lrn(imp, node):
+    a = imp.attrs(node)
+    size = int(a["size"])
+    if size % 2 == 0:
+        raise Unsupported(f"even size {size}: ONNX centres the window one channel off PyTorch's LocalResponseNorm")
+    attrs = dict(size=size, alpha=nice_float(a.get("alpha", 1e-4)), beta=nice_float(a.get("beta", 0.75)),
+                 k=nice_float(a.get("bias", 1.0)))
+    imp.add(node, "LocalResponseNorm", [imp.value(node.input[0])], attrs)

@@ -1,18 +1,19 @@
 """Generic tensor ops: what imported models contain besides CNN layers.
 
-ONNX models made by others hold constants, element-wise arithmetic with broadcasting, reshapes, transposes,
-padding and reductions between their layers. These ops keep such models whole in the IR (the NumPy backend
-runs them, the exporter writes them back) with ONNX's semantics, under PyTorch-style names where PyTorch has
-one (LocalResponseNorm, Hardtanh, GlobalMaxPool2d ~ AdaptiveMaxPool2d(1)).
+ONNX models made by others hold constants, element-wise arithmetic with broadcasting, reshapes, transposes
+and products between their layers. These ops keep such models whole in the IR (the NumPy backend runs them,
+the exporter writes them back) with ONNX's semantics, under PyTorch-style names where PyTorch has one
+(Hardtanh for Clip). Padding is in padding.py, LocalResponseNorm with the normalisations, GlobalMaxPool2d with
+the adaptive pools.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..autodiff.registry import gradient
-from ..errors import ExportError, OnnxImportError, ShapeError
-from ..layer import Layer, Operand, require_rank
-from ..onnx.handler_tools import Unsupported, binary, nice_float
+from ..errors import ExportError, ShapeError
+from ..layer import Layer, Operand
+from ..onnx.handler_tools import Unsupported, binary
 from ..onnx.mapping import emit_as, exports, imports
 from ..onnx.shared import axis_index
 from ..shapes import TensorType, product
@@ -182,52 +183,6 @@ class Reshape(Layer):
         return TensorType(tuple(target))
 
 
-class Pad(Layer):
-    """ONNX's Pad. Affine when the fill value is finite.
-
-    Args:
-        pads: the begin of every axis, then the end of every axis (2 × rank numbers); negative values crop.
-        mode: "constant" (fill with ``value``), "reflect" or "edge"; default "constant".
-        value: the fill value of mode "constant" (default 0).
-    """
-    prefix = "pad"
-    linear = True
-    MODES = ("constant", "reflect", "edge")
-
-    @classmethod
-    def example(cls):
-        return cls((0, 0, 1, 1, 0, 0, 1, 1)), [(None, 3, 4, 5)]
-
-    def __init__(self, pads: tuple[int, ...], mode: str = "constant", value: float = 0.0):
-        if mode not in self.MODES:
-            raise ValueError(f"Pad: mode must be one of {self.MODES}, got {mode!r}")
-        super().__init__(pads=tuple(int(p) for p in pads), mode=mode, value=float(value))
-
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        return attrs["pads"][0] == attrs["pads"][rank] == 0
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        pads = attrs["pads"]
-        if len(pads) != 2 * x.rank:
-            raise ShapeError(f"pads {list(pads)} must hold 2 values per axis of {x.describe()}")
-        shape = []
-        for axis, dim in enumerate(x.shape):
-            begin, end = pads[axis], pads[x.rank + axis]
-            if begin == end == 0:
-                shape.append(dim)
-                continue
-            if not isinstance(dim, int):
-                raise ShapeError(f"cannot pad the symbolic axis {axis} of {x.describe()}")
-            size = dim + begin + end
-            if size < 1 or (attrs["mode"] == "reflect" and max(begin, end) >= dim):
-                raise ShapeError(f"pads {list(pads)} do not fit axis {axis} of {x.describe()} ({attrs['mode']})")
-            shape.append(size)
-        return TensorType(tuple(shape))
-
-
 class MatMul(Layer):
     """NumPy's matmul of two values (batched, broadcasting); a product with a constant matrix is a Linear.
     No arguments."""
@@ -261,52 +216,6 @@ class MatMul(Layer):
         return count if isinstance(count, int) else 0
 
 
-class GlobalMaxPool2d(Layer):
-    """Maximum over H and W, keeping them as 1 (PyTorch's AdaptiveMaxPool2d(1), ONNX's GlobalMaxPool): input
-    (N, C, H, W), output (N, C, 1, 1). No arguments."""
-    batch_independent = True
-    prefix = "gmaxpool"
-
-    def __init__(self):
-        super().__init__()
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        require_rank(inputs, 4, "(N, C, H, W)")
-        return TensorType((*inputs[0].shape[:2], 1, 1))
-
-
-class LocalResponseNorm(Layer):
-    """PyTorch's LocalResponseNorm: x / (k + alpha/size · Σ x² over ``size`` neighbouring channels)^beta, on
-    an input (N, C, ...). The window of channel c is [c − size//2, c + (size−1)//2]; ONNX's LRN agrees for odd
-    sizes only.
-
-    Args:
-        size: channels in the window.
-        alpha: the multiplicative factor (default 1e-4).
-        beta: the exponent (default 0.75).
-        k: the additive term (default 1).
-    """
-    batch_independent = True
-    prefix = "lrn"
-
-    @classmethod
-    def example(cls):
-        return cls(3), [(None, 3, 4, 5)]
-
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
-        if int(size) < 1:
-            raise ValueError(f"LocalResponseNorm: size must be >= 1, got {size}")
-        super().__init__(size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        if x.rank < 3:
-            raise ShapeError(f"expects an input (N, C, ...) of rank >= 3, got {x.describe()}")
-        return x.type
-
-
 class Hardtanh(_Elementwise):
     """Clamp to [min_val, max_val] element-wise, as ``torch.nn.Hardtanh`` (ONNX's Clip; ReLU6 is Hardtanh(0, 6)).
 
@@ -325,8 +234,7 @@ class Hardtanh(_Elementwise):
         super().__init__(min_val=float(min_val), max_val=float(max_val))
 
 
-__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "Pad", "MatMul", "GlobalMaxPool2d",
-           "LocalResponseNorm", "Hardtanh"]
+__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "MatMul", "Hardtanh"]
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
@@ -343,7 +251,6 @@ exports("Mul")(emit_as("Mul"))
 exports("Sub")(emit_as("Sub"))
 exports("Div")(emit_as("Div"))
 exports("MatMul")(emit_as("MatMul"))
-exports("GlobalMaxPool2d")(emit_as("GlobalMaxPool"))
 
 
 @exports("Transpose")
@@ -361,25 +268,6 @@ def _reshape_to_onnx(e, n):
     if target.count(-1) > 1 or 0 in [d for d in out_shape if isinstance(d, int)]:
         raise ExportError(f"{n.label()}: cannot write the reshape to {list(out_shape)} as one ONNX Reshape")
     e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", target)])
-
-
-@exports("Pad")
-def _pad_to_onnx(e, n):
-    """pads and constant_value are inputs since opset 11; the optional axes input (18) is not written."""
-    a = n.attrs
-    inputs = [n.inputs[0], e.int64(n, "pads", a["pads"])]
-    if a["mode"] == "constant":
-        inputs.append(e.initializer(f"{n.name}.value", np.array(a["value"], np.float32)))
-    e.emit(n, "Pad", inputs, mode=a["mode"])
-
-
-@exports("LocalResponseNorm")
-def _lrn_to_onnx(e, n):
-    a = n.attrs
-    if a["size"] % 2 == 0:
-        raise ExportError(f"{n.label()}: ONNX's LRN centres an even window ({a['size']}) one channel off "
-                          f"PyTorch's; only odd sizes export")
-    e.emit(n, "LRN", n.inputs, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
 
 
 @exports("Hardtanh")
@@ -433,50 +321,6 @@ def _squeeze_unsqueeze(imp, node):
             raise Unsupported(f"squeezes axes {sorted(drop)} of {shape}, which are not all 1")
         shape = [d for i, d in enumerate(shape) if i not in drop]
     imp.add(node, "Reshape", [x], dict(shape=tuple(shape)))
-
-
-@imports("GlobalMaxPool")
-def _global_maxpool(imp, node):
-    imp.add(node, "GlobalMaxPool2d", [imp.value(node.input[0])])
-
-
-@imports("LRN")
-def _lrn(imp, node):
-    a = imp.attrs(node)
-    size = int(a["size"])
-    if size % 2 == 0:
-        raise Unsupported(f"even size {size}: ONNX centres the window one channel off PyTorch's LocalResponseNorm")
-    attrs = dict(size=size, alpha=nice_float(a.get("alpha", 1e-4)), beta=nice_float(a.get("beta", 0.75)),
-                 k=nice_float(a.get("bias", 1.0)))
-    imp.add(node, "LocalResponseNorm", [imp.value(node.input[0])], attrs)
-
-
-@imports("Pad")
-def _pad(imp, node):
-    """A Pad: its pads from the attribute (before opset 11) or the inputs (axes from opset 18)."""
-    a = imp.attrs(node)
-    mode = a.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    x = imp.value(node.input[0])
-    rank = len(imp.shape(x))
-    if imp.opset < 11:
-        pads, fill = [int(p) for p in a.get("pads", [])], float(a.get("value", 0.0))
-    else:
-        pads = [int(p) for p in imp.const(node.input[1], "pads")]
-        value = imp.optional_const(node, 2, "constant_value")
-        fill = 0.0 if value is None else float(value.item())
-        axes = imp.optional_const(node, 3, "axes")
-        if axes is not None:                                  # pads for the listed axes only (opset 18)
-            axes = [axis_index(int(v), rank, "Pad's axis") for v in axes.reshape(-1)]
-            if len(pads) != 2 * len(axes):
-                raise OnnxImportError(f"{len(pads)} pads for {len(axes)} axes; Pad takes two per axis")
-            full = [0] * (2 * rank)
-            for i, axis in enumerate(axes):
-                full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
-            pads = full
-    if mode not in ("constant", "reflect", "edge"):
-        raise Unsupported(f"mode {mode!r}")
-    imp.add(node, "Pad", [x], dict(pads=tuple(pads), mode=mode, value=fill))
 
 
 for _onnx_op in ("MatMul", "Mul", "Sub", "Div"):
@@ -546,39 +390,6 @@ def _reduce_mean_gradient(b, node, dy):
     kept = b.add(node, "x.kept", "Reshape", [dy], shape=tuple(1 if i in axes else d for i, d in enumerate(x)))
     spread = np.full([1 if isinstance(d, str) else d for d in x], 1.0 / count, np.float32)
     return {0: _scaled(b, node, "x", kept, spread)}
-
-
-@gradient("GlobalMaxPool2d")
-def _global_maxpool_gradient(b, node, dy):
-    """A max pool whose one window is the whole map: MaxPool2dGrad sends ∂y to the first maximum."""
-    h, w = b.shape(node.inputs[0])[2:]
-    return {0: b.add(node, "x", "MaxPool2dGrad", [node.inputs[0], node.name, dy], kernel_size=(h, w), stride=(h, w),
-                     pads=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)}
-
-
-@gradient("Pad")
-def _pad_gradient(b, node, dy):
-    """Constant padding: ∂x is ∂y cropped back, a Pad by the negated pads. Reflect and edge: output index j of a
-    padded axis reads input index pad_source(j - begin), so ∂y is added back along each padded axis."""
-    if node.attrs["mode"] == "constant":
-        return {0: b.add(node, "x", "Pad", [dy], pads=tuple(-p for p in node.attrs["pads"]), mode="constant",
-                         value=0.0)}
-    from .slicing import gather_back
-    shape, pads = b.shape(node.inputs[0]), node.attrs["pads"]
-    rank = len(shape)
-    maps = {axis: ([pad_source(j - pads[axis], shape[axis], node.attrs["mode"])
-                    for j in range(pads[axis] + shape[axis] + pads[rank + axis])], shape[axis])
-            for axis in range(rank) if pads[axis] or pads[rank + axis]}
-    return {0: gather_back(b, node, dy, maps)}
-
-
-def pad_source(i: int, size: int, mode: str) -> int:
-    """The input index that index i (counted from the input's start, may be outside) of a padded axis reads."""
-    if 0 <= i < size:
-        return i
-    if mode == "edge":
-        return min(max(i, 0), size - 1)
-    return -i if i < 0 else 2 * (size - 1) - i                 # reflect: the edge itself is not repeated
 
 
 @gradient("MatMul")

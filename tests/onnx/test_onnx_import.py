@@ -331,7 +331,7 @@ def test_each_layer_family_declares_how_its_onnx_ops_are_read():
     from cnngraph.onnx.mapping import IMPORTERS
     family = {"Conv": "conv", "Gemm": "linear", "Softmax": "activations", "Clip": "activations",
               "BatchNormalization": "normalization", "MaxPool": "pooling", "AveragePool": "pooling", "Add": "structure",
-              "Flatten": "structure", "Transpose": "tensor_ops", "Pad": "tensor_ops", "Reshape": "tensor_ops"}
+              "Flatten": "structure", "Transpose": "tensor_ops", "Pad": "padding", "Reshape": "tensor_ops"}
     for op_type, module in family.items():
         assert IMPORTERS[op_type].__module__ == f"cnngraph.layers.{module}", op_type
     assert {"Constant", "Shape", "Cast", "Identity", "Dropout"} <= set(HANDLERS) - set(IMPORTERS)
