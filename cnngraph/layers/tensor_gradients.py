@@ -6,7 +6,7 @@ moves undone, and what picks an extremum needs to know where it was.
   ReduceGrad     ReduceMax / ReduceMin / ReduceL2 from x, y and ∂y;
   UpsampleGrad   the transpose of the resize's per-axis interpolation (nearest, linear, cubic).
 
-Their rules are declared with the ops they differentiate (slicing.py, tensor_ops.py, reductions.py,
+Their rules are declared with the ops they differentiate (slicing.py, padding.py, reductions.py,
 resample.py); the ops live here so those modules stay one concept each.
 """
 from __future__ import annotations
