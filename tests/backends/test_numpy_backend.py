@@ -387,9 +387,11 @@ def test_pooling_asymmetric_pads(op, count_include_pad, pads):
 
 
 @examples(80)
-@given(st.integers(1, 8), st.integers(1, 6), st.booleans(), st.sampled_from([None, 1, 3]), st.integers(1, 3), seeds)
+@given(st.integers(1, 8), st.integers(1, 6), st.booleans(), st.sampled_from([None, 1, 3]), st.sampled_from([1, 2, 3, 40]),
+       seeds)
 def test_linear(in_features, out_features, bias, steps, batch, seed):
-    """Linear over the last axis of a 2-D (N, in) or 3-D (N, T, in) input."""
+    """Linear over the last axis of a 2-D (N, in) or 3-D (N, T, in) input: one row (a matrix-vector product), a
+    few rows (W @ xᵀ, gemm.SKINNY_ROWS) and many (x @ Wᵀ)."""
     rng = np.random.default_rng(seed)
     layer = cg.Linear(in_features, out_features, bias=bias)
     layer.weight = randn(rng, (out_features, in_features))
