@@ -1,10 +1,11 @@
-"""Kernels of the slicing family (cnngraph/layers/slicing.py): each one NumPy indexing or broadcasting copy
-into the step's output buffer, no loop over elements."""
+"""Kernels of the slicing and repeating families (cnngraph/layers/slicing.py, repeat.py): each one NumPy
+indexing or broadcasting copy into the step's output buffer, no loop over elements."""
 from __future__ import annotations
 
 import numpy as np
 
-from cnngraph.layers.slicing import Slice, Tile
+from cnngraph.layers.repeat import Tile
+from cnngraph.layers.slicing import Slice
 
 from .elementwise import ANY
 from .kernel import kernel

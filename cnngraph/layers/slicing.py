@@ -1,5 +1,5 @@
-"""Taking parts of a computed tensor and repeating it: Slice, IndexSelect (ONNX Gather on a constant index),
-Expand and Tile, plus PyTorch's ``split`` and ``chunk`` as helpers that add one Slice per piece.
+"""Taking parts of a computed tensor: Slice, IndexSelect (ONNX Gather on a constant index), plus PyTorch's
+``split`` and ``chunk`` as helpers that add one Slice per piece (repeating a tensor is in repeat.py).
 
 Modern blocks cut tensors they computed: ReXNet's residual adds to the first channels only, GhostNet keeps
 ``out[:, :C]``, ShuffleNetV2 and CSPNet halve the channels with ``chunk(2, dim=1)``. A node of the IR has one
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExportError, ShapeError
-from ..layer import Layer, Operand
+from ..errors import ShapeError
+from ..layer import Layer
 from ..onnx.handler_tools import Unsupported
 from ..onnx.mapping import exports, imports
-from ..shapes import TensorType, product
-from .structure import broadcast_shape
+from ..shapes import TensorType
 
 INT64_MAX = 2 ** 63 - 1
 
@@ -36,7 +35,8 @@ def slice_range(start: int, end: int, step: int, size: int) -> range:
     return range(*slice(start, end, step).indices(size))
 
 
-def _ints(values) -> tuple[int, ...]:
+def as_ints(values) -> tuple[int, ...]:
+    """Plain ints of an attribute's values (NumPy integers included)."""
     return tuple(int(v) for v in values)
 
 
@@ -61,9 +61,9 @@ class Slice(Layer):
         return cls((1,), (3,), (1,)), [(None, 4, 4, 5)]
 
     def __init__(self, starts, ends, axes=None, steps=None):
-        starts, ends = _ints(starts), _ints(ends)
-        axes = tuple(range(len(starts))) if axes is None else _ints(axes)
-        steps = (1,) * len(starts) if steps is None else _ints(steps)
+        starts, ends = as_ints(starts), as_ints(ends)
+        axes = tuple(range(len(starts))) if axes is None else as_ints(axes)
+        steps = (1,) * len(starts) if steps is None else as_ints(steps)
         if not len(starts) == len(ends) == len(axes) == len(steps):
             raise ValueError(f"Slice: starts {starts}, ends {ends}, axes {axes} and steps {steps} must have one "
                              f"entry per sliced axis")
@@ -118,7 +118,7 @@ class IndexSelect(Layer):
         return cls(1, (2, 0, -1)), [(None, 3, 4, 5)]
 
     def __init__(self, dim: int, index):
-        index = int(index) if np.ndim(index) == 0 else _ints(np.asarray(index).reshape(-1))
+        index = int(index) if np.ndim(index) == 0 else as_ints(np.asarray(index).reshape(-1))
         super().__init__(dim=int(dim), index=index)
 
     @classmethod
@@ -140,76 +140,7 @@ class IndexSelect(Layer):
         return TensorType((*x.shape[:axis], *x.shape[axis + 1:]))
 
 
-class Expand(Layer):
-    """Broadcast to a larger shape, as ``torch.broadcast_to`` / ``Tensor.expand`` (ONNX's Expand): the input
-    and ``shape`` broadcast against each other; a 1 in ``shape`` keeps the input's size (PyTorch writes -1,
-    read here as 1).
-
-    Args:
-        shape: the target shape; an entry may name a symbolic dim (the batch), equal to the input's there.
-    """
-    prefix = "expand"
-    linear = True
-
-    @classmethod
-    def example(cls):
-        return cls((1, 3, 4, 5)), [(None, 3, 1, 5)]
-
-    def __init__(self, shape):
-        super().__init__(shape=tuple(d if isinstance(d, str) else 1 if int(d) == -1 else int(d) for d in shape))
-
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        shape = attrs["shape"]
-        return len(shape) < rank or (len(shape) == rank and rank > 0 and shape[0] == 1)
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        if any(isinstance(d, int) and d < 0 for d in attrs["shape"]):
-            raise ShapeError(f"Expand's shape {list(attrs['shape'])} has a negative dim")
-        target = Operand("shape", TensorType(tuple(attrs["shape"])))
-        return TensorType(broadcast_shape([x, target]))
-
-
-class Tile(Layer):
-    """Repeat the whole tensor along each axis, as ``torch.tile(x, dims)`` (ONNX's Tile): axis i of the output
-    is ``dims[i]`` copies of axis i of the input, one after another.
-
-    Args:
-        dims: repetitions per axis, each >= 0; fewer than the input's rank are padded with 1s in front
-            (PyTorch's rule).
-    """
-    prefix = "tile"
-    linear = True
-
-    @classmethod
-    def example(cls):
-        return cls((1, 2, 1, 3)), [(None, 3, 4, 5)]
-
-    def __init__(self, dims):
-        super().__init__(dims=_ints(dims))
-
-    @classmethod
-    def repeats(cls, attrs, rank: int) -> tuple[int, ...]:
-        dims = attrs["dims"]
-        return (1,) * (rank - len(dims)) + tuple(dims)
-
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        return rank > 0 and cls.repeats(attrs, rank)[0] == 1
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        dims = attrs["dims"]
-        if len(dims) > x.rank or min(dims, default=0) < 0:
-            raise ShapeError(f"Tile's dims {list(dims)} must be >= 0, at most one per axis of {x.describe()}")
-        repeats = cls.repeats(attrs, x.rank)
-        return TensorType(tuple(d if r == 1 else product([r, d]) for r, d in zip(repeats, x.shape)))
-
-
-__all__ = ["Slice", "IndexSelect", "Expand", "Tile", "split", "chunk"]
+__all__ = ["Slice", "IndexSelect", "split", "chunk"]
 
 
 # --- PyTorch's split and chunk: one Slice per piece ------------------------------------------------------------
@@ -312,29 +243,10 @@ def _index_select_to_onnx(e, n):
     e.emit(n, "Gather", [n.inputs[0], e.int64(n, "index", n.attrs["index"])], axis=n.attrs["dim"])
 
 
-@exports("Expand")
-def _expand_to_onnx(e, n):
-    """A symbolic dim of the target is written as 1 where the input has that dim (broadcasting keeps it)."""
-    shape, target = e.graph.type_of(n.inputs[0]).shape, n.attrs["shape"]
-    aligned = (None,) * (len(target) - len(shape)) + tuple(shape)
-    written = []
-    for dim, own in zip(target, aligned):
-        if isinstance(dim, str) and dim != own:
-            raise ExportError(f"{n.label()}: the target dim {dim!r} is not the input's: its size is not known here")
-        written.append(1 if isinstance(dim, str) else dim)
-    e.emit(n, "Expand", [n.inputs[0], e.int64(n, "shape", written)])
-
-
-@exports("Tile")
-def _tile_to_onnx(e, n):
-    rank = len(e.graph.type_of(n.inputs[0]).shape)
-    e.emit(n, "Tile", [n.inputs[0], e.int64(n, "repeats", Tile.repeats(n.attrs, rank))])
-
-
 # --- ONNX import -----------------------------------------------------------------------------------------------
-# Slice, Gather, Expand and Tile on computed values (on constants the importer folds them); a Split of N
-# outputs becomes N Slice nodes, one per output, each named after it.
-def _constant_ints(imp, node, index: int, what: str):
+# Slice and Gather on computed values (on constants the importer folds them); a Split of N outputs becomes
+# N Slice nodes, one per output, each named after it.
+def constant_ints(imp, node, index: int, what: str):
     if len(node.input) <= index or not node.input[index]:
         return None
     return [int(v) for v in imp.const(node.input[index], what).reshape(-1)]
@@ -349,8 +261,8 @@ def _slice(imp, node):
         starts, ends = list(a.get("starts", ())), list(a.get("ends", ()))
         axes, steps = a.get("axes"), None
     else:
-        starts, ends = _constant_ints(imp, node, 1, "starts"), _constant_ints(imp, node, 2, "ends")
-        axes, steps = _constant_ints(imp, node, 3, "axes"), _constant_ints(imp, node, 4, "steps")
+        starts, ends = constant_ints(imp, node, 1, "starts"), constant_ints(imp, node, 2, "ends")
+        axes, steps = constant_ints(imp, node, 3, "axes"), constant_ints(imp, node, 4, "steps")
     try:
         layer = Slice(starts, ends, axes, steps)
     except ValueError as error:
@@ -389,7 +301,7 @@ def _split(imp, node):
         raise ShapeError(f"Split: num_outputs {a['num_outputs']} but {count} outputs")
     if not isinstance(size, int):
         raise Unsupported(f"a split of the symbolic axis {axis}")
-    sizes = [int(s) for s in a["split"]] if imp.opset < 13 and "split" in a else _constant_ints(imp, node, 1, "split")
+    sizes = [int(s) for s in a["split"]] if imp.opset < 13 and "split" in a else constant_ints(imp, node, 1, "split")
     if sizes is None:
         chunk_size = -(-size // count)
         sizes = [min(chunk_size, size - start) for start in range(0, size, chunk_size)] if chunk_size else []
@@ -404,29 +316,9 @@ def _split(imp, node):
         start += length
 
 
-@imports("Expand")
-def _expand(imp, node):
-    """A constant target shape; a symbolic entry (the batch, from Shape) stays symbolic."""
-    x = imp.value(node.input[0])
-    if node.input[1] not in imp.consts:
-        raise Unsupported("the target shape must be a constant (or computed from shapes)")
-    target = [d if isinstance(d, str) else int(d) for d in imp.consts[node.input[1]].reshape(-1)]
-    imp.add(node, "Expand", [x], dict(Expand(target).attrs))
-
-
-@imports("Tile")
-def _tile(imp, node):
-    x = imp.value(node.input[0])
-    repeats = _constant_ints(imp, node, 1, "repeats")
-    if len(repeats) != len(imp.shape(x)):
-        raise ShapeError(f"Tile: {len(repeats)} repeats for a tensor of rank {len(imp.shape(x))}")
-    imp.add(node, "Tile", [x], dict(dims=tuple(repeats)))
-
-
 # --- gradients -------------------------------------------------------------------------------------------------
-# Each op reads x[..., index[j], ...] along some axes, so ∂x adds ∂y back along each of them (GatherGrad);
-# Expand's ∂x is ∂y summed down to x's shape. A symbolic axis is never gathered (Slice takes it whole, Tile of
-# the batch is refused: its size is unknown when the graph is built).
+# Each op reads x[..., index[j], ...] along some axes, so ∂x adds ∂y back along each of them (GatherGrad;
+# gather_back serves repeat.py's Tile too). A symbolic axis is never gathered: Slice takes it whole.
 from ..autodiff.registry import gradient  # noqa: E402
 from . import tensor_gradients  # noqa: E402,F401  (GatherGrad)
 
@@ -454,23 +346,3 @@ def _index_select_gradient(b, node, dy):
         dy = b.add(node, "x.kept", "Reshape", [dy], shape=(*shape[:axis], 1, *shape[axis + 1:]))
         index = (index,)
     return {0: gather_back(b, node, dy, {axis: ([i % shape[axis] for i in index], shape[axis])})}
-
-
-@gradient("Tile")
-def _tile_gradient(b, node, dy):
-    from ..errors import GraphError
-    shape = b.shape(node.inputs[0])
-    maps = {}
-    for axis, (r, d) in enumerate(zip(Tile.repeats(node.attrs, len(shape)), shape)):
-        if r == 1:
-            continue
-        if not isinstance(d, int):
-            raise GraphError(f"{node.label()}: no gradient rule for a Tile of the symbolic axis {axis}")
-        maps[axis] = ([j % d for j in range(r * d)], d)
-    return {0: gather_back(b, node, dy, maps)}
-
-
-@gradient("Expand")
-def _expand_gradient(b, node, dy):
-    from .structure import reduce_to
-    return {0: reduce_to(b, node, "x", dy, node.inputs[0])}
