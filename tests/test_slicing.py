@@ -1,6 +1,7 @@
 """The slicing and repeating families (cnngraph/layers/slicing.py, repeat.py): Slice over drawn
-starts/ends/axes/steps, IndexSelect, Expand, Tile and PyTorch's split/chunk, against the naive reference (tests/reference.py) and onnxruntime; ONNX Split,
-Gather, Expand and Tile as PyTorch's exporters write them; the passes on them."""
+starts/ends/axes/steps, IndexSelect, Expand, Tile and PyTorch's split/chunk, against the naive reference
+(tests/reference.py) and onnxruntime; ONNX Split, Gather, Expand and Tile as PyTorch's exporters write them;
+the passes on them."""
 from __future__ import annotations
 
 import numpy as np
