@@ -43,6 +43,8 @@ def _cases():
         ("Upsample nearest ×2", cg.Upsample(scale_factor=2), (1, 64, 56, 56), False),
         ("Upsample bilinear ×2", cg.Upsample(scale_factor=2, mode="bilinear"), (1, 64, 56, 56), False),
         ("Conv1d 64→64 k3", cg.Conv1d(64, 64, 3, padding=1), (8, 64, 1000), False),
+        ("Depthwise 3×3 144ch", cg.Conv2d(144, 144, 3, padding=1, groups=144), (1, 144, 56, 56), False),
+        ("Depthwise 3×3/2 96ch", cg.Conv2d(96, 96, 3, stride=2, padding=1, groups=96), (1, 96, 112, 112), False),
         ("ConvTranspose2d 64→32 k4 s2", cg.ConvTranspose2d(64, 32, 4, stride=2, padding=1), (1, 64, 28, 28), False),
         ("LayerNorm 768", cg.LayerNorm(768), (8, 196, 768), False),
         ("InstanceNorm2d 64", cg.InstanceNorm2d(64, affine=True), (8, 64, 56, 56), False),
