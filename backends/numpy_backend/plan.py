@@ -9,7 +9,8 @@ Compilation happens once per graph; binding to concrete input shapes once per ba
      (memory.py measures it against that bound), not the sum of all activations; element-wise layers that
      alone read a convolution's output (BatchNorm, activations) are absorbed into it and applied block by
      block while the block is in cache (a BatchNorm right behind it is folded into its weight and bias, as
-     onnxruntime does: equal within rounding);
+     onnxruntime does: equal within rounding); a MaxPool2d that alone reads the result runs inside the same
+     step when the convolution's kernel can host it (fused_pool.py), its input never stored;
   3. places each step's scratch (its temporaries) in the same arena, as a value alive during the step.
 Graph outputs are returned as fresh NCHW arrays that no later run overwrites. Executor.set_params gives a
 compiled graph new parameters by rebuilding only the steps they reach (a training loop). A graph that cannot

@@ -180,3 +180,26 @@ def test_every_epilogue_on_both_paths(kind, pool_stride, parity_min_pixels):
     g, x = conv_pool_graph(case, rng)
     assert fused_steps(g, 2)
     assert_close(run(g, x, case), reference_run(g, x), f"convolution + {kind} + max pool")
+
+
+def test_new_parameters_reach_the_fused_step():
+    """Executor.set_params on the convolution and the BatchNorm of a fused step rebuilds it (its pool too)."""
+    from cnngraph.backends.numpy_backend.plan import Executor
+    case = dict(groups=1, cin=2, cout=3, kernel=(3, 3), stride=(2, 2), dilation=(1, 1), pads=(1, 1, 1, 1),
+                size=(5, 6), batch=1, bias=True, between="bn_relu", pool_kernel=(3, 3), pool_stride=(2, 2),
+                pool_pads=(1, 1, 1, 1), pool_dilation=(1, 1), ceil_mode=True, column_bytes=3000, split=False,
+                parity_min_pixels=0)
+    rng = np.random.default_rng(5)
+    g, x = conv_pool_graph(case, rng)
+    bn = next(n for n in g.layers() if n.op == "BatchNorm2d")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fused_pool, "PARITY_MIN_PIXELS", 0)
+        executor = Executor(g)
+        executor(x)
+        weight, scale = randn(rng, g.node("conv").params["weight"].shape), randn(rng, (case["cout"],))
+        executor.set_params("conv", weight=weight, bias=g.node("conv").params["bias"])
+        executor.set_params(bn.name, **dict(bn.params, weight=scale))
+        changed = g.copy()
+        changed.set_params("conv", weight=weight, bias=g.node("conv").params["bias"])
+        changed.set_params(bn.name, **dict(bn.params, weight=scale))
+        assert_close(executor(x), reference_run(changed, x), "fused step after set_params")
