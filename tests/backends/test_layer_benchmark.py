@@ -31,7 +31,7 @@ def test_prints_a_row_per_layer_and_the_goal_lines(capsys, monkeypatch):
     assert "relu1 (Conv2d) + pool1 (MaxPool2d) [ort: relu1 + pool1]" in out and "pool1 (onnxruntime only)" not in out
     assert ("goal: stem + max pool relu1 + pool1 (Conv2d 5×5/1 + MaxPool2d 2×2/2, one step; onnxruntime: the sum "
             "of its two nodes)") in out and "goal: max pool" not in out
-    assert "stem's bare GEMM (np.matmul of its im2col shapes, 1 thread(s))" in out
+    assert "stem's bare GEMM (np.matmul of its im2col shapes by 3136 columns, 1 thread(s))" in out
     monkeypatch.setattr(fused_pool, "ENABLED", False)
     assert layer_benchmark.main(["lenet5", "--pairs", "1", "--repeats", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
