@@ -159,17 +159,14 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
     cin_g, cout_g, k = cin // groups, cout // groups, cin // groups * kh * kw
     hp, wp = spec.out_hw
     count = [[-(-(size - e) // 2) for e in (0, 1)] for size in (ho, wo)]     # positions of each parity
-    step = (2 * sh, 2 * sw)
-    rows_of = [shifted_groups(kh, step[0], dh, sh * e) for e in (0, 1)]
-    cols_of = [shifted_groups(kw, step[1], dw, sw * e) for e in (0, 1)]
+    doubled = (2 * sh, 2 * sw)                 # the sub-images' stride
+    rows_of = [shifted_groups(kh, doubled[0], dh, sh * e) for e in (0, 1)]
+    cols_of = [shifted_groups(kw, doubled[1], dw, sw * e) for e in (0, 1)]
     reach = [max(g[2] + g[3] * (len(g[1]) - 1) for parity in axis for g in parity) for axis in (rows_of, cols_of)]
     # computed columns per sub-image row, the phase's width: at least one past the valid ones (set to the
     # fill), and room for the taps' offsets (valid columns never wrap into the next row)
     width = max(max(count[1]) + max(1, reach[1]), wp + 1)
-    height = max(count[0]) + reach[0] + 1    # phase rows: the last row's run spills into one more
     phases = sorted({(r[0], c[0]) for e in (0, 1) for r in rows_of[e] for f in (0, 1) for c in cols_of[f]})
-    source = phase_split((cin, n, h, w), a["pads"], step, (step[0] * height, step[1] * width), phases,
-                         ctx.scratch)
     matrices = [np.concatenate([weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, k),
                                 bias[g * cout_g:(g + 1) * cout_g, None] if bias is not None
                                 else np.zeros((cout_g, 1), np.float32)], axis=1).astype(np.float32)
@@ -194,25 +191,44 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
 
     spans = {(r0, r1): sub_rows(r0, r1) for _, r0, r1 in blocks}
     most = max(hi - lo for s in spans.values() for lo, hi in s)
+    # each block splits the phase rows [q0, q1) it reads, of one image, into its worker's buffer: no serial
+    # pass over the whole input before the parts start, and the phases are in cache for the gather
+    windows = {}
+    for r0, r1 in spans:
+        q0 = min(lo for lo, _ in spans[r0, r1])
+        q1 = max(hi for _, hi in spans[r0, r1]) + reach[0] + 1      # + the last run's spill
+        crop = (a["pads"][0] - q0 * doubled[0], a["pads"][1])          # the window's first row at the top
+        windows[r0, r1] = (q0, q1, phase_split((cin, 1, h, w), crop, doubled,
+                                               (doubled[0] * (q1 - q0), doubled[1] * width), phases, None))
+    split_rows = max(q1 - q0 for q0, q1, _ in windows.values())
     # a block's arrays hold, per channel, sub-image rows r0 − 1 … r1 (band + 2 rows; those not computed are
     # the fill): every tap of both passes is then the same flat shift of a whole contiguous array
     rows = band + 2
     buffers = [(ctx.scratch.request((k + 1, most * width)), ctx.scratch.request((2, cout_g * rows * width)),
-                ctx.scratch.request((2, cout_g * rows * width)), ctx.scratch.request((cout_g * rows * width,)))
+                ctx.scratch.request((2, cout_g * rows * width)), ctx.scratch.request((cout_g * rows * width,)),
+                ctx.scratch.request((doubled[0] * doubled[1] * cin * split_rows * width,)))
                for _ in range(workers)]
+    shaped = {}                                  # (worker's flat phase buffer, rows) -> its phase-shaped view
+
+    def phase_view(flat, rows):
+        known = shaped.get((id(flat), rows))
+        if known is None or known[0] is not flat:
+            known = shaped[id(flat), rows] = (flat, flat[:doubled[0] * doubled[1] * cin * rows * width].reshape(
+                doubled[0], doubled[1], cin, 1, rows, width))
+        return known[1]
     gathers = {}                                 # (block, group, segment) -> its copies, for the current buffers
 
-    def copies(phases, g, image, er, ec, lo, hi, cols) -> list:
+    def copies(phases, q0, g, er, ec, lo, hi, cols) -> list:
         """(target, source) views gathering the columns of sub-image (er, ec), rows [lo, hi), into cols, rows
-        in the weight's (channel, i, j) order. Built once per scratch binding: as_strided costs ~8 µs a call,
-        a copy ~2 µs."""
+        in the weight's (channel, i, j) order, from ``phases`` holding phase rows q0 … of one image. Built once
+        per scratch binding: as_strided costs ~8 µs a call, a copy ~2 µs."""
         pairs, row_bytes = [], cols.strides[0]
         for (pr, ri, i0, di) in rows_of[er]:
             for (pc, rj, j0, dj) in cols_of[ec]:
-                source = phases[pr, pc, g * cin_g:(g + 1) * cin_g, image]
+                source = phases[pr, pc, g * cin_g:(g + 1) * cin_g, 0]
                 s_c, s_h, s_w = source.strides
                 shape = (cin_g, len(ri), len(rj), (hi - lo) * width)
-                view = as_strided(source[:, lo + i0:, j0:], shape=shape, strides=(s_c, di * s_h, dj * s_w, s_w),
+                view = as_strided(source[:, lo - q0 + i0:, j0:], shape=shape, strides=(s_c, di * s_h, dj * s_w, s_w),
                                   writeable=False)
                 tap_i = ri[1] - ri[0] if len(ri) > 1 else 1
                 tap_j = rj[1] - rj[0] if len(rj) > 1 else 1
@@ -239,10 +255,12 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
         for (lo, hi), source in spans[1:]:
             np.maximum(target[lo:hi], source, out=target[lo:hi])
 
-    def run_blocks(phases, out, todo, buffer):
-        cols_buffer, conv_buffer, parts_buffer, pooled_buffer = (get() for get in buffer)
+    def run_blocks(x, out, todo, buffer):
+        cols_buffer, conv_buffer, parts_buffer, pooled_buffer, phase_buffer = (get() for get in buffer)
         for image, r0, r1 in todo:
             span, size = spans[r0, r1], cout_g * (r1 - r0 + 2) * width     # flat, contiguous arrays
+            q0, q1, split = windows[r0, r1]
+            phases = split(x[:, image:image + 1], phase_view(phase_buffer, q1 - q0))
             cols_buffer[k] = 1.0                            # the bias's row
             for g in range(groups):
                 channels = slice(g * cout_g, (g + 1) * cout_g)
@@ -252,7 +270,7 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
                         known = gathers.get((image, r0, g, er, ec))
                         if known is None or known[0] is not phases or known[1] is not cols_buffer:
                             known = gathers[image, r0, g, er, ec] = (phases, cols_buffer, copies(
-                                phases, g, image, er, ec, lo, hi, cols_buffer))
+                                phases, q0, g, er, ec, lo, hi, cols_buffer))
                         for target, view in known[2]:
                             np.copyto(target, view)
                         conv = conv_buffer[ec, :size].reshape(cout_g, r1 - r0 + 2, width)
@@ -271,9 +289,8 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
                 np.copyto(out[channels, image, r0:r1], pooled.reshape(cout_g, -1, width)[:, :r1 - r0, :wp])
 
     def step(inputs, out):
-        phases = source(inputs[0])
         parts = batch_split.kernel_parts(len(blocks), macs) if workers > 1 else [(0, len(blocks))]
-        batch_split.in_parallel([partial(run_blocks, phases, out, blocks[b0:b1], buffers[i])
+        batch_split.in_parallel([partial(run_blocks, inputs[0], out, blocks[b0:b1], buffers[i])
                                  for i, (b0, b1) in enumerate(parts)])
         return out
     return step

@@ -100,18 +100,18 @@ def make_conv(ctx):
         return winograd.winograd_conv(ctx, weight, winograd.tile_size(a, cin, cout, n, (ho, wo)), finish)
     if route == "depthwise":
         return depthwise.depthwise_conv(ctx, weight, bias, epilogue)
-    extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
-              (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
-    pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
-
-    if route == "pointwise":
-        return pointwise_gemm(ctx, weight, finish)
     pool = None
     if ctx.pool is not None:                        # a max pool the plan fused in (hosts_pool said yes)
         step = fused_pool.parity_conv_pool(ctx, weight, bias, finish, ctx.pool, len(epilogue))
         if step is not None:
             return step
         pool = fused_pool.PoolBands(ctx.pool, (ho, wo), len(epilogue))
+    extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
+              (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
+    pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
+
+    if route == "pointwise":
+        return pointwise_gemm(ctx, weight, finish)
     return im2col_gemm(ctx, weight, bias, pad, finish, pool)
 
 
@@ -149,11 +149,12 @@ def phase_split(in_shape, pads, stride, extent, phases, scratch):
     (sh, sw, C, N, Hq, Wq), phase (p, q) holding the padded rows p, p + sh, … and columns q, q + sw, …. A
     kernel tap then reads one phase with stride 1, so the columns are gathered as contiguous runs of pixels;
     gathering them straight from the padded input reads one float in ``sw``, which NumPy copies slower.
-    Only the ``phases`` that hold taps are written. One strided pass over the input pays for it."""
+    Only the ``phases`` that hold taps are written. One strided pass over the input pays for it. Without
+    ``scratch``, the caller passes the buffer to split; a negative top pad crops the input (a band of rows)."""
     c, n, h, w = in_shape
     (sh, sw), (top, left) = stride, pads[:2]
     hq, wq = -(-extent[0] // sh), -(-extent[1] // sw)
-    get = scratch.request((sh, sw, c, n, hq, wq))
+    get = scratch.request((sh, sw, c, n, hq, wq)) if scratch is not None else None
 
     def inside(phase, step, begin, size, count):
         """[lo, hi) of the phase's rows that hold input rows, and the first input row."""
@@ -164,8 +165,8 @@ def phase_split(in_shape, pads, stride, extent, phases, scratch):
     rows = [inside(p, sh, top, h, hq) for p in range(sh)]
     cols = [inside(q, sw, left, w, wq) for q in range(sw)]
 
-    def split(source):
-        buffer = get()
+    def split(source, buffer=None):
+        buffer = get() if buffer is None else buffer
         for p, q in phases:
             (r0, r1, y0), (c0, c1, x0), phase = rows[p], cols[q], buffer[p, q]
             phase[:, :, :r0] = 0.0
