@@ -108,7 +108,7 @@ class PoolBands:
 
 
 # --- stride-2 pools: the convolution computed in parity order, so that the pool's taps are contiguous ------------
-PARITY_COLUMN_BYTES = 2 << 20   # columns per block: the block's convolution output stays in L2 for the pool
+PARITY_COLUMN_BYTES = 3 << 19   # columns per block (1.5 MiB): the block's convolution output stays in L2 for the pool
 PARITY_MIN_PIXELS = 4096        # convolution outputs per image below which the blocks' Python costs more
 
 
@@ -179,8 +179,11 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
     band = max(1, min(hp, PARITY_COLUMN_BYTES // per_row))
     macs = cout * k * n * ho * wo
     workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS else 1
-    if workers > 1 and n * -(-hp // band) < workers:
-        band = -(-hp // -(-workers // n))
+    if workers > 1:                            # as many blocks for every core
+        count_bands = -(-hp // band)
+        while n * count_bands % workers and count_bands < hp:
+            count_bands += 1
+        band = -(-hp // count_bands)
     blocks = [(image, r0, min(hp, r0 + band)) for image in range(n) for r0 in range(0, hp, band)]
 
     def sub_rows(r0, r1):
