@@ -149,12 +149,11 @@ def phase_split(in_shape, pads, stride, extent, phases, scratch):
     (sh, sw, C, N, Hq, Wq), phase (p, q) holding the padded rows p, p + sh, … and columns q, q + sw, …. A
     kernel tap then reads one phase with stride 1, so the columns are gathered as contiguous runs of pixels;
     gathering them straight from the padded input reads one float in ``sw``, which NumPy copies slower.
-    Only the ``phases`` that hold taps are written. One strided pass over the input pays for it. Without
-    ``scratch``, the caller passes the buffer to split; a negative top pad crops the input (a band of rows)."""
+    Only the ``phases`` that hold taps are written. One strided pass over the input pays for it."""
     c, n, h, w = in_shape
     (sh, sw), (top, left) = stride, pads[:2]
     hq, wq = -(-extent[0] // sh), -(-extent[1] // sw)
-    get = scratch.request((sh, sw, c, n, hq, wq)) if scratch is not None else None
+    get = scratch.request((sh, sw, c, n, hq, wq))
 
     def inside(phase, step, begin, size, count):
         """[lo, hi) of the phase's rows that hold input rows, and the first input row."""
@@ -165,8 +164,8 @@ def phase_split(in_shape, pads, stride, extent, phases, scratch):
     rows = [inside(p, sh, top, h, hq) for p in range(sh)]
     cols = [inside(q, sw, left, w, wq) for q in range(sw)]
 
-    def split(source, buffer=None):
-        buffer = get() if buffer is None else buffer
+    def split(source):
+        buffer = get()
         for p, q in phases:
             (r0, r1, y0), (c0, c1, x0), phase = rows[p], cols[q], buffer[p, q]
             phase[:, :, :r0] = 0.0
