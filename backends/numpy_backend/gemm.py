@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import batch_split, depthwise, winograd
+from . import batch_split, depthwise, fused_pool, winograd
 from .kernel import CNHW, NCHW, kernel
 
 COLUMN_BYTES = 4 << 20          # im2col block budget: the columns stay in L2/L3 between copy and GEMM (the stem at
@@ -61,7 +61,26 @@ def tap(xp: np.ndarray, i: int, j: int, stride, dilation, out_hw) -> np.ndarray:
     return xp[:, :, h0:h0 + stride[0] * (out_hw[0] - 1) + 1:stride[0], w0:w0 + stride[1] * (out_hw[1] - 1) + 1:stride[1]]
 
 
-@kernel("Conv2d", layouts=(CNHW,), hosts_epilogue=True)
+def conv_route(ctx) -> str:
+    """Which kernel computes the convolution: "winograd", "depthwise", "pointwise" (1×1 stride 1) or "im2col"."""
+    a = ctx.attrs
+    cin, n = ctx.physical(ctx.in_shapes[0])[:2]
+    cout, _, ho, wo = ctx.physical(ctx.out_shape)
+    if winograd.tile_size(a, cin, cout, n, (ho, wo)) is not None:
+        return "winograd"
+    if a["groups"] == cin and cin > 1:
+        return "depthwise"
+    if tuple(a["kernel_size"]) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
+        return "pointwise"
+    return "im2col"
+
+
+def hosts_pool(ctx) -> bool:
+    """Whether make_conv can run the max pool behind the convolution inside its bands (fused_pool.py)."""
+    return conv_route(ctx) == "im2col"
+
+
+@kernel("Conv2d", layouts=(CNHW,), hosts_epilogue=True, hosts_pool=hosts_pool)
 def make_conv(ctx):
     a = ctx.attrs
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
@@ -69,26 +88,32 @@ def make_conv(ctx):
     kh, kw = a["kernel_size"]
     weight, bias, epilogue = fold_affine(ctx.params["weight"], ctx.params.get("bias"), ctx.epilogue)
 
-    def finish(region, channels: slice, biased: bool = False):
-        """Bias (unless the product added it: ``biased``), then the absorbed element-wise layers, on a block of
-        the output while it is in cache."""
+    def finish(region, channels: slice, biased: bool = False, layers: bool = True):
+        """Bias (unless the product added it: ``biased``), then the absorbed element-wise layers (unless not
+        ``layers``), on a block of the output while it is in cache."""
         if bias is not None and not biased:
             region += bias[channels, None, None, None]
-        for apply in epilogue:
+        for apply in epilogue if layers else ():
             apply(region, channels)
 
-    tile = winograd.tile_size(a, cin, cout, n, (ho, wo))
-    if tile is not None:
-        return winograd.winograd_conv(ctx, weight, tile, finish)
-    if a["groups"] == cin and cin > 1:
+    route = conv_route(ctx)
+    if route == "winograd":
+        return winograd.winograd_conv(ctx, weight, winograd.tile_size(a, cin, cout, n, (ho, wo)), finish)
+    if route == "depthwise":
         return depthwise.depthwise_conv(ctx, weight, bias, epilogue)
+    pool = None
+    if ctx.pool is not None:                        # a max pool the plan fused in (hosts_pool said yes)
+        step = fused_pool.parity_conv_pool(ctx, weight, bias, finish, ctx.pool, len(epilogue))
+        if step is not None:
+            return step
+        pool = fused_pool.PoolBands(ctx.pool, (ho, wo), len(epilogue))
     extent = ((ho - 1) * a["stride"][0] + (kh - 1) * a["dilation"][0] + 1,
               (wo - 1) * a["stride"][1] + (kw - 1) * a["dilation"][1] + 1)
     pad = padded_source((cin, n, h, w), a["pads"], extent, 0.0, ctx.scratch)
 
-    if (kh, kw) == (1, 1) and a["stride"] == (1, 1) and a["pads"] == (0, 0, 0, 0) and a["groups"] == 1:
+    if route == "pointwise":
         return pointwise_gemm(ctx, weight, finish)
-    return im2col_gemm(ctx, weight, bias, pad, finish)
+    return im2col_gemm(ctx, weight, bias, pad, finish, pool)
 
 
 def pointwise_gemm(ctx, weight, finish):
@@ -171,13 +196,15 @@ def tap_groups(kernel_size, stride, dilation) -> list[tuple]:
             for q, rj, j0, dj in axis(kernel_size[1], stride[1], dilation[1])]
 
 
-def im2col_gemm(ctx, weight, bias, pad, finish):
+def im2col_gemm(ctx, weight, bias, pad, finish, pool=None):
     """Gather the columns of a block of the output through one strided view per tap group, one GEMM per
     group of channels and block. A block is a batch chunk, or a band of output rows of one image when an
     image's columns exceed COLUMN_BYTES, so that they stay in cache between the copy and the GEMM. Strided
     convolutions with several taps gather from the input's phases (phase_split) instead of the padded input.
     The bias rides in the product: a last weight column times a row of ones below the columns (the GEMM took
-    as long with K + 1 as with K; a separate pass over the output cost 15–30% of a 1×1 stride-2 convolution)."""
+    as long with K + 1 as with K; a separate pass over the output cost 15–30% of a 1×1 stride-2 convolution).
+    With a fused max pool (``pool``, a fused_pool.PoolBands), the blocks are bands of the pool's output rows:
+    each computes the convolution rows its band reads into a scratch band, then pools it into the output."""
     a = ctx.attrs
     cin, n, h, w = ctx.physical(ctx.in_shapes[0])
     cout, _, ho, wo = ctx.physical(ctx.out_shape)
@@ -204,28 +231,40 @@ def im2col_gemm(ctx, weight, bias, pad, finish):
         matrices = [np.concatenate([m, bias[g * cout_g:(g + 1) * cout_g, None]], axis=1).astype(np.float32)
                     for g, m in enumerate(matrices)]
         k_rows = k + 1
-    per_image = k * ho * wo * 4
+    out_rows, row_step = (pool.rows, pool.stride[0]) if pool else (ho, 1)     # rows the blocks cut, and
+    per_image = k * ho * wo * 4                                                # convolution rows per such row
     if per_image <= COLUMN_BYTES:
-        chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), ho
+        chunk, band = max(1, min(n, COLUMN_BYTES // per_image)), out_rows
     else:
-        chunk, band = 1, max(1, min(ho, COLUMN_BYTES // (k * wo * 4)))
+        chunk, band = 1, max(1, min(out_rows, COLUMN_BYTES // (k * wo * 4 * row_step)))
     # inside batch_split.inference_threads, one part per core: blocks of output pixels when there are many
     # columns, else rows of output channels over shared columns (each part then reads its share of the weight)
     macs = cout * k * n * ho * wo
     workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS else 1
     split_blocks = workers > 1 and n * ho * wo >= workers * BLOCK_SPLIT_COLUMNS
-    if split_blocks and -(-n // chunk) * -(-ho // band) < workers:
+    if split_blocks and -(-n // chunk) * -(-out_rows // band) < workers:
         if n >= workers:
             chunk = -(-n // workers)
         else:
-            chunk, band = 1, -(-ho // -(-workers // n))
+            chunk, band = 1, -(-out_rows // -(-workers // n))
     if split_blocks and chunk == 1:                # bands per image such that the parts get as many blocks
-        bands = -(-ho // band)
-        while n * bands % workers and bands < ho:
+        bands = -(-out_rows // band)
+        while n * bands % workers and bands < out_rows:
             bands += 1
-        band = -(-ho // bands)
-    blocks = [(n0, min(n, n0 + chunk), r0, min(ho, r0 + band)) for n0 in range(0, n, chunk) for r0 in range(0, ho, band)]
-    columns = [ctx.scratch.request((k_rows * chunk * band * wo,)) for _ in range(workers if split_blocks else 1)]
+        band = -(-out_rows // bands)
+    blocks = [(n0, min(n, n0 + chunk), r0, min(out_rows, r0 + band))
+              for n0 in range(0, n, chunk) for r0 in range(0, out_rows, band)]
+    spans = {(r0, r1): pool.conv_rows(r0, r1) if pool else (r0, r1) for _, _, r0, r1 in blocks}
+    span = max(s1 - s0 for s0, s1 in spans.values())     # the most convolution rows a block computes
+    buffers = workers if split_blocks else 1
+    columns = [ctx.scratch.request((k_rows * chunk * span * wo,)) for _ in range(buffers)]
+    if pool:                                   # per buffer: the convolution's band, and the pool's column pass
+        bands = [(ctx.scratch.request((cout * chunk * span * wo,)),
+                  ctx.scratch.request((cout * chunk * span * pool.width,))) for _ in range(buffers)]
+        for r0, r1 in spans:
+            pool.rows_pass(r0, r1)             # built now, not in the parts' threads
+    else:
+        bands = [None] * buffers
     split_channels = workers > 1 and not split_blocks and groups == 1
 
     def gather(phases, g, n0, n1, r0, r1, cols):
@@ -242,26 +281,39 @@ def im2col_gemm(ctx, weight, bias, pad, finish):
             np.copyto(np.reshape(cols[row:row + size], shape, copy=False), view)
             row += size
 
-    def product(g, cols, region, c0, c1):
-        """Output channels [c0, c1) of group g from its columns, then their epilogue."""
+    def product(g, cols, region, c0, c1, pooled=None):
+        """Output channels [c0, c1) of group g from its columns, then their epilogue; with ``pooled`` (the
+        pool's target rows [r0, r1) and scratch), their max pool, the epilogue before or after it."""
         channels = slice(g * cout_g + c0, g * cout_g + c1)
         np.matmul(matrices[g][c0:c1], cols, out=np.reshape(region[c0:c1], (c1 - c0, -1), copy=False))
-        finish(region[c0:c1], channels, biased=k_rows > k)
+        if pooled is None:
+            finish(region[c0:c1], channels, biased=k_rows > k)
+            return
+        target, r0, r1, temp = pooled
+        finish(region[c0:c1], channels, biased=k_rows > k, layers=not pool.after)
+        pool.pool(region[c0:c1], target[c0:c1], r0, r1, temp[c0 * region[0].size // wo * pool.width:])
+        if pool.after:
+            finish(target[c0:c1], channels, biased=True)
 
-    def run_blocks(phases, out, todo, buffer):
+    def run_blocks(phases, out, todo, buffer, band):
         for n0, n1, r0, r1 in todo:
-            cols = buffer()[:k_rows * (n1 - n0) * (r1 - r0) * wo].reshape(k_rows, -1)
+            s0, s1 = spans[r0, r1]                  # the convolution rows the block computes
+            cols = buffer()[:k_rows * (n1 - n0) * (s1 - s0) * wo].reshape(k_rows, -1)
             cols[k:] = 1.0                          # the bias's row (the scratch is shared: every run)
+            if pool:
+                conv = band[0]()[:cout * (n1 - n0) * (s1 - s0) * wo].reshape(cout, n1 - n0, s1 - s0, wo)
             for g in range(groups):
-                gather(phases, g, n0, n1, r0, r1, cols)
-                region = out[g * cout_g:(g + 1) * cout_g, n0:n1, r0:r1]
+                gather(phases, g, n0, n1, s0, s1, cols)
+                mine = slice(g * cout_g, (g + 1) * cout_g)
+                region = conv[mine] if pool else out[mine, n0:n1, r0:r1]
+                pooled = (out[mine, n0:n1, r0:r1], r0, r1, band[1]()) if pool else None
                 parts = batch_split.kernel_parts(cout_g, macs) if split_channels else [(0, cout_g)]
-                batch_split.in_parallel([partial(product, g, cols, region, c0, c1) for c0, c1 in parts])
+                batch_split.in_parallel([partial(product, g, cols, region, c0, c1, pooled) for c0, c1 in parts])
 
     def step(inputs, out):
         phases = source(inputs[0])
         parts = batch_split.kernel_parts(len(blocks), macs) if split_blocks else [(0, len(blocks))]
-        batch_split.in_parallel([partial(run_blocks, phases, out, blocks[b0:b1], columns[i])
+        batch_split.in_parallel([partial(run_blocks, phases, out, blocks[b0:b1], columns[i], bands[i])
                                  for i, (b0, b1) in enumerate(parts)])
         return out
     return step

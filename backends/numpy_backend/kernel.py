@@ -39,6 +39,7 @@ class Context:
     layout: str
     scratch: Scratch
     epilogue: list = field(default_factory=list)    # apply(region, channels) of absorbed element-wise layers
+    pool: object = None                             # a fused_pool.PoolSpec: the max pool to run inside the step
 
     def physical(self, shape) -> tuple:
         return physical_shape(shape, self.layout)
@@ -68,16 +69,17 @@ class Kernel:
                                       # convolution's output (cnhw, channels first), fused into it by the plan
     hosts_epilogue: bool = False    # applies ctx.epilogue to its output blocks
     constant: bool = False          # make(ctx) returns the value itself: bound to a slot nothing writes
+    hosts_pool: Callable | None = None  # hosts_pool(ctx): make(ctx) can run the MaxPool2d behind it (ctx.pool)
 
 
 KERNELS: dict[str, Kernel] = {}
 
 
 def kernel(op: str, layouts=(NCHW,), inplace=False, view=False, epilogue=None, hosts_epilogue=False,
-           constant=False):
+           constant=False, hosts_pool=None):
     """Decorator registering ``make`` as the kernel factory of ``op``."""
     def register(make):
-        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view, epilogue, hosts_epilogue, constant)
+        KERNELS[op] = Kernel(make, tuple(layouts), inplace, view, epilogue, hosts_epilogue, constant, hosts_pool)
         return make
     return register
 

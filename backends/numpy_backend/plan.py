@@ -9,7 +9,8 @@ Compilation happens once per graph; binding to concrete input shapes once per ba
      (memory.py measures it against that bound), not the sum of all activations; element-wise layers that
      alone read a convolution's output (BatchNorm, activations) are absorbed into it and applied block by
      block while the block is in cache (a BatchNorm right behind it is folded into its weight and bias, as
-     onnxruntime does: equal within rounding);
+     onnxruntime does: equal within rounding); a MaxPool2d that alone reads the result runs inside the same
+     step when the convolution's kernel can host it (fused_pool.py), its input never stored;
   3. places each step's scratch (its temporaries) in the same arena, as a value alive during the step.
 Graph outputs are returned as fresh NCHW arrays that no later run overwrites. Executor.set_params gives a
 compiled graph new parameters by rebuilding only the steps they reach (a training loop). A graph that cannot
@@ -26,7 +27,7 @@ import numpy as np
 
 from cnngraph.errors import CnnGraphError
 
-from . import batch_split, schedule, storage
+from . import batch_split, fused_pool, schedule, storage
 from .inputs import coerce_inputs, concrete_shape
 from .kernel import KERNELS, NCHW, Context, Scratch, physical_shape
 
@@ -138,7 +139,8 @@ class Plan:
         self.constants: dict[int, np.ndarray] = {}   # slot -> a Constant's array, bound like an input
         self.constant_nodes: dict[int, str] = {}     # slot -> the Constant node
         self.epilogues = epilogue_chains(graph)
-        absorbed = {e.name for chain in self.epilogues.values() for e in chain}
+        self.pools = self._fused_pools(graph, shape_of)     # host -> the MaxPool2d run inside its step
+        absorbed = {e.name for chain in self.epilogues.values() for e in chain} | {p.name for p in self.pools.values()}
         for node in graph.layers():
             if KERNELS[node.op].constant:
                 home[node.name] = NCHW
@@ -184,15 +186,18 @@ class Plan:
         reads = [self._in_layout(name, layout, shape_of, home) for name in node.inputs]
         home[node.name] = layout if len(shape_of[node.name]) == 4 else NCHW
         chain = self.epilogues.get(node.name, [])
+        pool = self.pools.get(node.name)      # a fused max pool: the step writes its value, not the host's
+        written = pool or node
+        home[written.name] = home[node.name]
         scratch_id = self.scratch.begin_step()
-        run = self._make(node, chain, layout, shape_of)
-        slot = self._slot((node.name, home[node.name]), shape_of[node.name])
-        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain]), run, reads, slot,
-                               scratch=self.scratch.sizes[scratch_id], scratch_id=scratch_id,
-                               nodes=(node.name, *(e.name for e in chain)),
+        run = self._make(node, chain, layout, shape_of, pool)
+        slot = self._slot((written.name, home[written.name]), shape_of[written.name])
+        self.steps.append(Step(" + ".join([node.label()] + [e.label() for e in chain] + ([pool.label()] if pool else [])),
+                               run, reads, slot, scratch=self.scratch.sizes[scratch_id], scratch_id=scratch_id,
+                               nodes=(node.name, *(e.name for e in chain), *([pool.name] if pool else [])),
                                remake=partial(self._remake, node.name, [e.name for e in chain], layout, shape_of,
-                                              scratch_id)))
-        for e in chain:                       # the absorbed layers' values are the host's buffer
+                                              scratch_id, pool.name if pool else None)))
+        for e in chain if pool is None else ():   # the absorbed layers' values are the host's buffer
             home[e.name] = home[node.name]
             self.slots[(e.name, home[e.name])] = slot
         if kernel.view:
@@ -200,9 +205,10 @@ class Plan:
         elif kernel.inplace:
             self.inplace_candidate[slot] = reads[0]
 
-    def _remake(self, name, chain, layout, shape_of, scratch_id, graph):
+    def _remake(self, name, chain, layout, shape_of, scratch_id, pool, graph):
         self.scratch.begin_step(scratch_id)
-        return self._make(graph.node(name), [graph.node(e) for e in chain], layout, shape_of)
+        return self._make(graph.node(name), [graph.node(e) for e in chain], layout, shape_of,
+                          graph.node(pool) if pool else None)
 
     def rebind(self, graph, changed: set) -> None:
         """Rebuild the steps computing the ``changed`` nodes of ``graph`` (same shapes, new parameters); their
@@ -221,8 +227,8 @@ class Plan:
                 self.constants[slot] = KERNELS[node.op].make(Context(node.attrs, node.params, [], self.shapes[slot],
                                                                      NCHW, self.scratch))
 
-    def _make(self, node, chain, layout, shape_of):
-        """The step function of ``node`` with the element-wise layers of ``chain`` absorbed."""
+    def _make(self, node, chain, layout, shape_of, pool=None):
+        """The step function of ``node`` with the element-wise layers of ``chain`` absorbed (and ``pool``)."""
         kernel = KERNELS[node.op]
         ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
                       layout, self.scratch)
@@ -233,12 +239,29 @@ class Plan:
             ctx.epilogue = [KERNELS[op].epilogue(Context(attrs, params, [shape_of[node.name]], shape_of[node.name],
                                                          layout, self.scratch))
                             for op, attrs, params in absorbed]
+            if pool is not None:
+                ctx.pool = fused_pool.PoolSpec(pool.attrs, tuple(shape_of[pool.name][2:]),
+                                               tuple(op in fused_pool.INCREASING for op, _, _ in absorbed))
             run = kernel.make(ctx)
         except CnnGraphError:
             raise
         except Exception as error:           # a kernel that cannot handle this configuration
             raise CnnGraphError(f"{node.label()}: the NumPy backend cannot compile it: {error}") from error
         return run
+
+    def _fused_pools(self, graph, shape_of) -> dict:
+        """Host node -> the MaxPool2d that alone reads its value (fused_pool.pool_follower), where the host's
+        kernel can run it inside its step."""
+        pools = {}
+        for node in graph.layers() if fused_pool.ENABLED else ():
+            kernel = KERNELS[node.op]
+            pool = None if kernel.hosts_pool is None else fused_pool.pool_follower(
+                graph, node, self.epilogues.get(node.name, []))
+            if pool is not None and kernel.layouts[0] in KERNELS[pool.op].layouts and kernel.hosts_pool(
+                    Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
+                            kernel.layouts[0], self.scratch)):
+                pools[node.name] = pool
+        return pools
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self, before: list[int] | None = None) -> None:
