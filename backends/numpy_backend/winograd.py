@@ -52,8 +52,10 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     transforms, whose cost does not shrink with the channels, would dominate. F(4×4) saves 1.8× more
     multiplications than F(2×2) but splits them into 36 products instead of 16, each with 4× fewer tiles
     as columns: it won where each product stays large, i.e. the batch has at least 32 tiles of 4×4 and
-    either more tiles than output channels or ~2M multiply-adds per product; otherwise (7×7 at batch 1,
-    28×28 with 64–256 channels at batch 1) F(2×2) was faster. With fewer than MIN_TILES tiles in the batch
+    either more tiles than output channels or ~0.5M multiply-adds per product (2M while the transforms were
+    one kron GEMM each; with separable transforms 128 channels at 28×28, batch 1, ran F(4×4) in 0.85× F(2×2)'s
+    time single-threaded, 0.92× on 2 cores); otherwise (14×14 and 7×7 at batch 1) F(2×2) was faster (256
+    channels at 14×14, batch 1: F(4×4) took 1.02–1.11× its time). With fewer than MIN_TILES tiles in the batch
     (resnet18's 7×7 maps at batch 1: 16) each transformed filter serves few tiles and reading them (16/9 of
     the weight's size for F(2×2)) bounds the products: single-threaded, its products alone took 2.5–3.5 ms
     where im2col's one GEMM took 2.6 (onnxruntime's whole convolution 2.1).
@@ -64,7 +66,7 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     if FORCE_TILE is not None or min(cin, cout) < MIN_CHANNELS:
         return FORCE_TILE
     tiles4 = batch * -(-out_hw[0] // 4) * -(-out_hw[1] // 4)
-    large = tiles4 >= cout or cin * cout * tiles4 >= 1 << 21
+    large = tiles4 >= cout or cin * cout * tiles4 >= 1 << 19
     m = 4 if tiles4 >= F4_MIN_TILES and large else 2
     if m == 4 and products_per_pixel(4, out_hw) >= products_per_pixel(2, out_hw):
         m = 2

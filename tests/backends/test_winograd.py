@@ -139,7 +139,7 @@ def test_only_plain_3x3_stride_1_convolutions(change):
 @pytest.mark.parametrize("channels, size, batch, tile", [
     (3, 224, 8, None), (16, 56, 8, None),               # too few channels: im2col
     (64, 56, 8, 4), (128, 28, 8, 4), (256, 14, 8, 4), (512, 7, 8, 4),     # resnet18 at batch 8
-    (64, 56, 1, 4), (128, 28, 1, 2), (256, 14, 1, 2), (512, 7, 1, None),  # and at batch 1: 16 tiles, im2col
+    (64, 56, 1, 4), (128, 28, 1, 4), (256, 14, 1, 2), (512, 7, 1, None),  # and at batch 1: 16 tiles, im2col
     (256, 2, 32, 2), (512, 1, 32, None), (512, 1, 1, None),  # resnet18 at 32×32: maps smaller than a tile
 ])
 def test_size_rule_on_resnet18_shapes(channels, size, batch, tile):
