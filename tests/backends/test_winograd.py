@@ -42,7 +42,7 @@ def conv_graph(rng, cin, cout, hw, pads, bias, follower):
     return g
 
 
-def check_winograd(g, x, tile, chunk_bytes=None):
+def check_winograd(g, x, tile, chunk_bytes=None, chunk_tiles=None):
     """Run ``g`` with every eligible convolution on Winograd F(tile×tile); assert it was used and agrees."""
     calls = []
     original = winograd.winograd_conv
@@ -56,6 +56,8 @@ def check_winograd(g, x, tile, chunk_bytes=None):
         patch.setattr(winograd, "winograd_conv", counting)
         if chunk_bytes is not None:
             patch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+        if chunk_tiles is not None:
+            patch.setattr(winograd, "CHUNK_TILES", chunk_tiles)
         actual = cg.run(g, x)
     assert calls == [tile]
     expected = reference_run(g, x)
@@ -71,18 +73,36 @@ def cases(draw):
     return dict(tile=draw(st.sampled_from([2, 4])), cin=draw(st.integers(1, 6)), cout=draw(st.integers(1, 12)),
                 hw=hw, pads=pads, batch=draw(st.sampled_from([1, 3])), bias=draw(st.booleans()),
                 follower=draw(st.sampled_from(FOLLOWERS)), chunk_bytes=draw(st.sampled_from([None, 1])),
-                seed=draw(st.integers(0, 2**32 - 1)))
+                chunk_tiles=draw(st.sampled_from([None, 1, 20])), seed=draw(st.integers(0, 2**32 - 1)))
 
 
 @examples(150)
 @given(cases())
 def test_winograd_matches_reference(case):
-    """chunk_bytes=1 runs the batch one image at a time; many output channels on few tiles take the
-    (Cout, tiles) product orientation, the rest (tiles, Cout)."""
+    """chunk_bytes=1 or chunk_tiles=1 runs the batch one image at a time (chunk_tiles=20: as many images as hold
+    20 tiles); many output channels on few tiles take the (Cout, tiles) product orientation, the rest
+    (tiles, Cout)."""
     rng = np.random.default_rng(case["seed"])
     g = conv_graph(rng, case["cin"], case["cout"], case["hw"], case["pads"], case["bias"], case["follower"])
     x = randn(rng, (case["batch"], case["cin"], *case["hw"]))
-    check_winograd(g, x, case["tile"], case["chunk_bytes"])
+    check_winograd(g, x, case["tile"], case["chunk_bytes"], case["chunk_tiles"])
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_separable_transform_is_the_kronecker_product(m, which):
+    """separable(t, x) is the 2-D transform of each column's tile x[p, q] (one (a², a²) or (m², a²) product with
+    kron(t, t) in float64), transposed: the input tiles are gathered transposed to get Bᵀ d B, and the output
+    comes out indexed (j, i)."""
+    b_t, _, a_t = (np.array(t, np.float64) for t in winograd.TRANSFORMS[m])
+    t = b_t if which == "input" else a_t
+    a, k = m + 2, t.shape[0]
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((a, a, 7)).astype(np.float32)
+    out = winograd.separable(t.astype(np.float32), x, np.empty(a * k * 7, np.float32), np.empty(k * k * 7, np.float32))
+    expected = (np.kron(t, t) @ x.astype(np.float64).reshape(a * a, -1)).reshape(k, k, -1).transpose(1, 0, 2)
+    assert out.shape == (k, k, 7)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("tile", [2, 4])
