@@ -107,26 +107,26 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
     # one image instead of two, 0.92× the convolution's time); (98, 128) @ (128, 128) was slower than (196, ...)
     chunk = max(1, min(n, CHUNK_BYTES // (a * a * th * tw * widest * 4), CHUNK_TILES // (th * tw)))
     chunk = -(-n // -(-n // chunk))                  # as many chunks, of even sizes
-    # OpenBLAS ran the products up to 2× faster with the longer side as the result's rows
-    tiles_first = chunk * th * tw >= cout
-    u = filter_transform(weight, m)                                 # (a², Cout, Cin)
-    if tiles_first:
-        u = np.ascontiguousarray(u.transpose(0, 2, 1))              # (a², Cin, Cout)
+    # the products (tiles, Cin) @ (Cin, Cout), tiles as the result's rows, ran 0.86–0.96× the time of
+    # (Cout, Cin) @ (Cin, tiles) single-threaded even with fewer tiles than channels (256–512 channels, 7×7–28×28)
+    u = np.ascontiguousarray(filter_transform(weight, m).transpose(0, 2, 1))      # (a², Cin, Cout)
+    few_tiles = chunk * th * tw < cout
     padded = ctx.scratch.request((chunk, hp, wp, cin))
     # two buffers, each used in turn: gathered then transformed tiles, then the output's half-transformed
     # tiles; the input's half-transformed tiles, then the products, then the output tiles
     first = ctx.scratch.request((a * a * chunk * th * tw * widest,))
     second = ctx.scratch.request((a * a * chunk * th * tw * widest,))
     # inside batch_split.inference_threads, one part per core: rows of tiles when there are many tiles (each part
-    # with buffers of its own), else output channels over the tiles transformed once (and their own output tiles)
+    # with buffers of its own), else output channels over the tiles transformed once (and their own output tiles:
+    # split by rows, each core would read all the transformed filters; on 2 cores 1.07–1.19× slower at 7×7–14×14)
     macs = cout * cin * 9 * n * ho * wo
     workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS and th > 1 else 1
     buffers = [(first, second)]
-    if tiles_first:
+    if few_tiles:
+        third = ctx.scratch.request((a * m * chunk * th * tw * cout,))
+    else:
         part_tiles = a * a * chunk * -(-th // max(1, workers)) * tw * widest
         buffers += [(ctx.scratch.request((part_tiles,)), ctx.scratch.request((part_tiles,))) for _ in range(workers - 1)]
-    else:
-        third = ctx.scratch.request((a * m * chunk * th * tw * cout,))
 
     def place(source, xp, y0, y1):
         """Copy rows [y0, y1) of the padded (nb, Hp, Wp, Cin) buffer from a (Cin, nb, H, W) chunk, channels-last,
@@ -176,31 +176,29 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
         scatter(y.reshape(m, m, nb, t1 - t0, tw, cout).transpose(1, 0, 5, 2, 3, 4), region, t0, t1, 0, cout)
 
     def channels_part(v, region, nb, c0, c1):
-        """Output channels [c0, c1) from the transformed tiles: products (a², Cout, tiles). The parts share v
-        and write disjoint channels of the other buffers (the output tiles over their own products)."""
+        """Output channels [c0, c1) from the tiles transformed once (v, shared): products (a², tiles, c1 − c0),
+        then the output tiles, in segments of the buffers of their own."""
         tiles = nb * th * tw
-        products = second()[:a * a * cout * tiles].reshape(a * a, cout, tiles)[:, c0:c1]
-        np.matmul(u[:, c0:c1], v.transpose(0, 2, 1), out=products)
-        half = third()[:a * m * cout * tiles].reshape(a, m, cout, tiles)[:, :, c0:c1]
-        y = second()[:m * m * cout * tiles].reshape(m, m, cout, tiles)[:, :, c0:c1]
-        y = separable(a_t, np.reshape(products, (a, a, -1), copy=False), np.reshape(half, (a, m, -1), copy=False),
-                      np.reshape(y, (m, m, -1), copy=False))                                 # (j, i, ·)
-        scatter(y.reshape(m, m, c1 - c0, nb, th, tw).transpose(1, 0, 2, 3, 4, 5), region, 0, th, c0, c1)
+        products = second()[a * a * tiles * c0:a * a * tiles * c1].reshape(a * a, tiles, c1 - c0)
+        np.matmul(v, u[:, :, c0:c1], out=products)
+        y = separable(a_t, products.reshape(a, a, -1), third()[a * m * tiles * c0:a * m * tiles * c1],
+                      products.reshape(-1))                                                  # (j, i, ·)
+        scatter(y.reshape(m, m, nb, th, tw, c1 - c0).transpose(1, 0, 5, 2, 3, 4), region, 0, th, c0, c1)
 
     def step(inputs, out):
         for n0 in range(0, n, chunk):
             nb = min(chunk, n - n0)
             source, region = inputs[0][:, n0:n0 + nb], out[:, n0:n0 + nb]
-            if tiles_first:
-                parts = batch_split.kernel_parts(th, macs) if workers > 1 else [(0, th)]
-                batch_split.in_parallel([partial(rows_part, source, region, nb, t0, t1, buffers[i])
-                                         for i, (t0, t1) in enumerate(parts)])
-            else:
+            parts = batch_split.kernel_parts(cout if few_tiles else th, macs) if workers > 1 else [(0, th)]
+            if few_tiles and len(parts) > 1:
                 xp = padded()[:nb]
                 place(source, xp, 0, hp)
                 v = transformed(xp, nb, 0, th, first, second)       # the parts' products go to second
-                parts = batch_split.kernel_parts(cout, macs) if workers > 1 else [(0, cout)]
                 batch_split.in_parallel([partial(channels_part, v, region, nb, c0, c1) for c0, c1 in parts])
+            else:
+                parts = [(0, th)] if few_tiles else parts
+                batch_split.in_parallel([partial(rows_part, source, region, nb, t0, t1, buffers[i])
+                                         for i, (t0, t1) in enumerate(parts)])
         return out
     return step
 

@@ -1,8 +1,8 @@
 """Winograd 3×3 convolutions (backends/numpy_backend/winograd.py) against the naive reference in tests/reference.py.
 
 The size rule sends only convolutions of 32+ channels to Winograd; here FORCE_TILE makes every eligible
-convolution use F(2×2) or F(4×4), so that small, odd, padded and batched shapes (and both product
-orientations, and batch chunking) are checked against the float64 reference within cnngraph.tolerance,
+convolution use F(2×2) or F(4×4), so that small, odd, padded and batched shapes (and batch chunking; the
+split over the cores is in test_kernel_parts.py) are checked against the float64 reference within cnngraph.tolerance,
 with the bias and a BatchNorm/ReLU absorbed as the convolution's epilogue.
 """
 from __future__ import annotations
@@ -80,8 +80,7 @@ def cases(draw):
 @given(cases())
 def test_winograd_matches_reference(case):
     """chunk_bytes=1 or chunk_tiles=1 runs the batch one image at a time (chunk_tiles=20: as many images as hold
-    20 tiles); many output channels on few tiles take the (Cout, tiles) product orientation, the rest
-    (tiles, Cout)."""
+    20 tiles)."""
     rng = np.random.default_rng(case["seed"])
     g = conv_graph(rng, case["cin"], case["cout"], case["hw"], case["pads"], case["bias"], case["follower"])
     x = randn(rng, (case["batch"], case["cin"], *case["hw"]))
@@ -106,8 +105,8 @@ def test_separable_transform_is_the_kronecker_product(m, which):
 
 
 @pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("cout, hw", [(16, (5, 5)), (2, (9, 7))], ids=["cout-by-tiles", "tiles-by-cout"])
-def test_both_product_orientations_and_uneven_chunks(tile, cout, hw):
+@pytest.mark.parametrize("cout, hw", [(16, (5, 5)), (2, (9, 7))], ids=["channels-over-tiles", "tiles-over-channels"])
+def test_few_or_many_tiles_per_channel_and_uneven_chunks(tile, cout, hw):
     """Batch 3 in chunks of 2 and 1; 16 channels on ≤ 9 tiles a chunk, then 2 channels on many tiles."""
     rng = np.random.default_rng(tile * cout)
     g = conv_graph(rng, 3, cout, hw, (1, 1, 1, 1), True, "bn+relu")
