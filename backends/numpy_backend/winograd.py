@@ -7,12 +7,14 @@ once, at compile time. Per batch chunk:
   1. the input is copied channels-last into a zero-bordered buffer, so that every tap of every tile is a run
      of Cin contiguous floats, and the tiles are gathered through one strided view (in cnhw the runs would be
      a few pixels long: that gather measured up to 6× slower on small images);
-  2. the input transform, the (m+2)² products and the output transform are all GEMMs, the 2-D transforms
-     as one product with kron(Bᵀ, Bᵀ) and kron(Aᵀ, Aᵀ): no Python loop over tiles or pixels;
+  2. the input transform, the (m+2)² products and the output transform are all GEMMs, each 2-D transform
+     as two passes of small products (separable), no Python loop over tiles or pixels;
   3. the output tiles are scattered into the cnhw output (the tiles that overhang its edge are cropped), and
      bias and the fused epilogue run on the chunk while it is in cache.
 F(4×4) loses precision faster (its transforms have entries up to 8 and 1/24): about 1e-5 of the output's
-scale in float32 against 7e-7 for F(2×2), still 10× inside cnngraph.tolerance.
+scale in float32 against 7e-7 for F(2×2) (measured against a float64 convolution on 64 and 256 channels:
+6e-6 and 1.4e-5 with the separable transforms, 6e-6 and 1e-5 with the kron GEMMs), still 7× inside
+cnngraph.tolerance.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 from . import batch_split
 
 CHUNK_BYTES = 4 << 20       # per buffer: a batch chunk's tiles stay in cache between the GEMMs (8 MB: no faster)
+CHUNK_TILES = 256           # and at most this many tiles a chunk (see winograd_conv)
 MIN_CHANNELS = 32           # see tile_size
 F4_MIN_TILES = 32
 MAX_PRODUCTS_PER_PIXEL = 7.2   # im2col's 9, less a margin for the transforms
@@ -51,8 +54,10 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     transforms, whose cost does not shrink with the channels, would dominate. F(4×4) saves 1.8× more
     multiplications than F(2×2) but splits them into 36 products instead of 16, each with 4× fewer tiles
     as columns: it won where each product stays large, i.e. the batch has at least 32 tiles of 4×4 and
-    either more tiles than output channels or ~2M multiply-adds per product; otherwise (7×7 at batch 1,
-    28×28 with 64–256 channels at batch 1) F(2×2) was faster. With fewer than MIN_TILES tiles in the batch
+    either more tiles than output channels or ~0.5M multiply-adds per product (2M while the transforms were
+    one kron GEMM each; with separable transforms 128 channels at 28×28, batch 1, ran F(4×4) in 0.85× F(2×2)'s
+    time single-threaded, 0.92× on 2 cores); otherwise (14×14 and 7×7 at batch 1) F(2×2) was faster (256
+    channels at 14×14, batch 1: F(4×4) took 1.02–1.11× its time). With fewer than MIN_TILES tiles in the batch
     (resnet18's 7×7 maps at batch 1: 16) each transformed filter serves few tiles and reading them (16/9 of
     the weight's size for F(2×2)) bounds the products: single-threaded, its products alone took 2.5–3.5 ms
     where im2col's one GEMM took 2.6 (onnxruntime's whole convolution 2.1).
@@ -63,7 +68,7 @@ def tile_size(attrs, cin: int, cout: int, batch: int, out_hw) -> int | None:
     if FORCE_TILE is not None or min(cin, cout) < MIN_CHANNELS:
         return FORCE_TILE
     tiles4 = batch * -(-out_hw[0] // 4) * -(-out_hw[1] // 4)
-    large = tiles4 >= cout or cin * cout * tiles4 >= 1 << 21
+    large = tiles4 >= cout or cin * cout * tiles4 >= 1 << 19
     m = 4 if tiles4 >= F4_MIN_TILES and large else 2
     if m == 4 and products_per_pixel(4, out_hw) >= products_per_pixel(2, out_hw):
         m = 2
@@ -97,31 +102,33 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
     a = m + 2
     th, tw = -(-ho // m), -(-wo // m)               # tiles per image, the last row/column may overhang
     hp, wp = th * m + 2, tw * m + 2
-    b_t, _, a_t = (np.array(t, np.float64) for t in TRANSFORMS[m])
-    input_transform = np.kron(b_t, b_t).astype(np.float32)      # (a², a²): Bᵀ d B on flattened tiles
-    output_transform = np.kron(a_t, a_t).astype(np.float32)     # (m², a²): Aᵀ M A on flattened tiles
+    b_t, _, a_t = (np.array(t, np.float32) for t in TRANSFORMS[m])     # Bᵀ (a, a), Aᵀ (m, a)
     widest = max(cin, cout)
-    chunk = max(1, min(n, CHUNK_BYTES // (a * a * th * tw * widest * 4)))
+    # OpenBLAS ran the products (tiles, Cin) @ (Cin, Cout) fastest with about 200 tiles: single-threaded, 36 of
+    # (196, 64) @ (64, 64) took 0.39 ms, of (392, 64) @ (64, 64) 1.2 ms (resnet18's layer1 at batch 4: chunks of
+    # one image instead of two, 0.92× the convolution's time); (98, 128) @ (128, 128) was slower than (196, ...)
+    chunk = max(1, min(n, CHUNK_BYTES // (a * a * th * tw * widest * 4), CHUNK_TILES // (th * tw)))
     chunk = -(-n // -(-n // chunk))                  # as many chunks, of even sizes
-    # OpenBLAS ran the products up to 2× faster with the longer side as the result's rows
-    tiles_first = chunk * th * tw >= cout
-    u = filter_transform(weight, m)                                 # (a², Cout, Cin)
-    if tiles_first:
-        u = np.ascontiguousarray(u.transpose(0, 2, 1))              # (a², Cin, Cout)
+    # the products (tiles, Cin) @ (Cin, Cout), tiles as the result's rows, ran 0.86–0.96× the time of
+    # (Cout, Cin) @ (Cin, tiles) single-threaded even with fewer tiles than channels (256–512 channels, 7×7–28×28)
+    u = np.ascontiguousarray(filter_transform(weight, m).transpose(0, 2, 1))      # (a², Cin, Cout)
+    few_tiles = chunk * th * tw < cout
     padded = ctx.scratch.request((chunk, hp, wp, cin))
-    # two buffers used twice each: gathered tiles then products; transformed tiles then output tiles
+    # two buffers, each used in turn: gathered then transformed tiles, then the output's half-transformed
+    # tiles; the input's half-transformed tiles, then the products, then the output tiles
     first = ctx.scratch.request((a * a * chunk * th * tw * widest,))
     second = ctx.scratch.request((a * a * chunk * th * tw * widest,))
     # inside batch_split.inference_threads, one part per core: rows of tiles when there are many tiles (each part
-    # with buffers of its own), else output channels over the tiles transformed once (and their own output tiles)
+    # with buffers of its own), else output channels over the tiles transformed once (and their own output tiles:
+    # split by rows, each core would read all the transformed filters; on 2 cores 1.07–1.19× slower at 7×7–14×14)
     macs = cout * cin * 9 * n * ho * wo
     workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS and th > 1 else 1
     buffers = [(first, second)]
-    if tiles_first:
+    if few_tiles:
+        third = ctx.scratch.request((a * m * chunk * th * tw * cout,))
+    else:
         part_tiles = a * a * chunk * -(-th // max(1, workers)) * tw * widest
         buffers += [(ctx.scratch.request((part_tiles,)), ctx.scratch.request((part_tiles,))) for _ in range(workers - 1)]
-    else:
-        third = ctx.scratch.request((m * m * chunk * th * tw * cout,))
 
     def place(source, xp, y0, y1):
         """Copy rows [y0, y1) of the padded (nb, Hp, Wp, Cin) buffer from a (Cin, nb, H, W) chunk, channels-last,
@@ -136,17 +143,16 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
         xp[:, s0:s1, left + w:] = 0.0
         np.copyto(xp[:, s0:s1, left:left + w], source[:, :, s0 - top:s1 - top].transpose(1, 2, 3, 0))
 
-    def transformed(xp, nb, t0, t1, gather_buffer, v_buffer):
-        """Bᵀ d B of the tiles of tile rows [t0, t1): (a², tiles, Cin)."""
+    def transformed(xp, nb, t0, t1, v_buffer, spare_buffer):
+        """Bᵀ d B of the tiles of tile rows [t0, t1): (a², tiles, Cin) in ``v_buffer``."""
         tiles = nb * (t1 - t0) * tw
         s_n, s_h, s_w, s_c = xp.strides
-        taps = as_strided(xp[:, t0 * m:], (a, a, nb, t1 - t0, tw, cin), (s_h, s_w, s_n, m * s_h, m * s_w, s_c),
+        # gathered transposed, the tap's column outermost (see separable)
+        taps = as_strided(xp[:, t0 * m:], (a, a, nb, t1 - t0, tw, cin), (s_w, s_h, s_n, m * s_h, m * s_w, s_c),
                           writeable=False)
-        gathered = gather_buffer()[:a * a * tiles * cin].reshape(a, a, nb, t1 - t0, tw, cin)
+        gathered = v_buffer()[:a * a * tiles * cin].reshape(a, a, nb, t1 - t0, tw, cin)
         np.copyto(gathered, taps)
-        v = v_buffer()[:a * a * tiles * cin].reshape(a * a, tiles, cin)
-        np.matmul(input_transform, gathered.reshape(a * a, tiles * cin), out=v.reshape(a * a, tiles * cin))
-        return v
+        return separable(b_t, gathered.reshape(a, a, -1), spare_buffer(), v_buffer()).reshape(a * a, tiles, cin)
 
     def scatter(y, region, t0, t1, c0, c1):
         """Output tiles y (m, m, channels [c0, c1), nb, tile rows [t0, t1), tw) into the cnhw output, cropping
@@ -162,38 +168,55 @@ def winograd_conv(ctx, weight: np.ndarray, m: int, finish):
         """Everything for tile rows [t0, t1): products (a², tiles, Cout), the tall side as BLAS's rows."""
         xp = padded()[:nb]
         place(source, xp, t0 * m, min(hp, t1 * m + 2))
-        gather_buffer, v_buffer = part_buffers
-        v = transformed(xp, nb, t0, t1, gather_buffer, v_buffer)
+        v_buffer, products_buffer = part_buffers
+        v = transformed(xp, nb, t0, t1, v_buffer, products_buffer)
         tiles = nb * (t1 - t0) * tw
-        products = gather_buffer()[:a * a * tiles * cout].reshape(a * a, tiles, cout)
+        products = products_buffer()[:a * a * tiles * cout].reshape(a * a, tiles, cout)
         np.matmul(v, u, out=products)
-        y_flat = v_buffer()[:m * m * tiles * cout]                   # v is used up
-        np.matmul(output_transform, products.reshape(a * a, -1), out=y_flat.reshape(m * m, -1))
-        scatter(y_flat.reshape(m, m, nb, t1 - t0, tw, cout).transpose(0, 1, 5, 2, 3, 4), region, t0, t1, 0, cout)
+        # v is used up: its buffer takes the half-transformed tiles, then products' buffer the output tiles
+        y = separable(a_t, products.reshape(a, a, -1), v_buffer(), products_buffer())     # (j, i, tiles·Cout)
+        scatter(y.reshape(m, m, nb, t1 - t0, tw, cout).transpose(1, 0, 5, 2, 3, 4), region, t0, t1, 0, cout)
 
     def channels_part(v, region, nb, c0, c1):
-        """Output channels [c0, c1) from the transformed tiles: products (a², Cout, tiles)."""
+        """Output channels [c0, c1) from the tiles transformed once (v, shared): products (a², tiles, c1 − c0),
+        then the output tiles, in segments of the buffers of their own."""
         tiles = nb * th * tw
-        products = first()[:a * a * cout * tiles].reshape(a * a, cout, tiles)[:, c0:c1]
-        np.matmul(u[:, c0:c1], v.transpose(0, 2, 1), out=products)
-        y = third()[:m * m * cout * tiles].reshape(m * m, cout, tiles)[:, c0:c1]
-        np.matmul(output_transform, np.reshape(products, (a * a, -1), copy=False),
-                  out=np.reshape(y, (m * m, -1), copy=False))
-        scatter(y.reshape(m, m, c1 - c0, nb, th, tw), region, 0, th, c0, c1)
+        products = second()[a * a * tiles * c0:a * a * tiles * c1].reshape(a * a, tiles, c1 - c0)
+        np.matmul(v, u[:, :, c0:c1], out=products)
+        y = separable(a_t, products.reshape(a, a, -1), third()[a * m * tiles * c0:a * m * tiles * c1],
+                      products.reshape(-1))                                                  # (j, i, ·)
+        scatter(y.reshape(m, m, nb, th, tw, c1 - c0).transpose(1, 0, 5, 2, 3, 4), region, 0, th, c0, c1)
 
     def step(inputs, out):
         for n0 in range(0, n, chunk):
             nb = min(chunk, n - n0)
             source, region = inputs[0][:, n0:n0 + nb], out[:, n0:n0 + nb]
-            if tiles_first:
-                parts = batch_split.kernel_parts(th, macs) if workers > 1 else [(0, th)]
-                batch_split.in_parallel([partial(rows_part, source, region, nb, t0, t1, buffers[i])
-                                         for i, (t0, t1) in enumerate(parts)])
-            else:
+            parts = batch_split.kernel_parts(cout if few_tiles else th, macs) if workers > 1 else [(0, th)]
+            if few_tiles and len(parts) > 1:
                 xp = padded()[:nb]
                 place(source, xp, 0, hp)
-                v = transformed(xp, nb, 0, th, first, second)
-                parts = batch_split.kernel_parts(cout, macs) if workers > 1 else [(0, cout)]
+                v = transformed(xp, nb, 0, th, first, second)       # the parts' products go to second
                 batch_split.in_parallel([partial(channels_part, v, region, nb, c0, c1) for c0, c1 in parts])
+            else:
+                parts = [(0, th)] if few_tiles else parts
+                batch_split.in_parallel([partial(rows_part, source, region, nb, t0, t1, buffers[i])
+                                         for i, (t0, t1) in enumerate(parts)])
         return out
     return step
+
+
+def separable(t: np.ndarray, x: np.ndarray, half: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(t xᵀ tᵀ)[r, s] = Σ t[s, p]·t[r, q]·x[p, q] for every column of x (a, a, columns): one tile and channel a
+    column. Two passes of a small product per row of taps, 2·a·a² multiply-adds a column where (t ⊗ t) as one
+    (a², a²) GEMM costs (a²)², and OpenBLAS ran them in 0.7–0.8× its time (Bᵀ: twice 6×6 against 36×36,
+    on 64–256 channels). The input tiles are gathered transposed (d[j, i]), giving Bᵀ d B; the output tiles
+    come out transposed, Aᵀ M A indexed (j, i). ``half`` and ``out`` are flat buffers or (·, ·, columns)
+    views to write into; returns the (k, k, columns) result in ``out``."""
+    k, columns = t.shape[0], x.shape[-1]
+    if half.ndim == 1:
+        half = half[:x.shape[0] * k * columns].reshape(x.shape[0], k, columns)
+    if out.ndim == 1:
+        out = out[:k * k * columns].reshape(k, k, columns)
+    np.matmul(t, x, out=half)                           # per p: t over q → (p, r, ·)
+    np.matmul(t, half.transpose(1, 0, 2), out=out)      # per r: t over p → (r, s, ·)
+    return out

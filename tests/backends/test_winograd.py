@@ -1,8 +1,8 @@
 """Winograd 3×3 convolutions (backends/numpy_backend/winograd.py) against the naive reference in tests/reference.py.
 
 The size rule sends only convolutions of 32+ channels to Winograd; here FORCE_TILE makes every eligible
-convolution use F(2×2) or F(4×4), so that small, odd, padded and batched shapes (and both product
-orientations, and batch chunking) are checked against the float64 reference within cnngraph.tolerance,
+convolution use F(2×2) or F(4×4), so that small, odd, padded and batched shapes (and batch chunking; the
+split over the cores is in test_kernel_parts.py) are checked against the float64 reference within cnngraph.tolerance,
 with the bias and a BatchNorm/ReLU absorbed as the convolution's epilogue.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def conv_graph(rng, cin, cout, hw, pads, bias, follower):
     return g
 
 
-def check_winograd(g, x, tile, chunk_bytes=None):
+def check_winograd(g, x, tile, chunk_bytes=None, chunk_tiles=None):
     """Run ``g`` with every eligible convolution on Winograd F(tile×tile); assert it was used and agrees."""
     calls = []
     original = winograd.winograd_conv
@@ -56,6 +56,8 @@ def check_winograd(g, x, tile, chunk_bytes=None):
         patch.setattr(winograd, "winograd_conv", counting)
         if chunk_bytes is not None:
             patch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+        if chunk_tiles is not None:
+            patch.setattr(winograd, "CHUNK_TILES", chunk_tiles)
         actual = cg.run(g, x)
     assert calls == [tile]
     expected = reference_run(g, x)
@@ -71,23 +73,40 @@ def cases(draw):
     return dict(tile=draw(st.sampled_from([2, 4])), cin=draw(st.integers(1, 6)), cout=draw(st.integers(1, 12)),
                 hw=hw, pads=pads, batch=draw(st.sampled_from([1, 3])), bias=draw(st.booleans()),
                 follower=draw(st.sampled_from(FOLLOWERS)), chunk_bytes=draw(st.sampled_from([None, 1])),
-                seed=draw(st.integers(0, 2**32 - 1)))
+                chunk_tiles=draw(st.sampled_from([None, 1, 20])), seed=draw(st.integers(0, 2**32 - 1)))
 
 
 @examples(150)
 @given(cases())
 def test_winograd_matches_reference(case):
-    """chunk_bytes=1 runs the batch one image at a time; many output channels on few tiles take the
-    (Cout, tiles) product orientation, the rest (tiles, Cout)."""
+    """chunk_bytes=1 or chunk_tiles=1 runs the batch one image at a time (chunk_tiles=20: as many images as hold
+    20 tiles)."""
     rng = np.random.default_rng(case["seed"])
     g = conv_graph(rng, case["cin"], case["cout"], case["hw"], case["pads"], case["bias"], case["follower"])
     x = randn(rng, (case["batch"], case["cin"], *case["hw"]))
-    check_winograd(g, x, case["tile"], case["chunk_bytes"])
+    check_winograd(g, x, case["tile"], case["chunk_bytes"], case["chunk_tiles"])
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_separable_transform_is_the_kronecker_product(m, which):
+    """separable(t, x) is the 2-D transform of each column's tile x[p, q] (one (a², a²) or (m², a²) product with
+    kron(t, t) in float64), transposed: the input tiles are gathered transposed to get Bᵀ d B, and the output
+    comes out indexed (j, i)."""
+    b_t, _, a_t = (np.array(t, np.float64) for t in winograd.TRANSFORMS[m])
+    t = b_t if which == "input" else a_t
+    a, k = m + 2, t.shape[0]
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((a, a, 7)).astype(np.float32)
+    out = winograd.separable(t.astype(np.float32), x, np.empty(a * k * 7, np.float32), np.empty(k * k * 7, np.float32))
+    expected = (np.kron(t, t) @ x.astype(np.float64).reshape(a * a, -1)).reshape(k, k, -1).transpose(1, 0, 2)
+    assert out.shape == (k, k, 7)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("cout, hw", [(16, (5, 5)), (2, (9, 7))], ids=["cout-by-tiles", "tiles-by-cout"])
-def test_both_product_orientations_and_uneven_chunks(tile, cout, hw):
+@pytest.mark.parametrize("cout, hw", [(16, (5, 5)), (2, (9, 7))], ids=["channels-over-tiles", "tiles-over-channels"])
+def test_few_or_many_tiles_per_channel_and_uneven_chunks(tile, cout, hw):
     """Batch 3 in chunks of 2 and 1; 16 channels on ≤ 9 tiles a chunk, then 2 channels on many tiles."""
     rng = np.random.default_rng(tile * cout)
     g = conv_graph(rng, 3, cout, hw, (1, 1, 1, 1), True, "bn+relu")
@@ -139,7 +158,7 @@ def test_only_plain_3x3_stride_1_convolutions(change):
 @pytest.mark.parametrize("channels, size, batch, tile", [
     (3, 224, 8, None), (16, 56, 8, None),               # too few channels: im2col
     (64, 56, 8, 4), (128, 28, 8, 4), (256, 14, 8, 4), (512, 7, 8, 4),     # resnet18 at batch 8
-    (64, 56, 1, 4), (128, 28, 1, 2), (256, 14, 1, 2), (512, 7, 1, None),  # and at batch 1: 16 tiles, im2col
+    (64, 56, 1, 4), (128, 28, 1, 4), (256, 14, 1, 2), (512, 7, 1, None),  # and at batch 1: 16 tiles, im2col
     (256, 2, 32, 2), (512, 1, 32, None), (512, 1, 1, None),  # resnet18 at 32×32: maps smaller than a tile
 ])
 def test_size_rule_on_resnet18_shapes(channels, size, batch, tile):
