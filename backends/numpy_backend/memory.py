@@ -57,8 +57,9 @@ def plan_memory(plan) -> PlanMemory:
     live_at = list(itertools.accumulate(delta[:-1]))
     for index, step in enumerate(steps):      # an element-wise step may write over an input that dies there
         source = plan.inplace_candidate.get(step.writes)
+        source = None if source is None else root_of(source)       # a view's (Flatten's) storage is its source's
         if (source is not None and source in nbytes and step.writes in nbytes and last[source] == index
-                and source not in step.reads[1:]):
+                and all(root_of(read) != source for read in step.reads[1:])):
             live_at[index] -= min(nbytes[source], nbytes[step.writes])
     with_scratch = [live + step.scratch * FLOAT for live, step in zip(live_at, steps)]
     worst = max(range(len(steps)), key=with_scratch.__getitem__, default=None)

@@ -90,3 +90,16 @@ def test_a_chain_needs_its_two_largest_adjacent_activations(channels):
     memory = plan_memory(plan)
     assert memory.live == max(a + b for a, b in zip(sizes, sizes[1:]))
     assert memory.arena == memory.bound
+
+
+def test_an_activation_written_over_a_view_counts_once():
+    """ReLU after Flatten writes in place over the BatchNorm's buffer that Flatten views: one value is live,
+    not two (the bound once counted the view's source and the ReLU's output apart, above the arena)."""
+    g = cg.Graph("view")
+    x = g.input("x", (None, 4, 5, 5))
+    y = g.apply(cg.ReLU(), g.apply(cg.Flatten(), g.apply(cg.BatchNorm2d(4), x)))
+    g.output(g.apply(cg.Linear(100, 3), y))
+    plan = compiled(g, [np.ones((1, 4, 5, 5), np.float32)])
+    memory = plan_memory(plan)
+    assert memory.live == memory.bound == 100 * 4
+    assert memory.bound <= memory.arena
