@@ -82,7 +82,26 @@ def _softsign(x, out, attrs):
     np.divide(x, denominator, out=out)
 
 
-unary("ReLU", lambda x, out, attrs: np.maximum(x, 0.0, out=out))
+RELU_BLOCK = 1 << 17
+_ZEROS = np.zeros(RELU_BLOCK, np.float32)
+_ZEROS.flags.writeable = False
+
+
+def _relu(x, out, attrs):
+    """max(x, 0): on contiguous arrays block by block against an array of zeros, since np.maximum with a scalar
+    operand takes a loop about twice as slow (one thread, in place: 50k floats 6.8 against 12.3 µs, 200k 28.5
+    against 46.5, 800k 194 against 219; blocks of 32k gained half as much); on a strided region (an epilogue's
+    block) with the scalar. np.clip for ReLU6 was faster than max then min against arrays, and stays."""
+    if not (x.flags.c_contiguous and out.flags.c_contiguous):
+        np.maximum(x, 0.0, out=out)
+        return
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_x.size, RELU_BLOCK):
+        block = flat_out[start:start + RELU_BLOCK]
+        np.maximum(flat_x[start:start + RELU_BLOCK], _ZEROS[:block.size], out=block)
+
+
+unary("ReLU", _relu)
 unary("ReLU6", lambda x, out, attrs: np.clip(x, 0.0, 6.0, out=out))
 unary("Tanh", lambda x, out, attrs: np.tanh(x, out=out))
 unary("Softsign", _softsign)
