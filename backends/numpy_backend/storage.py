@@ -32,6 +32,7 @@ class Group:
     last: float                # the last step reading a member (FOREVER: a graph output views it)
     users: int = 0             # bit set of the steps writing or reading a member (lanes only)
     offset: int = 0
+    scratch: bool = False      # a step's temporaries, alive during that step only
 
 
 @dataclass
@@ -92,7 +93,7 @@ def assign(steps, shapes, view_of, inplace_candidate, output_slots, before=None,
     for index, size in enumerate(scratch):
         if size:
             regions[index] = len(groups)
-            groups.append(Group(size, index, index, 1 << index if before is not None else 0))
+            groups.append(Group(size, index, index, 1 << index if before is not None else 0, scratch=True))
     total = _place(groups, before)
     return Storage(np.empty(total, np.float32), group_of, groups, fresh,
                    {index: groups[group].offset for index, group in regions.items()})
@@ -115,10 +116,23 @@ def _returned(steps, view_of, last_read) -> set:
 
 
 def _place(groups: list[Group], before) -> int:
-    """Offsets, largest group first, each at the lowest gap that fits among the overlapping groups placed."""
+    """Offsets by the greedy placement (_place_in_order) of whichever order gives the smaller arena: largest
+    group first, or the values largest first and then the steps' scratch largest first (each scratch then
+    takes the room its one step leaves free: resnet18's batch-4 plan, its stem and pool fused, came out at its
+    lower bound that way, 6% over it largest-first)."""
+    orders = [sorted(range(len(groups)), key=lambda i: (-groups[i].size, groups[i].first)),
+              sorted(range(len(groups)), key=lambda i: (groups[i].scratch, -groups[i].size, groups[i].first))]
+    totals = [_place_in_order(groups, before, order) for order in orders]
+    best = min(range(len(orders)), key=totals.__getitem__)
+    return totals[best] if best == len(orders) - 1 else _place_in_order(groups, before, orders[best])
+
+
+def _place_in_order(groups: list[Group], before, order) -> int:
+    """Offsets, group by group in ``order``, each at the lowest gap that fits among the overlapping groups
+    placed."""
     placed: list[tuple[int, int]] = []          # (first, group index), sorted
     longest, total = 0, 0
-    for index in sorted(range(len(groups)), key=lambda i: (-groups[i].size, groups[i].first)):
+    for index in order:
         g = groups[index]
         span = g.size + (-g.size) % ALIGN
         if before is None:                      # overlapping lifetimes: a placed group starting at most
