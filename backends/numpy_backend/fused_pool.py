@@ -131,6 +131,23 @@ def shifted_groups(kernel: int, step: int, dilation: int, base: int) -> list[tup
     return groups
 
 
+def phase_runs(groups: list[tuple]) -> list[tuple]:
+    """shifted_groups' groups merged into runs of consecutive phases whose taps are the previous group's plus
+    one, from the same offset with the same step: (first phase, run length, first group's taps, offset, step).
+    A run is one strided view over the phases (the stem's 7 taps with step 4: phases 0-2 read taps {0, 4},
+    {1, 5}, {2, 6}), so a sub-image's columns are gathered by 4-9 copies instead of 16."""
+    runs = []
+    for phase, taps, offset, step in groups:
+        if runs:
+            first, count, run_taps, run_offset, run_step = runs[-1]
+            if (phase == first + count and offset == run_offset and step == run_step
+                    and taps == [t + count for t in run_taps]):
+                runs[-1] = (first, count + 1, run_taps, run_offset, run_step)
+                continue
+        runs.append((phase, 1, taps, offset, step))
+    return runs
+
+
 def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: int):
     """A convolution with a stride-2 max pool behind it, or None when the pool's taps reach further than one
     position either side of their parity sub-image (PoolBands then does it).
@@ -162,6 +179,7 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
     doubled = (2 * sh, 2 * sw)                 # the sub-images' stride
     rows_of = [shifted_groups(kh, doubled[0], dh, sh * e) for e in (0, 1)]
     cols_of = [shifted_groups(kw, doubled[1], dw, sw * e) for e in (0, 1)]
+    row_runs, col_runs = [phase_runs(g) for g in rows_of], [phase_runs(g) for g in cols_of]
     reach = [max(g[2] + g[3] * (len(g[1]) - 1) for parity in axis for g in parity) for axis in (rows_of, cols_of)]
     # computed columns per sub-image row, the phase's width: at least one past the valid ones (set to the
     # fill), and room for the taps' offsets (valid columns never wrap into the next row)
@@ -236,20 +254,23 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
 
     def copies(phases, q0, g, er, ec, lo, hi, cols) -> list:
         """(target, source) views gathering the columns of sub-image (er, ec), rows [lo, hi), into cols, rows
-        in the weight's (channel, i, j) order, from ``phases`` holding phase rows q0 … of one image. Built once
-        per scratch binding: as_strided costs ~8 µs a call, a copy ~2 µs."""
+        in the weight's (channel, i, j) order, from ``phases`` holding phase rows q0 … of one image: one copy
+        per pair of phase runs (phase_runs). Built once per scratch binding: as_strided costs ~8 µs a call, a
+        copy ~2 µs."""
         pairs, row_bytes = [], cols.strides[0]
-        for (pr, ri, i0, di) in rows_of[er]:
-            for (pc, rj, j0, dj) in cols_of[ec]:
+        s_pr, s_pc = phases.strides[:2]
+        for (pr, nr, ri, i0, di) in row_runs[er]:
+            for (pc, nc, rj, j0, dj) in col_runs[ec]:
                 source = phases[pr, pc, g * cin_g:(g + 1) * cin_g, 0]
                 s_c, s_h, s_w = source.strides
-                shape = (cin_g, len(ri), len(rj), (hi - lo) * width)
-                view = as_strided(source[:, lo - q0 + i0:, j0:], shape=shape, strides=(s_c, di * s_h, dj * s_w, s_w),
-                                  writeable=False)
+                shape = (cin_g, nr, len(ri), nc, len(rj), (hi - lo) * width)
+                view = as_strided(source[:, lo - q0 + i0:, j0:], shape=shape,
+                                  strides=(s_c, s_pr, di * s_h, s_pc, dj * s_w, s_w), writeable=False)
                 tap_i = ri[1] - ri[0] if len(ri) > 1 else 1
                 tap_j = rj[1] - rj[0] if len(rj) > 1 else 1
                 target = as_strided(cols[ri[0] * kw + rj[0]:], shape=shape,
-                                    strides=(kh * kw * row_bytes, tap_i * kw * row_bytes, tap_j * row_bytes, 4))
+                                    strides=(kh * kw * row_bytes, kw * row_bytes, tap_i * kw * row_bytes, row_bytes,
+                                             tap_j * row_bytes, 4))
                 pairs.append((target, view))
         return pairs
 
