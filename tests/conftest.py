@@ -47,6 +47,16 @@ def randn(rng, shape, scale: float = 1.0) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
+def drawn_conv(case: dict, rng) -> cg.Conv2d:
+    """A Conv2d with a drawn case's channels, kernel, stride, dilation, groups and bias, random weights."""
+    layer = cg.Conv2d(case["cin"], case["cout"], case["kernel"], stride=case["stride"], dilation=case["dilation"],
+                      groups=case["groups"], bias=case["bias"])
+    layer.weight = randn(rng, layer.weight.shape)
+    if case["bias"]:
+        layer.bias = randn(rng, layer.bias.shape)
+    return layer
+
+
 def inputs_for(graph, batch: int = 2, seed: int = 0) -> list[np.ndarray]:
     """Seeded standard-normal float32 inputs, every symbolic dimension set to ``batch``."""
     rng = np.random.default_rng(seed)

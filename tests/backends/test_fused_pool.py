@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import examples, randn
+from conftest import drawn_conv, examples, randn
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import reference_run
@@ -68,11 +68,7 @@ def cases(draw):
 
 
 def conv_pool_graph(case, rng, second_reader=False, conv_output=False):
-    layer = cg.Conv2d(case["cin"], case["cout"], case["kernel"], stride=case["stride"], dilation=case["dilation"],
-                      groups=case["groups"], bias=case["bias"])
-    layer.weight = randn(rng, layer.weight.shape)
-    if case["bias"]:
-        layer.bias = randn(rng, layer.bias.shape)
+    layer = drawn_conv(case, rng)
     (kh, kw), (dh, dw), pads = case["kernel"], case["dilation"], case["pads"]
     # the convolution's output at least as large as the pool's dilated window: the pool has an output
     pool_span = [(k - 1) * d + 1 for k, d in zip(case["pool_kernel"], case["pool_dilation"])]

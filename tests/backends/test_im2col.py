@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import examples, randn
+from conftest import drawn_conv, examples, randn
 from hypothesis import given
 from hypothesis import strategies as st
 from reference import reference_run
@@ -33,11 +33,7 @@ def strided_cases(draw):
 
 
 def conv_graph(case, rng):
-    layer = cg.Conv2d(case["cin"], case["cout"], case["kernel"], stride=case["stride"], dilation=case["dilation"],
-                      groups=case["groups"], bias=case["bias"])
-    layer.weight = randn(rng, layer.weight.shape)
-    if case["bias"]:
-        layer.bias = randn(rng, layer.bias.shape)
+    layer = drawn_conv(case, rng)
     (kh, kw), (dh, dw), pads = case["kernel"], case["dilation"], case["pads"]
     h = max(1, (kh - 1) * dh + 1 - pads[0] - pads[2]) + case["extra"][0]
     w = max(1, (kw - 1) * dw + 1 - pads[1] - pads[3]) + case["extra"][1]
