@@ -1,4 +1,4 @@
-"""Element-wise activations and Softmax: the non-linearities that stop a fold of linear layers."""
+"""Element-wise activations, Softmax and LogSoftmax: the non-linearities that stop a fold of linear layers."""
 from __future__ import annotations
 
 import numpy as np
@@ -87,7 +87,24 @@ class Softsign(_Elementwise):
         super().__init__()
 
 
-class Softmax(Layer):
+class _AlongAxis(Layer):
+    """A normalisation along one axis (Softmax, LogSoftmax): per sample unless along the batch; output of the
+    input's shape. ``axis_attr`` names the attribute holding the axis."""
+    axis_attr = "axis"
+
+    @classmethod
+    def per_sample(cls, attrs, rank):
+        return attrs[cls.axis_attr] % rank != 0
+
+    @classmethod
+    def infer(cls, attrs, inputs):
+        x, = inputs
+        if not -x.rank <= attrs[cls.axis_attr] < x.rank:
+            raise ShapeError(f"{cls.axis_attr} {attrs[cls.axis_attr]} is out of range for {x.describe()}")
+        return x.type
+
+
+class Softmax(_AlongAxis):
     """exp(x) / Σ exp(x) along one axis, as ``torch.nn.Softmax(dim)``; output of the input's shape.
 
     Args:
@@ -98,16 +115,19 @@ class Softmax(Layer):
     def __init__(self, axis: int = -1):
         super().__init__(axis=int(axis))
 
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        return attrs["axis"] % rank != 0
 
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        if not -x.rank <= attrs["axis"] < x.rank:
-            raise ShapeError(f"axis {attrs['axis']} is out of range for {x.describe()}")
-        return x.type
+class LogSoftmax(_AlongAxis):
+    """log(softmax(x)) along one axis, computed stably as x − max − log Σ exp(x − max), as
+    ``torch.nn.LogSoftmax(dim)``; output of the input's shape.
+
+    Args:
+        dim: the axis normalised over (default −1, the last axis).
+    """
+    prefix = "logsoftmax"
+    axis_attr = "dim"
+
+    def __init__(self, dim: int = -1):
+        super().__init__(dim=int(dim))
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
@@ -130,9 +150,10 @@ def _relu6_to_onnx(e, n):
     e.emit(n, "Clip", [n.inputs[0], low, high])
 
 
-@exports("Softmax")
+@exports("Softmax", "LogSoftmax")
 def _softmax_to_onnx(e, n):
-    e.emit(n, "Softmax", n.inputs, axis=n.attrs["axis"])        # the opset-13 form: along axis only
+    """The opset-13 form: along ``axis`` only."""
+    e.emit(n, n.op, n.inputs, axis=n.attrs[n.layer.axis_attr])
 
 
 # --- ONNX import -----------------------------------------------------------------------------------------------
@@ -163,24 +184,26 @@ def _clip(imp, node):
         imp.add(node, "Hardtanh", [x], dict(min_val=low, max_val=high))
 
 
-@imports("Softmax")
+@imports("Softmax", "LogSoftmax")
 def _softmax(imp, node):
-    """From opset 13 Softmax normalizes along ``axis``; before, over the axes from ``axis`` on, flattened."""
+    """From opset 13 (Log)Softmax normalizes along ``axis``; before, over the axes from ``axis`` on, flattened."""
+    op = node.op_type
+    key = REGISTRY[op].axis_attr
     x = imp.value(node.input[0])
     rank = len(imp.shape(x))
     axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
     if not -rank <= axis < rank:
         raise Unsupported(f"axis {axis} out of range for rank {rank}")
     if imp.opset >= 13 or axis % rank == rank - 1:
-        imp.add(node, "Softmax", [x], dict(axis=axis if imp.opset >= 13 else -1))
+        imp.add(node, op, [x], {key: axis if imp.opset >= 13 else -1})
         return
     block = imp.shape(x)[axis % rank:]
     wide = [i for i, d in enumerate(block) if d != 1]
     if len(wide) <= 1:                  # (N, 1000, 1, 1) from axis 1: flattening the block leaves one axis
-        imp.add(node, "Softmax", [x], dict(axis=axis % rank + (wide[0] if wide else 0)))
+        imp.add(node, op, [x], {key: axis % rank + (wide[0] if wide else 0)})
         return
     flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
-    soft = imp.add_step(node, "Softmax", [flat], dict(axis=-1))
+    soft = imp.add_step(node, op, [flat], {key: -1})
     imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))
 
 
@@ -298,3 +321,8 @@ def _activation_gradient(b, node, dy):
 @gradient("Softmax")
 def _softmax_gradient(b, node, dy):
     return {0: b.add(node, "x", "SoftmaxGrad", [node.name, dy], axis=node.attrs["axis"])}
+
+
+@gradient("LogSoftmax")
+def _log_softmax_gradient(b, node, dy):
+    return {0: b.add(node, "x", "LogSoftmaxGrad", [node.name, dy], dim=node.attrs["dim"])}

@@ -1,5 +1,5 @@
 """The activations of modern CNNs beyond ReLU: PReLU, the ELU family, GELU, SiLU, Mish, the hard sigmoid and
-swish of MobileNetV3, Softplus, and LogSoftmax.
+swish of MobileNetV3, and Softplus (LogSoftmax is with Softmax, in activations.py).
 
 Each follows PyTorch's module of the same name (arguments, defaults, the learned PReLU weight). The element-wise
 ones without parameters are ``fusable_activation``: the NumPy backend runs them in place on a GEMM's output, and
@@ -185,32 +185,7 @@ class Softplus(_Elementwise):
         super().__init__(beta=float(beta), threshold=float(threshold))
 
 
-class LogSoftmax(Layer):
-    """log(softmax(x)) along one axis, computed stably as x − max − log Σ exp(x − max), as
-    ``torch.nn.LogSoftmax(dim)``; output of the input's shape.
-
-    Args:
-        dim: the axis normalised over (default −1, the last axis).
-    """
-    prefix = "logsoftmax"
-
-    def __init__(self, dim: int = -1):
-        super().__init__(dim=int(dim))
-
-    @classmethod
-    def per_sample(cls, attrs, rank):
-        return attrs["dim"] % rank != 0
-
-    @classmethod
-    def infer(cls, attrs, inputs):
-        x, = inputs
-        if not -x.rank <= attrs["dim"] < x.rank:
-            raise ShapeError(f"dim {attrs['dim']} is out of range for {x.describe()}")
-        return x.type
-
-
-__all__ = ["PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardsigmoid", "Hardswish", "Softplus",
-           "LogSoftmax"]
+__all__ = ["PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardsigmoid", "Hardswish", "Softplus"]
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
@@ -304,11 +279,6 @@ def _softplus_to_onnx(e, n):
     e.emit(n, "Div", [e.helper_node(n, "Softplus", [scaled]), _scalar(e, n, "beta_divisor", beta)])
 
 
-@exports("LogSoftmax")
-def _log_softmax_to_onnx(e, n):
-    e.emit(n, "LogSoftmax", n.inputs, axis=n.attrs["dim"])        # the opset-13 form: along axis only
-
-
 # --- ONNX import -----------------------------------------------------------------------------------------------
 @imports("PRelu")
 def _prelu(imp, node):
@@ -397,24 +367,8 @@ def _softplus(imp, node):
     imp.add(node, "Softplus", [imp.value(node.input[0])], dict(beta=1.0, threshold=20.0))
 
 
-@imports("LogSoftmax")
-def _log_softmax(imp, node):
-    """From opset 13 along ``axis``; before, over the axes from ``axis`` on, flattened (as Softmax)."""
-    x = imp.value(node.input[0])
-    rank = len(imp.shape(x))
-    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
-    if not -rank <= axis < rank:
-        raise Unsupported(f"axis {axis} out of range for rank {rank}")
-    if imp.opset >= 13 or axis % rank == rank - 1:
-        imp.add(node, "LogSoftmax", [x], dict(dim=axis if imp.opset >= 13 else -1))
-        return
-    flat = imp.add_step(node, "Flatten", [x], dict(start_dim=axis % rank, end_dim=-1))
-    soft = imp.add_step(node, "LogSoftmax", [flat], dict(dim=-1))
-    imp.add(node, "Reshape", [soft], dict(shape=imp.shape(x)))
-
-
 # --- gradients -------------------------------------------------------------------------------------------------
-# PReLU's slopes get their gradient too; LogSoftmax's derivative is read from its output, the others' from the
+# PReLU's slopes get their gradient too; the others' derivatives are read from the
 # input x (ElementwiseGrad, cnngraph/layers/elementwise_gradients.py).
 from ..autodiff.registry import gradient  # noqa: E402
 from . import elementwise_gradients  # noqa: E402,F401  (the gradient ops and the rule of derivative_from = "input")
@@ -425,8 +379,3 @@ def _prelu_gradient(b, node, dy):
     x, slopes, count = node.inputs[0], {"weight": node.params["weight"]}, node.attrs["num_parameters"]
     return {0: b.add(node, "x", "PReLUGrad", [x, dy], slopes, num_parameters=count, wrt="x"),
             "weight": b.add(node, "weight", "PReLUGrad", [x, dy], slopes, num_parameters=count, wrt="weight")}
-
-
-@gradient("LogSoftmax")
-def _log_softmax_gradient(b, node, dy):
-    return {0: b.add(node, "x", "LogSoftmaxGrad", [node.name, dy], dim=node.attrs["dim"])}
