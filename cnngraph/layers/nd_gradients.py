@@ -17,7 +17,8 @@ from ..errors import ShapeError
 from ..layer import REGISTRY, Layer
 from ..shapes import TensorType
 from .conv import CONV_BY_RANK, Conv1d
-from .pooling import AvgPool2dGrad, MaxPool1d, MaxPool2dGrad
+from .pool_gradients import AvgPool2dGrad, MaxPool2dGrad
+from .pooling import MaxPool1d
 
 _CONV_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "pads", "dilation", "groups")
 
