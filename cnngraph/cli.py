@@ -54,7 +54,7 @@ def random_inputs(graph, batch: int, seed: int = 0) -> list[np.ndarray]:
             .astype(np.float32) for name in graph.inputs]
 
 
-def _tuple(result) -> tuple:
+def as_tuple(result) -> tuple:
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -160,7 +160,7 @@ def run(args) -> int:
             raise CnnGraphError(f"{args.input}: cannot read it as a .npy array ({error})") from None
     else:
         arrays = random_inputs(graph, args.batch)
-    outputs = _tuple(cg.run(graph, *arrays, backend=args.backend))
+    outputs = as_tuple(cg.run(graph, *arrays, backend=args.backend))
     for name, array in zip(graph.outputs, outputs):
         values = ", ".join(f"{v:.6g}" for v in array.reshape(-1)[:6])
         console.print(f"{name}: shape {tuple(array.shape)}, first values [{values}{', …' if array.size > 6 else ''}]")

@@ -23,7 +23,7 @@ def demo(args, console) -> int:
     import cnngraph as cg
     from cnngraph.backends.benchmark import ort_session
 
-    from .cli import _tuple, random_inputs
+    from .cli import as_tuple, random_inputs
     from .draw import folded_notes, render, to_dot
 
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def demo(args, console) -> int:
         ort_speedup = paired_speedup(lambda: sessions[0].run(None, feeds),  # noqa: B023 (called at once)
                                      lambda: sessions[1].run(None, feeds))  # noqa: B023
         expected = sessions[0].run(None, feeds)
-        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_tuple(cg.run(optimized, *arrays)), expected))
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(as_tuple(cg.run(optimized, *arrays)), expected))
         table.add_row(name, str(len(findings)), _rewrite_kinds(optimized.report) or "nothing to do",
                       _compact_change(graph.macs(), optimized.macs()),
                       _compact_change(graph.param_count(), optimized.param_count()),
