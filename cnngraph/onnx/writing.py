@@ -10,7 +10,7 @@ then its bytes, written straight from the array. With external data, large tenso
 Both files are written in a temporary folder beside the target, fsynced, checked there (the external-data model
 with onnx.checker's full_check on the file itself, whose data file sits beside it under its final name), then
 renamed into place, the data file first: an error at any point leaves no partial file, and an existing model of
-that name untouched.
+that name untouched. A model written inline over one whose weights were beside it removes that data file.
 """
 from __future__ import annotations
 
@@ -151,13 +151,33 @@ def write(layout: Layout, path, data_name: str, check) -> bytes | None:
         for written_now, final in ((temp_model, target), (os.path.join(temp, data_name), data_target)):
             if os.path.exists(final) and os.path.exists(written_now):       # an existing file keeps its mode
                 os.chmod(written_now, os.stat(final).st_mode & 0o7777)
+        orphaned = not external and _reads_data_file(target, data_name)
         if external:
             os.replace(os.path.join(temp, data_name), data_target)
         os.replace(temp_model, target)
+        if orphaned:                    # the old model's weights file: nothing refers to it any more
+            try:
+                os.remove(data_target)
+            except OSError:
+                pass                    # e.g. held open on Windows: a stale file, not a wrong model
         atomic.fsync_folder(folder)
         return written
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _reads_data_file(model_path: str, data_name: str) -> bool:
+    """Whether the model now at ``model_path`` keeps tensors in ``data_name`` beside it: an inline export over
+    it would leave that file behind. Read only when such a file exists; an unreadable old model counts as
+    not (its data file is then left alone)."""
+    if not os.path.isfile(os.path.join(os.path.dirname(model_path), data_name)) or not os.path.isfile(model_path):
+        return False
+    try:
+        old = onnx.load(model_path, load_external_data=False)
+    except Exception:                   # any unreadable file: leave its data alone
+        return False
+    return any(entry.key == "location" and entry.value == data_name
+               for tensor in old.graph.initializer for entry in tensor.external_data)
 
 
 def _write_chunks(path: str, chunks) -> None:

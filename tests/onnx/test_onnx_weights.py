@@ -173,6 +173,22 @@ def test_export_over_the_file_a_graph_was_loaded_from(graph, x, tmp_path):
     assert_close(cg.run(cg.load_onnx(path), x), cg.run(graph, x), "the new file")
 
 
+def test_an_inline_export_over_an_external_one_removes_its_data_file(graph, x, tmp_path):
+    path = tmp_path / "model.onnx"
+    cg.export_onnx(graph, path, external_data=True)
+    cg.export_onnx(graph, path)
+    assert os.listdir(tmp_path) == ["model.onnx"]
+    assert_close(cg.run(cg.load_onnx(path), x), cg.run(graph, x), "the inline model")
+
+
+def test_a_data_file_the_old_model_did_not_use_is_left_alone(graph, tmp_path):
+    path = tmp_path / "model.onnx"
+    cg.export_onnx(graph, path)
+    (tmp_path / "model.onnx.data").write_bytes(b"someone else's file")
+    cg.export_onnx(graph, path)
+    assert (tmp_path / "model.onnx.data").read_bytes() == b"someone else's file"
+
+
 def test_a_0_d_initializer_stays_0_d(tmp_path):
     """Gather with a scalar index (IndexSelect of one index) needs a 0-d initializer, inline or beside."""
     graph = cg.Graph("scalar")
