@@ -56,6 +56,24 @@ class ReLU6(_Elementwise):
         super().__init__()
 
 
+class Hardtanh(_Elementwise):
+    """Clamp to [min_val, max_val] element-wise, as ``torch.nn.Hardtanh`` (ONNX's Clip; ReLU6 is Hardtanh(0, 6)).
+
+    Args:
+        min_val: the lower bound (default −1).
+        max_val: the upper bound (default 1); at least min_val.
+    """
+    derivative_from = "output"
+    fusable_activation = True
+    idempotent = True
+    prefix = "clip"
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        if not min_val <= max_val:
+            raise ValueError(f"Hardtanh: min_val {min_val} is above max_val {max_val}")
+        super().__init__(min_val=float(min_val), max_val=float(max_val))
+
+
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(−x)) element-wise, as ``torch.nn.Sigmoid()``. No arguments."""
     derivative_from = "output"
@@ -142,11 +160,12 @@ def _leaky_relu_to_onnx(e, n):
     e.emit(n, "LeakyRelu", n.inputs, alpha=n.attrs["negative_slope"])
 
 
-@exports("ReLU6")
-def _relu6_to_onnx(e, n):
-    """Clip(x, 0, 6): Clip's bounds are inputs from opset 11 on (every opset we write), scalars of x's type."""
-    low = e.initializer(f"{n.name}.min", np.array(0.0, np.float32))
-    high = e.initializer(f"{n.name}.max", np.array(6.0, np.float32))
+@exports("ReLU6", "Hardtanh")
+def _clip_to_onnx(e, n):
+    """Clip(x, low, high): Clip's bounds are inputs from opset 11 on (every opset we write), scalars of x's type."""
+    low, high = (0.0, 6.0) if n.op == "ReLU6" else (n.attrs["min_val"], n.attrs["max_val"])
+    low = e.initializer(f"{n.name}.min", np.array(low, np.float32))
+    high = e.initializer(f"{n.name}.max", np.array(high, np.float32))
     e.emit(n, "Clip", [n.inputs[0], low, high])
 
 

@@ -2,9 +2,9 @@
 
 ONNX models made by others hold constants, element-wise arithmetic with broadcasting, reshapes, transposes
 and products between their layers. These ops keep such models whole in the IR (the NumPy backend runs them,
-the exporter writes them back) with ONNX's semantics, under PyTorch-style names where PyTorch has one
-(Hardtanh for Clip). Padding is in padding.py, LocalResponseNorm with the normalisations, GlobalMaxPool2d with
-the adaptive pools.
+the exporter writes them back) with ONNX's semantics, under PyTorch-style names where PyTorch has one.
+Padding is in padding.py, LocalResponseNorm with the normalisations, GlobalMaxPool2d with the adaptive pools,
+Hardtanh (ONNX's Clip) with the activations.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from ..onnx.handler_tools import Unsupported, binary
 from ..onnx.mapping import emit_as, exports, imports
 from ..onnx.shared import axis_index
 from ..shapes import TensorType, product
-from .activations import _Elementwise
 from .structure import broadcast_shape
 
 
@@ -216,25 +215,7 @@ class MatMul(Layer):
         return count if isinstance(count, int) else 0
 
 
-class Hardtanh(_Elementwise):
-    """Clamp to [min_val, max_val] element-wise, as ``torch.nn.Hardtanh`` (ONNX's Clip; ReLU6 is Hardtanh(0, 6)).
-
-    Args:
-        min_val: the lower bound (default −1).
-        max_val: the upper bound (default 1); at least min_val.
-    """
-    derivative_from = "output"
-    fusable_activation = True
-    idempotent = True
-    prefix = "clip"
-
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
-        if not min_val <= max_val:
-            raise ValueError(f"Hardtanh: min_val {min_val} is above max_val {max_val}")
-        super().__init__(min_val=float(min_val), max_val=float(max_val))
-
-
-__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "MatMul", "Hardtanh"]
+__all__ = ["Constant", "Mul", "Sub", "Div", "Transpose", "Reshape", "MatMul"]
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------------
@@ -268,13 +249,6 @@ def _reshape_to_onnx(e, n):
     if target.count(-1) > 1 or 0 in [d for d in out_shape if isinstance(d, int)]:
         raise ExportError(f"{n.label()}: cannot write the reshape to {list(out_shape)} as one ONNX Reshape")
     e.emit(n, "Reshape", [n.inputs[0], e.int64(n, "shape", target)])
-
-
-@exports("Hardtanh")
-def _hardtanh_to_onnx(e, n):
-    low = e.initializer(f"{n.name}.min", np.array(n.attrs["min_val"], np.float32))
-    high = e.initializer(f"{n.name}.max", np.array(n.attrs["max_val"], np.float32))
-    e.emit(n, "Clip", [n.inputs[0], low, high])
 
 
 # --- ONNX import -----------------------------------------------------------------------------------------------
