@@ -22,6 +22,8 @@ from functools import partial
 
 from cnngraph.layer import lookup
 
+from . import handoff
+
 WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
 # Training graphs: split the big gradient kernels over the cores (see split). Off: on the shared 2-core machine
 # it gained nothing on resnet18's 32×32 batch-32 step when idle (−7 ms of 180 in the weight gradients, lost
@@ -81,7 +83,10 @@ def in_parallel(tasks) -> list:
     global _pool
     if len(tasks) == 1:
         return [tasks[0]()]
-    if _pool is None:
+    team = handoff.team(WORKERS - 1).claim(len(tasks) - 1) if WORKERS > 1 else None
+    if team is not None:
+        return team.run(tasks)
+    if _pool is None:                   # the team is busy (another thread's run, or a nested split)
         _pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="cnngraph-piece")
     futures = [_pool.submit(task) for task in tasks[1:]]
     try:

@@ -93,10 +93,8 @@ def run_cut(graph, x, workers):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_split, "WORKERS", workers)
         patch.setattr(batch_split, "MIN_PIECE_MACS", 1)
-        patch.setattr(batch_split, "_pool", None)
         executor = Executor(graph)
         outputs = executor(x)
-        batch_split._pool.shutdown()
     return outputs, {key[1] for key in executor._plans}
 
 
@@ -141,8 +139,6 @@ def test_a_failing_piece_raises_in_the_caller():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_split, "WORKERS", 2)
-        patch.setattr(batch_split, "_pool", None)
         with pytest.raises(RuntimeError, match="piece 2 broke"):
             batch_split.in_parallel([lambda: calls.append("ok"), fail])
-        batch_split._pool.shutdown()
     assert sorted(calls) == ["fail", "ok"]
