@@ -3,7 +3,7 @@
 A batch-1 run hands work to the other core some 30 times (batch_split.in_parallel: one hand-off per big
 kernel). Through a ThreadPoolExecutor a hand-off cost 99 µs on the 2-core VM (a Future, its Condition, a
 queue, and waking a thread whose core had gone idle); two plain locks used as signals, one released to start
-a worker and one to collect it, cost 41 µs (threading.Semaphore, a Condition in Python, cost 131). A team
+a worker and one to collect it, cost 9–13 µs (threading.Semaphore, a Condition in Python, cost 131). A team
 serves one caller at a time: a second caller (another thread's run, or a task that itself splits) does not
 wait for it and gets None from ``claim``.
 """
