@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from backends.numpy_backend import batch_split, handoff
+from cnngraph.backends.numpy_backend import batch_split, handoff
 
 
 @pytest.fixture
