@@ -16,7 +16,6 @@ import math
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
@@ -30,7 +29,6 @@ WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 # elsewhere) and cost 5–10% under load; the gradient checks run with it on so that it stays correct.
 KERNEL_SPLIT = False
 MIN_PIECE_MACS = 20_000_000   # ~0.1 ms of products: smaller pieces gain less than the hand-off costs
-_pool: ThreadPoolExecutor | None = None
 _blas = None
 _kernel_split = threading.local()   # .on: training_threads() is active in this thread
 
@@ -79,21 +77,13 @@ def cuts(batch: int, macs_per_sample: int) -> list[tuple[int, int]]:
 
 
 def in_parallel(tasks) -> list:
-    """Results of the callables, run concurrently (the first in the calling thread); re-raises a failure."""
-    global _pool
-    if len(tasks) == 1:
-        return [tasks[0]()]
-    team = handoff.team(WORKERS - 1).claim(len(tasks) - 1) if WORKERS > 1 else None
+    """Results of the callables, run concurrently on the standing workers (handoff.py; the first in the calling
+    thread); re-raises a failure. When the workers are busy (another thread's run, or a task that itself
+    splits), the cores are already taken: the tasks run one after the other in the calling thread."""
+    team = handoff.team(WORKERS - 1).claim(len(tasks) - 1) if WORKERS > 1 and len(tasks) > 1 else None
     if team is not None:
         return team.run(tasks)
-    if _pool is None:                   # the team is busy (another thread's run, or a nested split)
-        _pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="cnngraph-piece")
-    futures = [_pool.submit(task) for task in tasks[1:]]
-    try:
-        first = tasks[0]()
-    finally:
-        rest = [future.result() for future in futures]
-    return [first, *rest]
+    return [task() for task in tasks]
 
 
 @contextmanager

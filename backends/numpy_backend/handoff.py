@@ -5,7 +5,7 @@ kernel). Through a ThreadPoolExecutor a hand-off cost 99 µs on the 2-core VM (a
 queue, and waking a thread whose core had gone idle); two plain locks used as signals, one released to start
 a worker and one to collect it, cost 9–13 µs (threading.Semaphore, a Condition in Python, cost 131). A team
 serves one caller at a time: a second caller (another thread's run, or a task that itself splits) does not
-wait for it and gets None from ``claim``.
+wait for it and gets None from ``claim`` (batch_split.in_parallel then runs its tasks itself).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Team:
 
     def run(self, tasks) -> list:
         """Run the claimed team on ``tasks`` and release it. Should the caller be interrupted while a worker
-        still runs (Ctrl-C), the team stays claimed for good: later callers take the fallback path rather than
+        still runs (Ctrl-C), the team stays claimed for good: later callers run their tasks themselves rather than use
         a worker whose last task may still be running."""
         helpers = self.workers[:len(tasks) - 1]
         for worker, task in zip(helpers, tasks[1:]):

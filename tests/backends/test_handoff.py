@@ -1,5 +1,6 @@
 """The standing worker team behind batch_split.in_parallel: results in order, failures re-raised in the caller
-after every task has finished, and a busy team (a nested split, another thread's run) never waited for."""
+after every task has finished, and a busy team (a nested split, another thread's run) never waited for: the
+caller then runs its tasks itself."""
 import threading
 
 import pytest
@@ -39,10 +40,18 @@ def test_a_failure_in_either_task_is_raised_after_both_have_finished(two_workers
     assert batch_split.in_parallel([lambda: 1, lambda: 2]) == [1, 2]     # the team was released
 
 
-def test_a_nested_split_runs_on_other_threads_instead_of_waiting(two_workers):
+def test_a_nested_split_runs_its_tasks_in_its_own_thread_instead_of_waiting(two_workers):
     def outer(tag):
-        return batch_split.in_parallel([lambda: f"{tag}.a", lambda: f"{tag}.b"])
-    assert batch_split.in_parallel([lambda: outer("x"), lambda: outer("y")]) == [["x.a", "x.b"], ["y.a", "y.b"]]
+        threads = []
+
+        def inner(part):
+            threads.append(threading.get_ident())
+            return f"{tag}.{part}"
+        return batch_split.in_parallel([lambda: inner("a"), lambda: inner("b")]), threads, threading.get_ident()
+    results = batch_split.in_parallel([lambda: outer("x"), lambda: outer("y")])
+    assert [names for names, _, _ in results] == [["x.a", "x.b"], ["y.a", "y.b"]]
+    assert all(threads == [own, own] for _, threads, own in results)     # the team was busy: no third thread
+    assert results[0][2] != results[1][2]
 
 
 def test_a_claimed_team_turns_away_a_second_claim():
