@@ -230,8 +230,7 @@ class Plan:
     def _make(self, node, chain, layout, shape_of, pool=None):
         """The step function of ``node`` with the element-wise layers of ``chain`` absorbed (and ``pool``)."""
         kernel = KERNELS[node.op]
-        ctx = Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
-                      layout, self.scratch)
+        ctx = self._context(node, layout, shape_of)
         try:
             fused = node.attrs.get("activation")            # an activation a pass fused into the node
             absorbed = [(fused["op"], fused["attrs"], {})] if fused else []
@@ -258,10 +257,14 @@ class Plan:
             pool = None if kernel.hosts_pool is None else fused_pool.pool_follower(
                 graph, node, self.epilogues.get(node.name, []))
             if pool is not None and kernel.layouts[0] in KERNELS[pool.op].layouts and kernel.hosts_pool(
-                    Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name],
-                            kernel.layouts[0], self.scratch)):
+                    self._context(node, kernel.layouts[0], shape_of)):
                 pools[node.name] = pool
         return pools
+
+    def _context(self, node, layout, shape_of) -> Context:
+        """What ``node``'s kernel is built from: its attributes, parameters and shapes, in ``layout``."""
+        return Context(node.attrs, node.params, [shape_of[i] for i in node.inputs], shape_of[node.name], layout,
+                       self.scratch)
 
     # --- storage -----------------------------------------------------------------------------------------
     def _assign_storage(self, before: list[int] | None = None) -> None:
