@@ -174,6 +174,15 @@ def kernel_parts(count: int, macs: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:]))
 
 
+def even_band(rows: int, band: int, images: int) -> int:
+    """A band height of at most ``band`` rows cutting ``rows`` into bands whose count over ``images`` images is a
+    multiple of WORKERS where it can be, so that every core gets as many blocks of a kernel's work."""
+    bands = -(-rows // band)
+    while images * bands % WORKERS and bands < rows:
+        bands += 1
+    return -(-rows // bands)
+
+
 def training_active() -> bool:
     """Whether training_threads() is on in this thread (BLAS on one thread: a plan may spread its steps over
     the cores, plan.Executor and schedule.py)."""

@@ -197,10 +197,7 @@ def parity_conv_pool(ctx, weight, bias, finish, spec: PoolSpec, epilogue_count: 
     macs = cout * k * n * ho * wo
     workers = batch_split.WORKERS if macs >= 2 * batch_split.MIN_PIECE_MACS else 1
     if workers > 1:                            # as many blocks for every core
-        count_bands = -(-hp // band)
-        while n * count_bands % workers and count_bands < hp:
-            count_bands += 1
-        band = -(-hp // count_bands)
+        band = batch_split.even_band(hp, band, n)
     blocks = [(image, r0, min(hp, r0 + band)) for image in range(n) for r0 in range(0, hp, band)]
 
     def sub_rows(r0, r1):

@@ -248,10 +248,7 @@ def im2col_gemm(ctx, weight, bias, pad, finish, pool=None):
         else:
             chunk, band = 1, -(-out_rows // -(-workers // n))
     if split_blocks and chunk == 1:                # bands per image such that the parts get as many blocks
-        bands = -(-out_rows // band)
-        while n * bands % workers and bands < out_rows:
-            bands += 1
-        band = -(-out_rows // bands)
+        band = batch_split.even_band(out_rows, band, n)
     blocks = [(n0, min(n, n0 + chunk), r0, min(out_rows, r0 + band))
               for n0 in range(0, n, chunk) for r0 in range(0, out_rows, band)]
     spans = {(r0, r1): pool.conv_rows(r0, r1) if pool else (r0, r1) for _, _, r0, r1 in blocks}
